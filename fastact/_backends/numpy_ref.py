@@ -1,0 +1,278 @@
+"""The NumPy reference backend: the truth every other backend is tested against.
+
+Backend contract (the same for ``numpy_ref``, ``numba_kernels`` and
+``c_kernels``).  The validation layer in ``fastact._api`` guarantees, before a
+kernel is called:
+
+* every array argument is C-contiguous, 2-D ``(n, k)`` for row data and 1-D
+  ``(n,)`` for per-row data, with ``n >= 1`` and ``k >= 1``;
+* float arrays are all ``float32`` or all ``float64`` (the compute dtype);
+  masks are ``bool`` ``(n, k)``; targets are ``int64`` ``(n,)``;
+* ``out`` has the right shape and dtype and may be the very same array as an
+  input (in place): a kernel reads ``x[i, j]`` before it writes
+  ``out[i, j]``;
+* cross-entropy targets were checked with ``check_targets`` first.
+
+Kernels return ``None`` and write only into the arrays they are given; they
+allocate nothing that the caller must free.  Threads: the caller passes
+``nthreads``; a backend may ignore it.
+
+Row kernels
+-----------
+``softmax_rows(x, mask, out, nthreads)``
+    ``out = exp(x - m) / sum(exp(x - m))`` per row, ``m`` the row max over the
+    selected entries.  Masked-out entries (``mask[i, j] == False``) get exactly
+    0 and never reach max or sum; a row with nothing selected gives all 0.
+``log_softmax_rows(x, mask, out, nthreads)``
+    ``out = (x - m) - log(sum(exp(x - m)))``; masked entries ``-inf``; a row with
+    nothing selected gives all ``-inf``.
+``logsumexp_rows(x, b, mask, out, sign, nthreads)``
+    ``out[i] = log|sum_j b[i, j] exp(x[i, j])|`` over selected entries;
+    ``b`` may be ``None`` (all ones); entries with ``b == 0`` take no part
+    (as in SciPy).  ``sign`` is ``None`` or ``(n,)`` of the compute dtype and
+    receives the sign of the sum (0 for an empty or zero sum, whose log is
+    ``-inf``).  With ``sign is None`` a negative sum gives NaN.
+``softmax_backward_rows(grad, y, out, nthreads)``
+    ``out = y * (grad - sum(grad * y))``.
+``log_softmax_backward_rows(grad, y, mask, out, nthreads)``
+    ``out = grad - exp(y) * sum(grad)``, the sum over selected entries; masked
+    entries and rows with nothing selected get 0.
+``check_targets(target, k, ignore_index)``
+    The position of the first target outside ``[0, k)`` that is not
+    ``ignore_index``, or -1.
+``cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
+z_loss, a, b, g, row_scale, loss, grad, nthreads)``
+    Index targets.  ``weight`` is ``(k,)`` or ``None`` (all ones).  Per row
+    ``i`` not ignored, with ``lse`` its logsumexp, ``eps = label_smoothing``,
+    ``w_t = weight[target[i]]``::
+
+        ce   = (1-eps) w_t (lse - x_t) + eps/k sum_c w_c (lse - x_c)
+        loss[i] = a * ce + b * z_loss * lse**2
+        grad[i, c] = g * r_i * ( a * ((1-eps) w_t (p_c - [c == t])
+                                      + eps/k (W p_c - w_c))
+                               + b * 2 z_loss lse p_c )
+
+    with ``p = softmax(x[i])``, ``W = sum(w)``, ``r_i = row_scale[i]`` (1 when
+    ``row_scale`` is ``None``).  Ignored rows get loss 0 and gradient 0.
+    ``loss`` and ``grad`` may each be ``None`` (not wanted); ``grad`` may be
+    ``x`` itself.  ``a``, ``b``, ``g`` are Python floats.
+``cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
+row_scale, loss, grad, nthreads)``
+    Probability targets ``(n, k)``; ``q = target (1-eps) + eps/k``::
+
+        loss[i] = a * sum_c w_c q_c (lse - x_c) + b * z_loss * lse**2
+        grad[i, c] = g * r_i * (a * (p_c sum_k w_k q_k - w_c q_c)
+                                + b * 2 z_loss lse p_c)
+
+Elementwise kernels (``x`` any shape flattened to 1-D contiguous)
+-----------------------------------------------------------------
+``unary(name, x, out, nthreads)`` and ``unary_backward(name, grad, x, out,
+nthreads)`` for the activations listed in ``UNARY``.
+
+The reference computes in the compute dtype (a float32 input stays float32, as
+a NumPy user would write it) with NumPy's pairwise sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "numpy"
+
+
+def _row_max(x, mask):
+    """Max over selected entries; NaN if any selected entry is NaN; -inf for none."""
+    if mask is None:
+        m = np.max(x, axis=1)  # propagates NaN
+    else:
+        m = np.max(np.where(mask, x, -np.inf), axis=1)
+    return m
+
+
+def _shifted(x, mask):
+    """(x - m) with masked entries at -inf; m per row; rows with m == -inf get shift 0."""
+    m = _row_max(x, mask)
+    # A row whose max is -inf (all -inf or nothing selected): shift by 0 would
+    # make exp(-inf) = 0 and sum 0; the callers decide what that row means.
+    shift = np.where(np.isneginf(m), x.dtype.type(0), m)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = x - shift[:, None]
+        if mask is not None:
+            z = np.where(mask, z, -np.inf)
+    return z, m
+
+
+def softmax_rows(x, mask, out, nthreads=1):
+    z, m = _shifted(x, mask)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        e = np.exp(z)
+        s = np.sum(e, axis=1)
+        y = e / s[:, None]
+    # Max -inf: all selected are -inf (NaN, as 0/0) or nothing is selected (0).
+    neg = np.isneginf(m)
+    if neg.any():
+        if mask is None:
+            y[neg] = np.nan
+        else:
+            anysel = mask.any(axis=1)
+            y[neg & anysel] = np.where(mask[neg & anysel], np.nan, 0)
+            y[neg & ~anysel] = 0
+    # Max +inf: inf - inf is NaN, the whole row is NaN (as PyTorch).
+    pos = np.isposinf(m)
+    if pos.any():
+        y[pos] = np.nan
+    out[...] = y
+
+
+def log_softmax_rows(x, mask, out, nthreads=1):
+    z, m = _shifted(x, mask)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        s = np.sum(np.exp(z), axis=1)
+        y = z - np.log(s)[:, None]
+    neg = np.isneginf(m)
+    if neg.any():
+        if mask is None:
+            y[neg] = np.nan
+        else:
+            anysel = mask.any(axis=1)
+            y[neg & anysel] = np.where(mask[neg & anysel], np.nan, -np.inf)
+            y[neg & ~anysel] = -np.inf
+    pos = np.isposinf(m)
+    if pos.any():
+        y[pos] = np.nan
+    out[...] = y
+
+
+def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
+    if b is not None:
+        nz = b != 0
+        mask = nz if mask is None else (mask & nz)
+    z, m = _shifted(x, mask)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        e = np.exp(z)
+        if b is not None:
+            e = np.where(mask, e * b, 0)
+        s = np.sum(e, axis=1)
+        if sign is not None:
+            sgn = np.sign(s)
+            s = np.abs(s)
+        r = np.log(s) + np.where(np.isneginf(m), 0, m)
+    r = np.where(np.isneginf(m), -np.inf, r)
+    r = np.where(np.isposinf(m), np.inf, r)
+    if sign is not None:
+        sgn = np.where(np.isneginf(m), 0, sgn)
+        if b is not None:
+            # A +inf entry: the sign is that of its weight (sum of the weights
+            # of the +inf entries, as exp(inf) dominates everything else).
+            posm = np.isposinf(m)
+            if posm.any():
+                inf_w = np.sum(np.where(mask & np.isposinf(x), b, 0), axis=1)
+                sgn = np.where(posm, np.sign(inf_w), sgn)
+                r = np.where(posm & (inf_w == 0), np.nan, r)
+        else:
+            sgn = np.where(np.isposinf(m), 1, sgn)
+        sgn = np.where(np.isnan(r), np.nan, sgn)
+        sign[...] = sgn
+    elif b is not None:
+        posm = np.isposinf(m)
+        if posm.any():
+            inf_w = np.sum(np.where(mask & np.isposinf(x), b, 0), axis=1)
+            r = np.where(posm & (inf_w <= 0), np.nan, r)
+    out[...] = r
+
+
+def softmax_backward_rows(grad, y, out, nthreads=1):
+    d = np.sum(grad * y, axis=1)
+    out[...] = y * (grad - d[:, None])
+
+
+def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
+    if mask is None:
+        s = np.sum(grad, axis=1)
+        out[...] = grad - np.exp(y) * s[:, None]
+    else:
+        g = np.where(mask, grad, 0)
+        s = np.sum(g, axis=1)
+        with np.errstate(invalid="ignore"):
+            r = g - np.exp(np.where(mask, y, -np.inf)) * s[:, None]
+        out[...] = np.where(mask, r, 0)
+
+
+def check_targets(target, k, ignore_index):
+    bad = ((target < 0) | (target >= k)) & (target != ignore_index)
+    idx = np.flatnonzero(bad)
+    return int(idx[0]) if idx.size else -1
+
+
+def _lse_and_p(x):
+    z, m = _shifted(x, None)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        e = np.exp(z)
+        s = np.sum(e, axis=1)
+        logs = np.log(s)
+        lse = np.where(np.isneginf(m), m, m + logs)
+        p = e / s[:, None]
+    # neg_z: (m - x) >= 0, the stable form of lse - x = (m - x) + log(s)
+    return lse, logs, p, m
+
+
+def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
+                             z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
+    n, k = x.shape
+    dt = x.dtype.type
+    valid = target != ignore_index
+    t = np.where(valid, target, 0)
+    w = np.ones(k, dtype=x.dtype) if weight is None else weight
+    lse, logs, p, m = _lse_and_p(x)
+    eps = dt(label_smoothing)
+    rows = np.arange(n)
+    w_t = w[t]
+    with np.errstate(invalid="ignore", over="ignore"):
+        # lse - x_c computed as (m - x_c) + log(s): no cancellation for large |x|.
+        d = (m[:, None] - x) + logs[:, None]
+        d_t = d[rows, t]
+        ce = (1 - eps) * w_t * d_t
+        if label_smoothing != 0:
+            ce = ce + (eps / k) * np.sum(w * d, axis=1)
+        if loss is not None:
+            val = dt(a) * ce
+            if z_loss != 0:
+                val = val + dt(b) * dt(z_loss) * lse * lse
+            loss[...] = np.where(valid, val, 0)
+        if grad is not None:
+            gr = (1 - eps) * w_t[:, None] * p
+            gr[rows, t] -= (1 - eps) * w_t
+            if label_smoothing != 0:
+                gr += (eps / k) * (np.sum(w) * p - w)
+            gr *= dt(a)
+            if z_loss != 0:
+                gr += dt(b) * 2 * dt(z_loss) * lse[:, None] * p
+            r = dt(g) if row_scale is None else dt(g) * row_scale[:, None]
+            gr *= r
+            gr[~valid] = 0
+            grad[...] = gr
+
+
+def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
+                            row_scale, loss, grad, nthreads=1):
+    n, k = x.shape
+    dt = x.dtype.type
+    eps = dt(label_smoothing)
+    q = target * (1 - eps) + eps / k if label_smoothing != 0 else target
+    wq = q if weight is None else q * weight
+    lse, logs, p, m = _lse_and_p(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if loss is not None:
+            d = (m[:, None] - x) + logs[:, None]
+            val = dt(a) * np.sum(wq * d, axis=1)
+            if z_loss != 0:
+                val = val + dt(b) * dt(z_loss) * lse * lse
+            loss[...] = val
+        if grad is not None:
+            gr = p * np.sum(wq, axis=1)[:, None] - wq
+            gr *= dt(a)
+            if z_loss != 0:
+                gr += dt(b) * 2 * dt(z_loss) * lse[:, None] * p
+            r = dt(g) if row_scale is None else dt(g) * row_scale[:, None]
+            gr *= r
+            grad[...] = gr
