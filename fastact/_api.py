@@ -1,0 +1,495 @@
+"""The public functions: validation, dtype/axis/layout normalisation — once, for
+every backend — and the call into the chosen backend's row kernels.
+
+Every function brings its input to "rows of the last axis": the reduced axes
+are moved to the end and the array viewed as ``(n, k)``, C-contiguous, in the
+compute dtype (a copy only when the layout or dtype requires one).  Backends
+only ever see that; the contract is in ``_backends/numpy_ref.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from . import _config
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # pragma: no cover - numpy < 1.25
+    AxisError = np.AxisError
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# ----------------------------------------------------------------------------
+# dtypes
+# ----------------------------------------------------------------------------
+
+def _dtypes(dt, what="x"):
+    """(compute dtype, result dtype) for an input dtype, per SPEC's dtype policy."""
+    dt = np.dtype(dt)
+    if dt == np.float32 or dt == np.float64:
+        return dt, dt
+    if dt == np.float16 or dt.name == "bfloat16":
+        return np.dtype(np.float32), dt
+    if dt.kind in "biu":
+        return np.dtype(np.float64), np.dtype(np.float64)
+    if dt.kind == "f":  # longdouble: computed and returned in float64
+        return np.dtype(np.float64), np.dtype(np.float64)
+    raise TypeError(f"fastact: {what} has unsupported dtype {dt} (expected a real floating, "
+                    f"integer or bool array)")
+
+
+def _asarray(x, what="x"):
+    a = np.asarray(x)
+    _dtypes(a.dtype, what)  # raises TypeError for complex/object/str
+    return a
+
+
+def _loss_dtype(cdtype, rdtype):
+    return np.dtype(np.float32) if rdtype != cdtype else rdtype
+
+
+# ----------------------------------------------------------------------------
+# axes and layout
+# ----------------------------------------------------------------------------
+
+def _axes(axis, ndim):
+    """Normalise ``axis`` (int, tuple of ints, None) to a sorted tuple of axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        raw = list(axis)
+    else:
+        raw = [axis]
+    out = []
+    for a in raw:
+        try:
+            a = operator.index(a)
+        except TypeError:
+            raise TypeError(f"fastact: axis must be an int, a tuple of ints or None, got {axis!r}") from None
+        if ndim == 0 and a in (0, -1):
+            continue  # a 0-d array is one row of one element (as PyTorch)
+        if not -ndim <= a < ndim:
+            raise AxisError(a, ndim)
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"fastact: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+class _Rows:
+    """How an array of ``shape`` maps onto ``(n, k)`` rows for the reduced ``axes``."""
+
+    __slots__ = ("shape", "axes", "perm", "inv", "tshape", "outer", "n", "k", "identity")
+
+    def __init__(self, shape, axes):
+        nd = len(shape)
+        keep = [a for a in range(nd) if a not in axes]
+        self.shape = tuple(shape)
+        self.axes = axes
+        self.perm = tuple(keep) + tuple(axes)
+        self.inv = tuple(np.argsort(self.perm)) if nd else ()
+        self.tshape = tuple(shape[a] for a in self.perm)
+        self.outer = tuple(shape[a] for a in keep)
+        self.n = math.prod(self.outer)
+        self.k = math.prod(shape[a] for a in axes)
+        self.identity = self.perm == tuple(range(nd))
+
+    def view(self, a):
+        """``a`` (of ``shape``) with the reduced axes last."""
+        return a if self.identity else a.transpose(self.perm)
+
+    def rows(self, a, dtype):
+        """``a`` as C-contiguous ``(n, k)`` rows of ``dtype``, copied only if needed."""
+        return np.ascontiguousarray(self.view(a), dtype=dtype).reshape(self.n, self.k)
+
+    def unview(self, t):
+        """Inverse of ``view`` for an array of ``tshape``."""
+        return t if self.identity else t.transpose(self.inv)
+
+
+def _check_out(out, shape, dtype, what="out"):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"fastact: {what} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"fastact: {what} has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"fastact: {what} has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if not out.flags.writeable:
+        raise ValueError(f"fastact: {what} is read-only")
+
+
+# ----------------------------------------------------------------------------
+# helpers shared by the row functions
+# ----------------------------------------------------------------------------
+
+def _mask_rows(where, x, rows):
+    if where is None:
+        return None
+    w = np.asarray(where)
+    if w.dtype != np.bool_:
+        raise TypeError(f"fastact: where must be a boolean array, got dtype {w.dtype}")
+    try:
+        w = np.broadcast_to(w, x.shape)
+    except ValueError:
+        raise ValueError(f"fastact: where of shape {np.shape(where)} does not broadcast to "
+                         f"the input's shape {x.shape}") from None
+    return rows.rows(w, np.bool_)
+
+
+def _nthreads():
+    return _config.get_num_threads()
+
+
+def _elementwise_result(x2, rows, rdtype, out):
+    """Turn a ``(n, k)`` compute-dtype result into what the user gets back."""
+    t = x2.reshape(rows.tshape)
+    if out is not None:
+        tv = rows.view(out)
+        if not (tv.dtype == x2.dtype and np.shares_memory(tv, x2) and tv.flags.c_contiguous):
+            tv[...] = t
+        return out
+    if rdtype != x2.dtype:
+        t = t.astype(rdtype)
+    return rows.unview(t)
+
+
+def _row_out_buffer(out, rows, cdtype):
+    """The ``(n, k)`` buffer the kernel writes: ``out`` itself when its layout allows."""
+    if out is not None:
+        tv = rows.view(out)
+        if tv.dtype == cdtype and tv.flags.c_contiguous:
+            return tv.reshape(rows.n, rows.k)
+    return np.empty((rows.n, rows.k), cdtype)
+
+
+def _softmax_like(kernel_name, x, axis, where, out, backend):
+    x = _asarray(x)
+    cdtype, rdtype = _dtypes(x.dtype)
+    axes = _axes(axis, x.ndim)
+    if out is not None:
+        _check_out(out, x.shape, rdtype)
+    rows = _Rows(x.shape, axes)
+    mask = _mask_rows(where, x, rows)
+    be = _config.resolve(backend)
+    if rows.n == 0 or rows.k == 0:
+        if out is not None:
+            return out
+        return np.empty(x.shape, rdtype)
+    x2 = rows.rows(x, cdtype)
+    o2 = _row_out_buffer(out, rows, cdtype)
+    getattr(be, kernel_name)(x2, mask, o2, _nthreads())
+    return _elementwise_result(o2, rows, rdtype, out)
+
+
+# ----------------------------------------------------------------------------
+# public: forward
+# ----------------------------------------------------------------------------
+
+def softmax(x, axis=-1, *, where=None, out=None, backend=None):
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis`` (int, tuple or None).
+
+    ``where`` (bool, broadcastable to ``x``) selects the entries that take
+    part; the others get exactly 0, and a row with nothing selected is all 0.
+    """
+    return _softmax_like("softmax_rows", x, axis, where, out, backend)
+
+
+def log_softmax(x, axis=-1, *, where=None, out=None, backend=None):
+    """``(x - max) - log(sum(exp(x - max)))`` along ``axis``; masked entries ``-inf``."""
+    return _softmax_like("log_softmax_rows", x, axis, where, out, backend)
+
+
+def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=None,
+              out=None, backend=None):
+    """``log(sum(b * exp(x)))`` along ``axis`` without overflow (SciPy's ``b`` and
+    ``return_sign``); ``-inf`` over an empty axis or a fully masked row."""
+    x = _asarray(x)
+    if b is not None:
+        b = _asarray(b, "b")
+        cdtype, rdtype = _dtypes(np.result_type(x.dtype, b.dtype))
+        try:
+            b = np.broadcast_to(b, x.shape)
+        except ValueError:
+            raise ValueError(f"fastact: b of shape {b.shape} does not broadcast to the "
+                             f"input's shape {x.shape}") from None
+    else:
+        cdtype, rdtype = _dtypes(x.dtype)
+    axes = _axes(axis, x.ndim)
+    rows = _Rows(x.shape, axes)
+    if keepdims:
+        rshape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
+    else:
+        rshape = rows.outer
+    if out is not None:
+        _check_out(out, rshape, rdtype)
+    mask = _mask_rows(where, x, rows)
+    be = _config.resolve(backend)
+    n = rows.n
+    if out is not None and out.dtype == cdtype and out.flags.c_contiguous:
+        r = out.reshape(n)
+    else:
+        r = np.empty(n, cdtype)
+    sign = np.empty(n, cdtype) if return_sign else None
+    if n:
+        if rows.k == 0:
+            r[...] = -np.inf
+            if sign is not None:
+                sign[...] = 0
+        else:
+            x2 = rows.rows(x, cdtype)
+            b2 = rows.rows(b, cdtype) if b is not None else None
+            be.logsumexp_rows(x2, b2, mask, r, sign, _nthreads())
+    if out is not None:
+        if not np.shares_memory(out, r):
+            out[...] = r.reshape(rshape)
+        res = out
+    else:
+        res = r.reshape(rshape)
+        if rdtype != cdtype:
+            res = res.astype(rdtype)
+        if res.ndim == 0:
+            res = res[()]
+    if return_sign:
+        s = sign.reshape(rshape)
+        if rdtype != cdtype:
+            s = s.astype(rdtype)
+        if s.ndim == 0:
+            s = s[()]
+        return res, s
+    return res
+
+
+# ----------------------------------------------------------------------------
+# public: backward
+# ----------------------------------------------------------------------------
+
+def _pair(grad, y):
+    grad = _asarray(grad, "grad")
+    y = _asarray(y, "y")
+    if grad.shape != y.shape:
+        raise ValueError(f"fastact: grad has shape {grad.shape} but y has shape {y.shape}")
+    cdtype, rdtype = _dtypes(np.result_type(grad.dtype, y.dtype))
+    return grad, y, cdtype, rdtype
+
+
+def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
+    """Vector-Jacobian product of softmax given ``y = softmax(x)``:
+    ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0."""
+    grad, y, cdtype, rdtype = _pair(grad, y)
+    axes = _axes(axis, y.ndim)
+    if out is not None:
+        _check_out(out, y.shape, rdtype)
+    rows = _Rows(y.shape, axes)
+    be = _config.resolve(backend)
+    if rows.n == 0 or rows.k == 0:
+        return out if out is not None else np.empty(y.shape, rdtype)
+    g2 = rows.rows(grad, cdtype)
+    y2 = rows.rows(y, cdtype)
+    o2 = _row_out_buffer(out, rows, cdtype)
+    be.softmax_backward_rows(g2, y2, o2, _nthreads())
+    return _elementwise_result(o2, rows, rdtype, out)
+
+
+def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None):
+    """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)``:
+    ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows."""
+    grad, y, cdtype, rdtype = _pair(grad, y)
+    axes = _axes(axis, y.ndim)
+    if out is not None:
+        _check_out(out, y.shape, rdtype)
+    rows = _Rows(y.shape, axes)
+    mask = _mask_rows(where, y, rows)
+    be = _config.resolve(backend)
+    if rows.n == 0 or rows.k == 0:
+        return out if out is not None else np.empty(y.shape, rdtype)
+    g2 = rows.rows(grad, cdtype)
+    y2 = rows.rows(y, cdtype)
+    o2 = _row_out_buffer(out, rows, cdtype)
+    be.log_softmax_backward_rows(g2, y2, mask, o2, _nthreads())
+    return _elementwise_result(o2, rows, rdtype, out)
+
+
+# ----------------------------------------------------------------------------
+# public: cross-entropy
+# ----------------------------------------------------------------------------
+
+class _CE:
+    """Validated cross-entropy arguments, as flat rows for the kernels."""
+
+    def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
+                 z_loss, backend):
+        x = _asarray(logits, "logits")
+        if x.ndim < 1:
+            raise ValueError(f"fastact: logits must have a class axis, got shape {x.shape}")
+        cdtype, rdtype = _dtypes(x.dtype, "logits")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"fastact: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        label_smoothing = float(label_smoothing)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"fastact: label_smoothing must be in [0, 1], got {label_smoothing}")
+        z_loss = float(z_loss)
+        if not z_loss >= 0.0:
+            raise ValueError(f"fastact: z_loss must be >= 0, got {z_loss}")
+        k = x.shape[-1]
+        lead = x.shape[:-1]
+        t = np.asarray(target)
+        if t.dtype.kind in "iu":
+            self.index = True
+            if t.shape != lead:
+                raise ValueError(f"fastact: index target has shape {t.shape}, expected {lead} "
+                                 f"for logits of shape {x.shape}")
+        elif t.dtype.kind == "f" or t.dtype.name == "bfloat16":
+            self.index = False
+            if t.shape != x.shape:
+                raise ValueError(f"fastact: probability target has shape {t.shape}, expected "
+                                 f"the logits' shape {x.shape}")
+        else:
+            raise TypeError(f"fastact: target must hold integer class indices or float "
+                            f"probabilities, got dtype {t.dtype}")
+        if weight is not None:
+            weight = _asarray(weight, "weight")
+            if weight.shape != (k,):
+                raise ValueError(f"fastact: weight has shape {weight.shape}, expected ({k},) "
+                                 f"for logits of shape {x.shape}")
+            weight = np.ascontiguousarray(weight, dtype=cdtype)
+        self.x, self.k, self.lead = x, k, lead
+        self.n = math.prod(lead)
+        self.cdtype, self.rdtype = cdtype, rdtype
+        self.ldtype = _loss_dtype(cdtype, rdtype)
+        self.weight = weight
+        self.ignore_index = int(ignore_index)
+        self.reduction = reduction
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.be = _config.resolve(backend)
+        self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.n, k)
+        if self.index:
+            self.t2 = np.ascontiguousarray(t, dtype=np.int64).reshape(self.n)
+            if self.n:
+                bad = self.be.check_targets(self.t2, k, self.ignore_index)
+                if bad >= 0:
+                    raise IndexError(f"fastact: target {int(self.t2[bad])} is out of bounds for "
+                                     f"{k} classes (at flat row {bad}; ignore_index is "
+                                     f"{self.ignore_index})")
+        else:
+            self.t2 = np.ascontiguousarray(t, dtype=cdtype).reshape(self.n, k)
+        self._factors()
+
+    def _factors(self):
+        """``a`` scales the cross-entropy term, ``b`` the z-loss term (the kernels' contract)."""
+        self.a = self.b = 1.0
+        self.empty_mean = False
+        if self.reduction != "mean":
+            return
+        if self.index:
+            valid = self.t2 != self.ignore_index
+            n_valid = int(np.count_nonzero(valid))
+            if self.weight is None:
+                den = float(n_valid)
+            else:
+                den = float(np.sum(self.weight[self.t2[valid]], dtype=np.float64))
+        else:
+            n_valid = self.n
+            den = float(self.n)
+        self.empty_mean = n_valid == 0
+        self.a = 1.0 / den if den != 0 else math.nan
+        self.b = 1.0 / n_valid if n_valid else math.nan
+
+    def row_scale(self, grad_loss):
+        g = np.asarray(grad_loss)
+        if g.ndim == 0:
+            return float(g), None
+        if self.reduction != "none":
+            raise ValueError(f"fastact: grad_loss must be a scalar for reduction="
+                             f"{self.reduction!r}, got shape {g.shape}")
+        if g.shape != self.lead:
+            raise ValueError(f"fastact: grad_loss has shape {g.shape}, expected {self.lead}")
+        return 1.0, np.ascontiguousarray(g, dtype=self.cdtype).reshape(self.n)
+
+    def grad_buffer(self, out):
+        if out is not None:
+            _check_out(out, self.x.shape, self.rdtype)
+            if out.dtype == self.cdtype and out.flags.c_contiguous:
+                return out.reshape(self.n, self.k)
+        return np.empty((self.n, self.k), self.cdtype)
+
+    def run(self, loss, grad, g=1.0, row_scale=None):
+        if self.n == 0 or self.k == 0:
+            if grad is not None:
+                grad[...] = 0
+            if loss is not None:
+                loss[...] = 0
+            return
+        args = (self.x2, self.t2, self.weight)
+        if self.index:
+            args += (self.ignore_index,)
+        self.be_kernel(*args, self.label_smoothing, self.z_loss, self.a, self.b, float(g),
+                       row_scale, loss, grad, _nthreads())
+
+    @property
+    def be_kernel(self):
+        return (self.be.cross_entropy_index_rows if self.index
+                else self.be.cross_entropy_prob_rows)
+
+    def reduce(self, loss):
+        """The user's loss from the kernel's per-row values."""
+        if self.reduction == "none":
+            r = loss.reshape(self.lead)
+            return r.astype(self.ldtype) if r.dtype != self.ldtype else r
+        total = float(np.sum(loss, dtype=np.float64))
+        if self.reduction == "mean" and self.empty_mean:
+            total = math.nan
+        return self.ldtype.type(total)
+
+
+def _ce_opts(weight, ignore_index, reduction, label_smoothing, z_loss):
+    return dict(weight=weight, ignore_index=ignore_index, reduction=reduction,
+                label_smoothing=label_smoothing, z_loss=z_loss)
+
+
+def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                          label_smoothing=0.0, z_loss=0.0, backend=None):
+    """Cross-entropy of ``softmax(logits)`` (classes on the last axis) against index
+    targets ``(...)`` or probability targets ``(..., C)``; equals
+    ``torch.nn.functional.cross_entropy``, plus PaLM's ``z_loss * logsumexp**2``."""
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+    loss = np.empty(ce.n, ce.cdtype)
+    ce.run(loss, None)
+    return ce.reduce(loss)
+
+
+def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, weight=None,
+                                   ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                                   z_loss=0.0, out=None, backend=None):
+    """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or ``(...)`` for "none")."""
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+    g, rs = ce.row_scale(grad_loss)
+    buf = ce.grad_buffer(out)
+    ce.run(None, buf, g, rs)
+    return _ce_grad_result(ce, buf, out)
+
+
+def softmax_cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
+                                    reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                                    out=None, backend=None):
+    """``(loss, dlogits)`` in one fused pass; ``out=logits`` overwrites the logits
+    with their gradient."""
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+    buf = ce.grad_buffer(out)
+    loss = np.empty(ce.n, ce.cdtype)
+    ce.run(loss, buf)
+    return ce.reduce(loss), _ce_grad_result(ce, buf, out)
+
+
+def _ce_grad_result(ce, buf, out):
+    if out is not None:
+        if not np.shares_memory(out, buf):
+            out[...] = buf.reshape(out.shape)
+        return out
+    r = buf.reshape(ce.x.shape)
+    return r.astype(ce.rdtype) if ce.rdtype != ce.cdtype else r

@@ -1,0 +1,113 @@
+"""Backend choice and thread count: process-wide defaults, per-context overrides."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+
+from . import _backends
+
+_default_backend = "auto"
+_override: contextvars.ContextVar = contextvars.ContextVar("fastact_backend", default=None)
+_num_threads = None  # None: not yet read from FASTACT_NUM_THREADS / the machine
+
+
+def _check_name(name):
+    if not isinstance(name, str) or name not in _backends.NAMES + ("auto",):
+        raise ValueError(
+            f"unknown backend {name!r}; expected one of {list(_backends.NAMES + ('auto',))}"
+        )
+    return name
+
+
+def available_backends():
+    """The backends that load on this machine, fastest first (``"numpy"`` always)."""
+    return [n for n in _backends.NAMES if _backends.is_available(n)]
+
+
+def _resolve_auto():
+    for n in _backends.NAMES:
+        if _backends.is_available(n):
+            return n
+    return "numpy"  # pragma: no cover - the reference always loads
+
+
+def resolve(name=None):
+    """The backend module for ``name`` (None: the current backend)."""
+    if name is None:
+        name = _override.get() or _default_backend
+    else:
+        _check_name(name)
+    if name == "auto":
+        name = _resolve_auto()
+    return _backends.load(name)
+
+
+def get_backend():
+    """The name of the backend calls use now (``"auto"`` resolved to a real name)."""
+    return resolve().NAME
+
+
+def set_backend(name):
+    """Set the process-wide default backend; error (saying why) if it is not available."""
+    global _default_backend
+    _check_name(name)
+    if name != "auto":
+        _backends.load(name)
+    _default_backend = name
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """``with use_backend("c"): ...`` — the backend for calls made in this context."""
+    _check_name(name)
+    if name != "auto":
+        _backends.load(name)
+    token = _override.set(name)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def _cpu_count():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads():
+    """Threads the native backends use (default: all cores, or FASTACT_NUM_THREADS)."""
+    global _num_threads
+    if _num_threads is None:
+        env = os.environ.get("FASTACT_NUM_THREADS")
+        _num_threads = _parse_threads(env, "FASTACT_NUM_THREADS") if env else _cpu_count()
+    return _num_threads
+
+
+def _parse_threads(n, what="n"):
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a positive integer, got {n!r}") from None
+    if n < 1:
+        raise ValueError(f"{what} must be a positive integer, got {n}")
+    return n
+
+
+def set_num_threads(n):
+    """Set the number of threads the native backends use."""
+    global _num_threads
+    _num_threads = _parse_threads(n)
+
+
+def _init_from_env():
+    global _default_backend
+    env = os.environ.get("FASTACT_BACKEND")
+    if env:
+        _default_backend = _check_name(env.strip().lower())
+
+
+_init_from_env()
