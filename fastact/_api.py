@@ -387,12 +387,16 @@ class _CE:
         if self.reduction != "mean":
             return
         if self.index:
-            valid = self.t2 != self.ignore_index
-            n_valid = int(np.count_nonzero(valid))
+            n_valid, den = 0, 0.0
+            for sl in _row_blocks(self.n, 1):  # bounded temporaries, whatever n is
+                tb = self.t2[sl]
+                valid = tb != self.ignore_index
+                c = int(np.count_nonzero(valid))
+                n_valid += c
+                if self.weight is not None and c:
+                    den += float(np.sum(self.weight[tb[valid]], dtype=np.float64))
             if self.weight is None:
                 den = float(n_valid)
-            else:
-                den = float(np.sum(self.weight[self.t2[valid]], dtype=np.float64))
         else:
             n_valid = self.n
             den = float(self.n)
@@ -418,38 +422,58 @@ class _CE:
                 return out.reshape(self.n, self.k)
         return np.empty((self.n, self.k), self.cdtype)
 
-    def run(self, loss, grad, g=1.0, row_scale=None):
-        if self.n == 0 or self.k == 0:
+    def compute(self, want_loss, grad, g=1.0, row_scale=None):
+        """Run the kernel over blocks of rows; return the user's loss (None if not wanted).
+
+        Blocks keep the per-row loss buffer bounded: with ``out=`` given, a call
+        allocates nothing that grows with the input (but the loss itself for
+        ``reduction="none"``).
+        """
+        n, k = self.n, self.k
+        if n == 0 or k == 0:
             if grad is not None:
                 grad[...] = 0
-            if loss is not None:
-                loss[...] = 0
-            return
-        args = (self.x2, self.t2, self.weight)
-        if self.index:
-            args += (self.ignore_index,)
-        self.be_kernel(*args, self.label_smoothing, self.z_loss, self.a, self.b, float(g),
-                       row_scale, loss, grad, _nthreads())
-
-    @property
-    def be_kernel(self):
-        return (self.be.cross_entropy_index_rows if self.index
+            return self._reduce(np.zeros(n, self.cdtype), 0.0) if want_loss else None
+        kern = (self.be.cross_entropy_index_rows if self.index
                 else self.be.cross_entropy_prob_rows)
+        extra = (self.ignore_index,) if self.index else ()
+        full = np.empty(n, self.cdtype) if want_loss and self.reduction == "none" else None
+        buf = None
+        total = 0.0
+        nt = _nthreads()
+        for sl in _row_blocks(n, k):
+            m = sl.stop - sl.start
+            if not want_loss:
+                lb = None
+            elif full is not None:
+                lb = full[sl]
+            else:
+                if buf is None:
+                    buf = np.empty(m, self.cdtype)
+                lb = buf[:m]
+            kern(self.x2[sl], self.t2[sl], self.weight, *extra, self.label_smoothing,
+                 self.z_loss, self.a, self.b, float(g),
+                 None if row_scale is None else row_scale[sl], lb,
+                 None if grad is None else grad[sl], nt)
+            if lb is not None and full is None:
+                total += float(np.sum(lb, dtype=np.float64))
+        return self._reduce(full, total) if want_loss else None
 
-    def reduce(self, loss):
-        """The user's loss from the kernel's per-row values."""
+    def _reduce(self, full, total):
+        """The user's loss: the per-row array for "none", else a NumPy scalar."""
         if self.reduction == "none":
-            r = loss.reshape(self.lead)
+            r = full.reshape(self.lead)
             return r.astype(self.ldtype) if r.dtype != self.ldtype else r
-        total = float(np.sum(loss, dtype=np.float64))
         if self.reduction == "mean" and self.empty_mean:
             total = math.nan
         return self.ldtype.type(total)
 
 
-def _ce_opts(weight, ignore_index, reduction, label_smoothing, z_loss):
-    return dict(weight=weight, ignore_index=ignore_index, reduction=reduction,
-                label_smoothing=label_smoothing, z_loss=z_loss)
+def _row_blocks(n, k, elems=1 << 20):
+    """Slices of at most ~``elems`` elements (at least 256 rows) covering ``n`` rows."""
+    step = max(256, elems // max(k, 1))
+    for i in range(0, n, step):
+        yield slice(i, min(n, i + step))
 
 
 def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
@@ -458,9 +482,7 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, red
     targets ``(...)`` or probability targets ``(..., C)``; equals
     ``torch.nn.functional.cross_entropy``, plus PaLM's ``z_loss * logsumexp**2``."""
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
-    loss = np.empty(ce.n, ce.cdtype)
-    ce.run(loss, None)
-    return ce.reduce(loss)
+    return ce.compute(True, None)
 
 
 def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, weight=None,
@@ -470,7 +492,7 @@ def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, weight=None
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
     g, rs = ce.row_scale(grad_loss)
     buf = ce.grad_buffer(out)
-    ce.run(None, buf, g, rs)
+    ce.compute(False, buf, g, rs)
     return _ce_grad_result(ce, buf, out)
 
 
@@ -481,9 +503,8 @@ def softmax_cross_entropy_with_grad(logits, target, *, weight=None, ignore_index
     with their gradient."""
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
     buf = ce.grad_buffer(out)
-    loss = np.empty(ce.n, ce.cdtype)
-    ce.run(loss, buf)
-    return ce.reduce(loss), _ce_grad_result(ce, buf, out)
+    loss = ce.compute(True, buf)
+    return loss, _ce_grad_result(ce, buf, out)
 
 
 def _ce_grad_result(ce, buf, out):

@@ -223,3 +223,14 @@ def test_logits_not_modified(backend, rng):
     fastact.softmax_cross_entropy_with_grad(x, t, backend=backend)
     fastact.softmax_cross_entropy_backward(x, t, backend=backend)
     np.testing.assert_array_equal(x, keep)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_many_rows_span_several_blocks(backend, rng, reduction):
+    """More rows than one kernel block (the API runs the kernels block by block)."""
+    x, t = make_case(rng, np.float32, lead=(300_000,), c=4, ignored=0.1)
+    w = np.array([0.5, 1.0, 2.0, 1.5], np.float32)
+    opts = dict(weight=w, reduction=reduction, label_smoothing=0.1, z_loss=1e-3)
+    el, eg = torch_ce(x, t, **opts)
+    l, g = fastact.softmax_cross_entropy_with_grad(x, t, backend=backend, **opts)
+    check(l, g, el, eg, np.float32)
