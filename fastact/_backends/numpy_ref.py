@@ -102,26 +102,30 @@ def _shifted(x, mask):
     return z, m
 
 
+def _finish(y, m, mask, fill):
+    """Rows whose max is not finite, then the mask.
+
+    Max +inf (inf - inf) or NaN: the selected entries are NaN; max -inf with
+    something selected (all selected are -inf, 0/0): NaN too; masked-out
+    entries and rows with nothing selected get ``fill`` (0 or -inf).
+    """
+    bad = ~np.isfinite(m)
+    if mask is not None:
+        bad &= mask.any(axis=1)
+    if bad.any():
+        y[bad] = np.nan
+    if mask is not None:
+        y[~mask] = fill
+    return y
+
+
 def softmax_rows(x, mask, out, nthreads=1):
     z, m = _shifted(x, mask)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         e = np.exp(z)
         s = np.sum(e, axis=1)
         y = e / s[:, None]
-    # Max -inf: all selected are -inf (NaN, as 0/0) or nothing is selected (0).
-    neg = np.isneginf(m)
-    if neg.any():
-        if mask is None:
-            y[neg] = np.nan
-        else:
-            anysel = mask.any(axis=1)
-            y[neg & anysel] = np.where(mask[neg & anysel], np.nan, 0)
-            y[neg & ~anysel] = 0
-    # Max +inf: inf - inf is NaN, the whole row is NaN (as PyTorch).
-    pos = np.isposinf(m)
-    if pos.any():
-        y[pos] = np.nan
-    out[...] = y
+    out[...] = _finish(y, m, mask, 0.0)
 
 
 def log_softmax_rows(x, mask, out, nthreads=1):
@@ -129,18 +133,7 @@ def log_softmax_rows(x, mask, out, nthreads=1):
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         s = np.sum(np.exp(z), axis=1)
         y = z - np.log(s)[:, None]
-    neg = np.isneginf(m)
-    if neg.any():
-        if mask is None:
-            y[neg] = np.nan
-        else:
-            anysel = mask.any(axis=1)
-            y[neg & anysel] = np.where(mask[neg & anysel], np.nan, -np.inf)
-            y[neg & ~anysel] = -np.inf
-    pos = np.isposinf(m)
-    if pos.any():
-        y[pos] = np.nan
-    out[...] = y
+    out[...] = _finish(y, m, mask, -np.inf)
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
