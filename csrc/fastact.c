@@ -1,0 +1,744 @@
+/* fastact C kernels: ISA vocabularies, run-time dispatch and row threads.
+ *
+ * The kernels are written once in rows_template.c against a small vector
+ * vocabulary (T, V, VL, v_add, v_fma, v_max, ...).  This file defines that
+ * vocabulary for each (ISA, dtype) pair and includes the template once per
+ * pair: baseline (plain C, VL = 1, left to the auto-vectoriser), AVX2+FMA and
+ * AVX-512F, each for float32 and float64.  The x86 expansions are compiled
+ * under a target pragma, so the file builds without -m flags and the choice
+ * is made per call from what the CPU reports (fa_cpu_isa).
+ */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastact.h"
+
+#if !defined(_WIN32)
+#include <pthread.h>
+#define FA_HAVE_PTHREADS 1
+#else
+#define FA_HAVE_PTHREADS 0
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define FA_X86 1
+#include <immintrin.h>
+#else
+#define FA_X86 0
+#endif
+
+/* Arguments of every row kernel; unused fields stay 0/NULL.  For the backward
+ * kernels x is `grad`; for cross entropy with probabilities tprob is the
+ * target. */
+typedef struct fa_args {
+    const void *x, *y, *b, *tprob, *weight, *row_scale;
+    const unsigned char *mask;
+    const int64_t *target;
+    void *out, *sign, *loss, *grad;
+    int64_t n, k, ignore_index;
+    double eps, z_loss, a, b_coef, g, wsum;
+} fa_args;
+
+typedef void (*fa_rows_fn)(const fa_args *, int64_t r0, int64_t r1);
+
+/* exp constants.  MAGIC_BIAS = 1.5 * 2^p + exponent bias: adding it rounds
+ * x log2(e) to an integer n and leaves n + bias in the low mantissa bits,
+ * ready to be shifted into the exponent field.  The fast path covers
+ * [FAST_LO, FAST_HI] (2^n normal); other lanes take the slow path, which
+ * clamps to [SLOW_LO, SLOW_HI] (below: 0, above: +inf). */
+#define F32_LOG2E 0x1.715476p+0f
+#define F32_MAGIC 0x1.8p23f
+#define F32_MAGIC_BIAS 0x1.8000FEp23f
+#define F32_LN2_HI 0x1.62E400p-1f
+#define F32_LN2_LO 0x1.7F7D1Cp-20f
+#define F64_LOG2E 0x1.71547652B82FEp+0
+#define F64_MAGIC 0x1.8p52
+#define F64_MAGIC_BIAS (0x1.8p52 + 1023.0)
+#define F64_LN2_HI 6.93147180369123816490e-01
+#define F64_LN2_LO 1.90821492927058770002e-10
+
+static inline float fa_shl_exp_f32(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u <<= 23;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+static inline double fa_shl_exp_f64(double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    u <<= 52;
+    memcpy(&v, &u, 8);
+    return v;
+}
+
+/* ======================================================= baseline, VL = 1 */
+
+#define T float
+#define IS_F64 0
+#define SFX f32_base
+#define EXP_LOG2E F32_LOG2E
+#define EXP_MAGIC F32_MAGIC
+#define EXP_MAGIC_BIAS F32_MAGIC_BIAS
+#define EXP_LN2_HI F32_LN2_HI
+#define EXP_LN2_LO F32_LN2_LO
+#define EXP_FAST_LO (-87.0f)
+#define EXP_FAST_HI 88.0f
+#define EXP_SLOW_LO (-104.0f)
+#define EXP_SLOW_HI 89.0f
+#define v_shl_exp(v) fa_shl_exp_f32(v)
+#define V T
+#define VM int
+#define VTM int
+#define VL 1
+#define HAVE_GATHER 0
+#define v_zero() ((T)0)
+#define v_set1(a) ((T)(a))
+#define v_load(p) (*(p))
+#define v_store(p, v) (*(p) = (v))
+#define v_add(a, b) ((a) + (b))
+#define v_sub(a, b) ((a) - (b))
+#define v_mul(a, b) ((a) * (b))
+#define v_div(a, b) ((a) / (b))
+#define v_fma(a, b, c) ((a) * (b) + (c))
+#define v_max(x, acc) ((x) > (acc) ? (x) : (acc))
+#define v_min(a, b) ((a) < (b) ? (a) : (b))
+#define v_lt(a, b) ((a) < (b))
+#define v_gt(a, b) ((a) > (b))
+#define v_ne(a, b) ((a) != (b))
+#define m_or(a, b) ((a) | (b))
+#define m_and(a, b) ((a) & (b))
+#define m_any(m) (m)
+#define m_true() 1
+#define m_bytes(p) (*(p) != 0)
+#define v_select(m, a, b) ((m) ? (a) : (b))
+#define v_hmax(v) (v)
+#define v_hsum_d(v) ((double)(v))
+#define v_tailmask(n) ((int)(n))
+#define v_load_tail(p, tm, fill) ((tm) > 0 ? *(p) : (fill))
+#define v_store_tail(p, tm, v) ((tm) > 0 ? (void)(*(p) = (v)) : (void)0)
+#include "rows_template.c"
+
+#define T double
+#define IS_F64 1
+#define SFX f64_base
+#define EXP_LOG2E F64_LOG2E
+#define EXP_MAGIC F64_MAGIC
+#define EXP_MAGIC_BIAS F64_MAGIC_BIAS
+#define EXP_LN2_HI F64_LN2_HI
+#define EXP_LN2_LO F64_LN2_LO
+#define EXP_FAST_LO (-708.0)
+#define EXP_FAST_HI 709.0
+#define EXP_SLOW_LO (-746.0)
+#define EXP_SLOW_HI 710.0
+#define v_shl_exp(v) fa_shl_exp_f64(v)
+#define V T
+#define VM int
+#define VTM int
+#define VL 1
+#define HAVE_GATHER 0
+#define v_zero() ((T)0)
+#define v_set1(a) ((T)(a))
+#define v_load(p) (*(p))
+#define v_store(p, v) (*(p) = (v))
+#define v_add(a, b) ((a) + (b))
+#define v_sub(a, b) ((a) - (b))
+#define v_mul(a, b) ((a) * (b))
+#define v_div(a, b) ((a) / (b))
+#define v_fma(a, b, c) ((a) * (b) + (c))
+#define v_max(x, acc) ((x) > (acc) ? (x) : (acc))
+#define v_min(a, b) ((a) < (b) ? (a) : (b))
+#define v_lt(a, b) ((a) < (b))
+#define v_gt(a, b) ((a) > (b))
+#define v_ne(a, b) ((a) != (b))
+#define m_or(a, b) ((a) | (b))
+#define m_and(a, b) ((a) & (b))
+#define m_any(m) (m)
+#define m_true() 1
+#define m_bytes(p) (*(p) != 0)
+#define v_select(m, a, b) ((m) ? (a) : (b))
+#define v_hmax(v) (v)
+#define v_hsum_d(v) ((double)(v))
+#define v_tailmask(n) ((int)(n))
+#define v_load_tail(p, tm, fill) ((tm) > 0 ? *(p) : (fill))
+#define v_store_tail(p, tm, v) ((tm) > 0 ? (void)(*(p) = (v)) : (void)0)
+#include "rows_template.c"
+
+#if FA_X86
+/* ======================================================== AVX2 + FMA */
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+
+/* Row-end masks: n leading all-ones lanes start at fa_tail32 + 8 - n. */
+static const int32_t fa_tail32[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+static const int64_t fa_tail64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+
+static inline float avx2_hmax_f32(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+static inline double avx2_hsum_d_f32(__m256 v)
+{
+    __m256d d = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                              _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+static inline double avx2_hmax_f64(__m256d v)
+{
+    __m128d m = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)));
+}
+
+static inline double avx2_hsum_d_f64(__m256d v)
+{
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+static inline __m256 avx2_mbytes_f32(const unsigned char *p)
+{
+    __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    __m256i z = _mm256_cmpeq_epi32(w, _mm256_setzero_si256());
+    return _mm256_castsi256_ps(_mm256_xor_si256(z, _mm256_set1_epi32(-1)));
+}
+
+static inline __m256d avx2_mbytes_f64(const unsigned char *p)
+{
+    int32_t u;
+    memcpy(&u, p, 4);
+    __m256i w = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(u));
+    __m256i z = _mm256_cmpeq_epi64(w, _mm256_setzero_si256());
+    return _mm256_castsi256_pd(_mm256_xor_si256(z, _mm256_set1_epi64x(-1)));
+}
+
+#define T float
+#define IS_F64 0
+#define SFX f32_avx2
+#define EXP_LOG2E F32_LOG2E
+#define EXP_MAGIC F32_MAGIC
+#define EXP_MAGIC_BIAS F32_MAGIC_BIAS
+#define EXP_LN2_HI F32_LN2_HI
+#define EXP_LN2_LO F32_LN2_LO
+#define EXP_FAST_LO (-87.0f)
+#define EXP_FAST_HI 88.0f
+#define EXP_SLOW_LO (-104.0f)
+#define EXP_SLOW_HI 89.0f
+#define V __m256
+#define VM __m256
+#define VTM __m256i
+#define VL 8
+#define HAVE_GATHER 1
+#define v_zero() _mm256_setzero_ps()
+#define v_set1(a) _mm256_set1_ps((float)(a))
+#define v_load(p) _mm256_loadu_ps(p)
+#define v_store(p, v) _mm256_storeu_ps((p), (v))
+#define v_add _mm256_add_ps
+#define v_sub _mm256_sub_ps
+#define v_mul _mm256_mul_ps
+#define v_div _mm256_div_ps
+#define v_fma _mm256_fmadd_ps
+#define v_max _mm256_max_ps
+#define v_min _mm256_min_ps
+#define v_lt(a, b) _mm256_cmp_ps((a), (b), _CMP_LT_OQ)
+#define v_gt(a, b) _mm256_cmp_ps((a), (b), _CMP_GT_OQ)
+#define v_ne(a, b) _mm256_cmp_ps((a), (b), _CMP_NEQ_UQ)
+#define m_or _mm256_or_ps
+#define m_and _mm256_and_ps
+#define m_any(m) (_mm256_movemask_ps(m) != 0)
+#define m_true() _mm256_castsi256_ps(_mm256_set1_epi32(-1))
+#define m_bytes(p) avx2_mbytes_f32(p)
+#define v_select(m, a, b) _mm256_blendv_ps((b), (a), (m))
+#define v_shl_exp(v) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(v), 23))
+#define v_hmax(v) avx2_hmax_f32(v)
+#define v_hsum_d(v) avx2_hsum_d_f32(v)
+#define v_tailmask(n) _mm256_loadu_si256((const __m256i *)(fa_tail32 + 8 - (n)))
+#define v_load_tail(p, tm, fill) \
+    _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps((p), (tm)), _mm256_castsi256_ps(tm))
+#define v_store_tail(p, tm, v) _mm256_maskstore_ps((p), (tm), (v))
+#define v_gather(base, idx) _mm256_i32gather_ps((base), _mm256_loadu_si256((const __m256i *)(idx)), 4)
+#define v_exp_field(v) _mm256_cvtepi32_ps(_mm256_srli_epi32(_mm256_castps_si256(v), 23))
+#define v_mant_half(v)                                                                   \
+    _mm256_castsi256_ps(_mm256_or_si256(                                                 \
+        _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007FFFFF)), \
+        _mm256_set1_epi32(0x3F000000)))
+#include "rows_template.c"
+
+#define T double
+#define IS_F64 1
+#define SFX f64_avx2
+#define EXP_LOG2E F64_LOG2E
+#define EXP_MAGIC F64_MAGIC
+#define EXP_MAGIC_BIAS F64_MAGIC_BIAS
+#define EXP_LN2_HI F64_LN2_HI
+#define EXP_LN2_LO F64_LN2_LO
+#define EXP_FAST_LO (-708.0)
+#define EXP_FAST_HI 709.0
+#define EXP_SLOW_LO (-746.0)
+#define EXP_SLOW_HI 710.0
+#define V __m256d
+#define VM __m256d
+#define VTM __m256i
+#define VL 4
+#define HAVE_GATHER 1
+#define v_zero() _mm256_setzero_pd()
+#define v_set1(a) _mm256_set1_pd((double)(a))
+#define v_load(p) _mm256_loadu_pd(p)
+#define v_store(p, v) _mm256_storeu_pd((p), (v))
+#define v_add _mm256_add_pd
+#define v_sub _mm256_sub_pd
+#define v_mul _mm256_mul_pd
+#define v_div _mm256_div_pd
+#define v_fma _mm256_fmadd_pd
+#define v_max _mm256_max_pd
+#define v_min _mm256_min_pd
+#define v_lt(a, b) _mm256_cmp_pd((a), (b), _CMP_LT_OQ)
+#define v_gt(a, b) _mm256_cmp_pd((a), (b), _CMP_GT_OQ)
+#define v_ne(a, b) _mm256_cmp_pd((a), (b), _CMP_NEQ_UQ)
+#define m_or _mm256_or_pd
+#define m_and _mm256_and_pd
+#define m_any(m) (_mm256_movemask_pd(m) != 0)
+#define m_true() _mm256_castsi256_pd(_mm256_set1_epi64x(-1))
+#define m_bytes(p) avx2_mbytes_f64(p)
+#define v_select(m, a, b) _mm256_blendv_pd((b), (a), (m))
+#define v_shl_exp(v) _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(v), 52))
+#define v_hmax(v) avx2_hmax_f64(v)
+#define v_hsum_d(v) avx2_hsum_d_f64(v)
+#define v_tailmask(n) _mm256_loadu_si256((const __m256i *)(fa_tail64 + 4 - (n)))
+#define v_load_tail(p, tm, fill) \
+    _mm256_blendv_pd(_mm256_set1_pd(fill), _mm256_maskload_pd((p), (tm)), _mm256_castsi256_pd(tm))
+#define v_store_tail(p, tm, v) _mm256_maskstore_pd((p), (tm), (v))
+#define v_gather(base, idx) _mm256_i32gather_pd((base), _mm_loadu_si128((const __m128i *)(idx)), 8)
+#include "rows_template.c"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+/* ============================================================ AVX-512F */
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#endif
+
+static inline double avx512_hsum_d_f32(__m512 v)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+static inline __mmask16 avx512_mbytes_f32(const unsigned char *p)
+{
+    __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm512_test_epi32_mask(w, w);
+}
+
+static inline __mmask8 avx512_mbytes_f64(const unsigned char *p)
+{
+    __m512i w = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)p));
+    return _mm512_test_epi64_mask(w, w);
+}
+
+#define T float
+#define IS_F64 0
+#define SFX f32_avx512
+#define EXP_LOG2E F32_LOG2E
+#define EXP_MAGIC F32_MAGIC
+#define EXP_MAGIC_BIAS F32_MAGIC_BIAS
+#define EXP_LN2_HI F32_LN2_HI
+#define EXP_LN2_LO F32_LN2_LO
+#define EXP_FAST_LO (-87.0f)
+#define EXP_FAST_HI 88.0f
+#define EXP_SLOW_LO (-104.0f)
+#define EXP_SLOW_HI 89.0f
+#define V __m512
+#define VM __mmask16
+#define VTM __mmask16
+#define VL 16
+#define HAVE_GATHER 1
+#define v_zero() _mm512_setzero_ps()
+#define v_set1(a) _mm512_set1_ps((float)(a))
+#define v_load(p) _mm512_loadu_ps(p)
+#define v_store(p, v) _mm512_storeu_ps((p), (v))
+#define v_add _mm512_add_ps
+#define v_sub _mm512_sub_ps
+#define v_mul _mm512_mul_ps
+#define v_div _mm512_div_ps
+#define v_fma _mm512_fmadd_ps
+#define v_max _mm512_max_ps
+#define v_min _mm512_min_ps
+#define v_lt(a, b) _mm512_cmp_ps_mask((a), (b), _CMP_LT_OQ)
+#define v_gt(a, b) _mm512_cmp_ps_mask((a), (b), _CMP_GT_OQ)
+#define v_ne(a, b) _mm512_cmp_ps_mask((a), (b), _CMP_NEQ_UQ)
+#define m_or(a, b) ((__mmask16)((a) | (b)))
+#define m_and(a, b) ((__mmask16)((a) & (b)))
+#define m_any(m) ((m) != 0)
+#define m_true() ((__mmask16)0xFFFF)
+#define m_bytes(p) avx512_mbytes_f32(p)
+#define v_select(m, a, b) _mm512_mask_blend_ps((m), (b), (a))
+#define v_shl_exp(v) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(v), 23))
+#define v_hmax(v) _mm512_reduce_max_ps(v)
+#define v_hsum_d(v) avx512_hsum_d_f32(v)
+#define v_tailmask(n) ((__mmask16)((1u << (n)) - 1u))
+#define v_load_tail(p, tm, fill) _mm512_mask_loadu_ps(_mm512_set1_ps(fill), (tm), (p))
+#define v_store_tail(p, tm, v) _mm512_mask_storeu_ps((p), (tm), (v))
+#define v_gather(base, idx) _mm512_i32gather_ps(_mm512_loadu_si512((const void *)(idx)), (base), 4)
+#define v_exp_field(v) _mm512_cvtepi32_ps(_mm512_srli_epi32(_mm512_castps_si512(v), 23))
+#define v_mant_half(v)                                                                   \
+    _mm512_castsi512_ps(_mm512_or_si512(                                                 \
+        _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x007FFFFF)), \
+        _mm512_set1_epi32(0x3F000000)))
+#include "rows_template.c"
+
+#define T double
+#define IS_F64 1
+#define SFX f64_avx512
+#define EXP_LOG2E F64_LOG2E
+#define EXP_MAGIC F64_MAGIC
+#define EXP_MAGIC_BIAS F64_MAGIC_BIAS
+#define EXP_LN2_HI F64_LN2_HI
+#define EXP_LN2_LO F64_LN2_LO
+#define EXP_FAST_LO (-708.0)
+#define EXP_FAST_HI 709.0
+#define EXP_SLOW_LO (-746.0)
+#define EXP_SLOW_HI 710.0
+#define V __m512d
+#define VM __mmask8
+#define VTM __mmask8
+#define VL 8
+#define HAVE_GATHER 1
+#define v_zero() _mm512_setzero_pd()
+#define v_set1(a) _mm512_set1_pd((double)(a))
+#define v_load(p) _mm512_loadu_pd(p)
+#define v_store(p, v) _mm512_storeu_pd((p), (v))
+#define v_add _mm512_add_pd
+#define v_sub _mm512_sub_pd
+#define v_mul _mm512_mul_pd
+#define v_div _mm512_div_pd
+#define v_fma _mm512_fmadd_pd
+#define v_max _mm512_max_pd
+#define v_min _mm512_min_pd
+#define v_lt(a, b) _mm512_cmp_pd_mask((a), (b), _CMP_LT_OQ)
+#define v_gt(a, b) _mm512_cmp_pd_mask((a), (b), _CMP_GT_OQ)
+#define v_ne(a, b) _mm512_cmp_pd_mask((a), (b), _CMP_NEQ_UQ)
+#define m_or(a, b) ((__mmask8)((a) | (b)))
+#define m_and(a, b) ((__mmask8)((a) & (b)))
+#define m_any(m) ((m) != 0)
+#define m_true() ((__mmask8)0xFF)
+#define m_bytes(p) avx512_mbytes_f64(p)
+#define v_select(m, a, b) _mm512_mask_blend_pd((m), (b), (a))
+#define v_shl_exp(v) _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(v), 52))
+#define v_hmax(v) _mm512_reduce_max_pd(v)
+#define v_hsum_d(v) _mm512_reduce_add_pd(v)
+#define v_tailmask(n) ((__mmask8)((1u << (n)) - 1u))
+#define v_load_tail(p, tm, fill) _mm512_mask_loadu_pd(_mm512_set1_pd(fill), (tm), (p))
+#define v_store_tail(p, tm, v) _mm512_mask_storeu_pd((p), (tm), (v))
+#define v_gather(base, idx) _mm512_i32gather_pd(_mm256_loadu_si256((const __m256i *)(idx)), (base), 8)
+#include "rows_template.c"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif /* FA_X86 */
+
+/* ============================================================ dispatch */
+
+int fa_cpu_isa(void)
+{
+#if FA_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return FA_ISA_AVX512F;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return FA_ISA_AVX2;
+#endif
+    return FA_ISA_BASELINE;
+}
+
+const char *fa_isa_name(int isa)
+{
+    switch (isa) {
+    case FA_ISA_AVX512F:
+        return "avx512f";
+    case FA_ISA_AVX2:
+        return "avx2";
+    default:
+        return "baseline";
+    }
+}
+
+#if FA_X86
+#define FA_TABLE(name)                                                  \
+    static const fa_rows_fn name##_tab[3][2] = {                        \
+        {name##_f32_base, name##_f64_base},                             \
+        {name##_f32_avx2, name##_f64_avx2},                             \
+        {name##_f32_avx512, name##_f64_avx512},                         \
+    }
+#else
+#define FA_TABLE(name)                                                  \
+    static const fa_rows_fn name##_tab[3][2] = {                        \
+        {name##_f32_base, name##_f64_base},                             \
+        {name##_f32_base, name##_f64_base},                             \
+        {name##_f32_base, name##_f64_base},                             \
+    }
+#endif
+
+FA_TABLE(softmax_rows);
+FA_TABLE(log_softmax_rows);
+FA_TABLE(logsumexp_rows);
+FA_TABLE(softmax_backward_rows);
+FA_TABLE(log_softmax_backward_rows);
+FA_TABLE(cross_entropy_index_rows);
+FA_TABLE(cross_entropy_prob_rows);
+
+static fa_rows_fn fa_pick(const fa_rows_fn tab[3][2], int itemsize, int isa)
+{
+    const int best = fa_cpu_isa();
+    if (isa > best)
+        isa = best;
+    if (isa < 0)
+        isa = 0;
+    return tab[isa][itemsize == 8];
+}
+
+/* ============================================================== threads */
+
+/* Rows are split into contiguous chunks, one per thread, each thread getting
+ * at least this many elements: below it, creating a thread costs more than
+ * it saves (measured: ~20 us per thread). */
+#define FA_MIN_ELEMS_PER_THREAD ((int64_t)1 << 17)
+#define FA_MAX_THREADS 64
+
+typedef struct {
+    fa_rows_fn fn;
+    const fa_args *a;
+    int64_t r0, r1;
+} fa_job;
+
+#if FA_HAVE_PTHREADS
+static void *fa_job_main(void *p)
+{
+    const fa_job *j = (const fa_job *)p;
+    j->fn(j->a, j->r0, j->r1);
+    return NULL;
+}
+#endif
+
+static void fa_run(fa_rows_fn fn, const fa_args *a, int nthreads)
+{
+    const int64_t n = a->n;
+    int64_t nt = nthreads < 1 ? 1 : nthreads;
+    const int64_t by_work = (n * a->k) / FA_MIN_ELEMS_PER_THREAD;
+    if (nt > by_work)
+        nt = by_work;
+    if (nt > n)
+        nt = n;
+    if (nt > FA_MAX_THREADS)
+        nt = FA_MAX_THREADS;
+#if FA_HAVE_PTHREADS
+    if (nt > 1) {
+        pthread_t th[FA_MAX_THREADS];
+        fa_job jobs[FA_MAX_THREADS];
+        int started[FA_MAX_THREADS];
+        const int64_t q = n / nt, r = n % nt;
+        for (int64_t t = 0; t < nt; t++) {
+            jobs[t].fn = fn;
+            jobs[t].a = a;
+            jobs[t].r0 = q * t + (t < r ? t : r);
+            jobs[t].r1 = jobs[t].r0 + q + (t < r);
+        }
+        for (int64_t t = 1; t < nt; t++)
+            started[t] = pthread_create(&th[t], NULL, fa_job_main, &jobs[t]) == 0;
+        fa_job_main(&jobs[0]);
+        for (int64_t t = 1; t < nt; t++) {
+            if (started[t])
+                pthread_join(th[t], NULL);
+            else
+                fa_job_main(&jobs[t]); /* could not start: run it here */
+        }
+        return;
+    }
+#endif
+    fn(a, 0, n);
+}
+
+/* ======================================================== the C API */
+
+void fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
+                     void *out, int64_t n, int64_t k, int nthreads)
+{
+    fa_args a;
+    memset(&a, 0, sizeof a);
+    a.x = x;
+    a.mask = (const unsigned char *)mask;
+    a.out = out;
+    a.n = n;
+    a.k = k;
+    fa_run(fa_pick(softmax_rows_tab, itemsize, isa), &a, nthreads);
+}
+
+void fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
+                         void *out, int64_t n, int64_t k, int nthreads)
+{
+    fa_args a;
+    memset(&a, 0, sizeof a);
+    a.x = x;
+    a.mask = (const unsigned char *)mask;
+    a.out = out;
+    a.n = n;
+    a.k = k;
+    fa_run(fa_pick(log_softmax_rows_tab, itemsize, isa), &a, nthreads);
+}
+
+void fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
+                       const void *mask, void *out, void *sign,
+                       int64_t n, int64_t k, int nthreads)
+{
+    fa_args a;
+    memset(&a, 0, sizeof a);
+    a.x = x;
+    a.b = b;
+    a.mask = (const unsigned char *)mask;
+    a.out = out;
+    a.sign = sign;
+    a.n = n;
+    a.k = k;
+    fa_run(fa_pick(logsumexp_rows_tab, itemsize, isa), &a, nthreads);
+}
+
+void fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
+                              const void *y, void *out,
+                              int64_t n, int64_t k, int nthreads)
+{
+    fa_args a;
+    memset(&a, 0, sizeof a);
+    a.x = grad;
+    a.y = y;
+    a.out = out;
+    a.n = n;
+    a.k = k;
+    fa_run(fa_pick(softmax_backward_rows_tab, itemsize, isa), &a, nthreads);
+}
+
+void fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
+                                  const void *y, const void *mask, void *out,
+                                  int64_t n, int64_t k, int nthreads)
+{
+    fa_args a;
+    memset(&a, 0, sizeof a);
+    a.x = grad;
+    a.y = y;
+    a.mask = (const unsigned char *)mask;
+    a.out = out;
+    a.n = n;
+    a.k = k;
+    fa_run(fa_pick(log_softmax_backward_rows_tab, itemsize, isa), &a, nthreads);
+}
+
+int64_t fa_check_targets(const int64_t *target, int64_t n, int64_t k,
+                         int64_t ignore_index)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t t = target[i];
+        if ((t < 0 || t >= k) && t != ignore_index)
+            return i;
+    }
+    return -1;
+}
+
+static double fa_weight_sum(int itemsize, const void *weight, int64_t k)
+{
+    double s = 0.0;
+    if (!weight)
+        return (double)k;
+    if (itemsize == 8)
+        for (int64_t j = 0; j < k; j++)
+            s += ((const double *)weight)[j];
+    else
+        for (int64_t j = 0; j < k; j++)
+            s += ((const float *)weight)[j];
+    return s;
+}
+
+void fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
+                                 const int64_t *target, const void *weight,
+                                 int64_t ignore_index, double label_smoothing,
+                                 double z_loss, double a_, double b, double g,
+                                 const void *row_scale, void *loss, void *grad,
+                                 int64_t n, int64_t k, int nthreads)
+{
+    fa_args a;
+    memset(&a, 0, sizeof a);
+    a.x = x;
+    a.target = target;
+    a.weight = weight;
+    a.ignore_index = ignore_index;
+    a.eps = label_smoothing;
+    a.z_loss = z_loss;
+    a.a = a_;
+    a.b_coef = b;
+    a.g = g;
+    a.row_scale = row_scale;
+    a.loss = loss;
+    a.grad = grad;
+    a.n = n;
+    a.k = k;
+    a.wsum = label_smoothing != 0 ? fa_weight_sum(itemsize, weight, k) : 0.0;
+    if (!loss && !grad)
+        return;
+    fa_run(fa_pick(cross_entropy_index_rows_tab, itemsize, isa), &a, nthreads);
+}
+
+void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
+                                const void *target, const void *weight,
+                                double label_smoothing, double z_loss,
+                                double a_, double b, double g,
+                                const void *row_scale, void *loss, void *grad,
+                                int64_t n, int64_t k, int nthreads)
+{
+    fa_args a;
+    memset(&a, 0, sizeof a);
+    a.x = x;
+    a.tprob = target;
+    a.weight = weight;
+    a.eps = label_smoothing;
+    a.z_loss = z_loss;
+    a.a = a_;
+    a.b_coef = b;
+    a.g = g;
+    a.row_scale = row_scale;
+    a.loss = loss;
+    a.grad = grad;
+    a.n = n;
+    a.k = k;
+    if (!loss && !grad)
+        return;
+    fa_run(fa_pick(cross_entropy_prob_rows_tab, itemsize, isa), &a, nthreads);
+}

@@ -1,0 +1,77 @@
+/* fastact C kernels: fused, numerically stable softmax-family row kernels.
+ *
+ * Plain C11, no Python headers.  The contract of every kernel (arguments,
+ * special values, aliasing) is the docstring of fastact/_backends/numpy_ref.py;
+ * here row data are C-contiguous (n, k) arrays, per-row data (n,), masks are
+ * bytes (0 = masked out), targets int64.
+ *
+ *   itemsize  4 (float32) or 8 (float64): the dtype of every float array
+ *   isa       FA_ISA_BASELINE / FA_ISA_AVX2 / FA_ISA_AVX512F; clamped to what
+ *             the CPU supports (fa_cpu_isa())
+ *   nthreads  upper bound on threads over rows; small work runs on the caller
+ *
+ * Pointers that may be NULL: mask, b, sign, weight, row_scale, loss, grad.
+ * `out` (or `grad`) may be the same array as an input.  No global mutable
+ * state: the functions may be called from many threads at once.
+ *
+ * This file is also the cffi cdef: the build script drops the lines that start
+ * with '#', so keep declarations on non-preprocessor lines.
+ */
+#ifndef FASTACT_H
+#define FASTACT_H
+
+#include <stdint.h>
+
+#define FA_ISA_BASELINE 0
+#define FA_ISA_AVX2 1
+#define FA_ISA_AVX512F 2
+
+/* The best ISA level this CPU (and OS) supports, and a level's name. */
+int fa_cpu_isa(void);
+const char *fa_isa_name(int isa);
+
+/* out = exp(x - m) / sum(exp(x - m)) per row; masked-out entries 0. */
+void fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
+                     void *out, int64_t n, int64_t k, int nthreads);
+
+/* out = (x - m) - log(sum(exp(x - m))) per row; masked-out entries -inf. */
+void fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
+                         void *out, int64_t n, int64_t k, int nthreads);
+
+/* out[i] = log|sum_j b[i,j] exp(x[i,j])|, sign[i] its sign (b, mask, sign may be NULL). */
+void fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
+                       const void *mask, void *out, void *sign,
+                       int64_t n, int64_t k, int nthreads);
+
+/* out = y * (grad - sum(grad * y)) per row. */
+void fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
+                              const void *y, void *out,
+                              int64_t n, int64_t k, int nthreads);
+
+/* out = grad - exp(y) * sum(grad) per row over selected entries; masked 0. */
+void fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
+                                  const void *y, const void *mask, void *out,
+                                  int64_t n, int64_t k, int nthreads);
+
+/* Position of the first target outside [0, k) that is not ignore_index, or -1. */
+int64_t fa_check_targets(const int64_t *target, int64_t n, int64_t k,
+                         int64_t ignore_index);
+
+/* Softmax cross entropy with index targets (n,): loss (n,) and/or grad (n, k)
+ * in one pass; grad may be x (logits overwritten by their gradient). */
+void fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
+                                 const int64_t *target, const void *weight,
+                                 int64_t ignore_index, double label_smoothing,
+                                 double z_loss, double a, double b, double g,
+                                 const void *row_scale, void *loss, void *grad,
+                                 int64_t n, int64_t k, int nthreads);
+
+/* Softmax cross entropy with probability targets (n, k). */
+void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
+                                const void *target, const void *weight,
+                                double label_smoothing, double z_loss,
+                                double a, double b, double g,
+                                const void *row_scale, void *loss, void *grad,
+                                int64_t n, int64_t k, int nthreads);
+
+#endif

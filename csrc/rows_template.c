@@ -1,0 +1,943 @@
+/* Row kernels written once, expanded per (ISA, dtype) by fastact.c.
+ *
+ * Not compiled on its own: fastact.c defines the vector vocabulary (T, V, VL,
+ * v_add, ...) for one ISA and one dtype, then includes this file.  Every
+ * function here is static and named FN(name) = name_<SFX>.
+ *
+ * Numerics, shared by every kernel:
+ * - m = row max over the selected entries, with a max that skips NaN
+ *   (v_max(x, acc) keeps acc when x is NaN).  A NaN in a row with a finite m
+ *   reaches the sum as exp(NaN) and makes the row NaN, as the reference does;
+ *   a row with a non-finite m goes to a scalar path that mirrors the reference.
+ * - exp(x - m) with x - m <= 0: our own exp (polynomial, 2^n built in the
+ *   exponent bits), exact 0 for -inf, gradual underflow kept (slow path only
+ *   for lanes below the normal range).
+ * - Sums: several vector accumulators over blocks of BLOCK elements, each
+ *   block folded into a double, so 1M-element float32 rows do not drift.
+ */
+
+#define FN(name) FN2(name, SFX)
+#define FN2(a, b) FN3(a, b)
+#define FN3(a, b) a##_##b
+
+/* Elements per block of float accumulation (16 adds per lane and accumulator). */
+#define BLOCK (16 * 4 * VL)
+
+/* ---------------------------------------------------------------- exp, log */
+
+/* q(t) with exp(t) ~= 1 + t q(t) on |t| <= ln2/2.  float32: XNNPACK's degree-5
+ * minimax ("p5"); float64: Taylor to degree 12 (truncation 2e-16 relative). */
+static inline V FN(exp_poly)(V t)
+{
+#if IS_F64
+    V q = v_set1(1.0 / 479001600.0);
+    q = v_fma(q, t, v_set1(1.0 / 39916800.0));
+    q = v_fma(q, t, v_set1(1.0 / 3628800.0));
+    q = v_fma(q, t, v_set1(1.0 / 362880.0));
+    q = v_fma(q, t, v_set1(1.0 / 40320.0));
+    q = v_fma(q, t, v_set1(1.0 / 5040.0));
+    q = v_fma(q, t, v_set1(1.0 / 720.0));
+    q = v_fma(q, t, v_set1(1.0 / 120.0));
+    q = v_fma(q, t, v_set1(1.0 / 24.0));
+    q = v_fma(q, t, v_set1(1.0 / 6.0));
+    q = v_fma(q, t, v_set1(0.5));
+    q = v_fma(q, t, v_set1(1.0));
+#else
+    V q = v_set1(0x1.0F9F9Cp-7f);
+    q = v_fma(q, t, v_set1(0x1.573A1Ap-5f));
+    q = v_fma(q, t, v_set1(0x1.555A80p-3f));
+    q = v_fma(q, t, v_set1(0x1.FFFDC6p-2f));
+    q = v_fma(q, t, v_set1(0x1.FFFFF6p-1f));
+#endif
+    return q;
+}
+
+/* exp for lanes outside [FAST_LO, FAST_HI]: 2^n split in two normal factors so
+ * that results in the subnormal range round once, and overflow gives +inf. */
+static inline V FN(vexp_slow)(V x)
+{
+    V xc = v_min(v_max(x, v_set1(EXP_SLOW_LO)), v_set1(EXP_SLOW_HI));
+    V n = v_sub(v_fma(xc, v_set1(EXP_LOG2E), v_set1(EXP_MAGIC)), v_set1(EXP_MAGIC));
+    V t = v_fma(n, v_set1(-EXP_LN2_HI), xc);
+    t = v_fma(n, v_set1(-EXP_LN2_LO), t);
+    V q = FN(exp_poly)(t);
+    V e = v_fma(t, q, v_set1((T)1));
+    V n1 = v_sub(v_add(v_mul(n, v_set1((T)0.5)), v_set1(EXP_MAGIC)), v_set1(EXP_MAGIC));
+    V n2 = v_sub(n, n1);
+    V s1 = v_shl_exp(v_add(n1, v_set1(EXP_MAGIC_BIAS)));
+    V s2 = v_shl_exp(v_add(n2, v_set1(EXP_MAGIC_BIAS)));
+    return v_mul(v_mul(e, s1), s2);
+}
+
+/* exp(x): NaN -> NaN, -inf -> 0, +inf -> +inf.  check_hi = 0 promises x <= 0
+ * (or NaN), which saves one compare in the softmax loops. */
+static inline V FN(vexp)(V x, const int check_hi)
+{
+    V nm = v_fma(x, v_set1(EXP_LOG2E), v_set1(EXP_MAGIC_BIAS));
+    V s = v_shl_exp(nm);
+    V n = v_sub(nm, v_set1(EXP_MAGIC_BIAS));
+    V t = v_fma(n, v_set1(-EXP_LN2_HI), x);
+    t = v_fma(n, v_set1(-EXP_LN2_LO), t);
+    V q = FN(exp_poly)(t);
+    V f = v_fma(v_mul(t, s), q, s);
+    VM out = v_lt(x, v_set1(EXP_FAST_LO));
+    if (check_hi)
+        out = m_or(out, v_gt(x, v_set1(EXP_FAST_HI)));
+    if (m_any(out))
+        f = v_select(out, FN(vexp_slow)(x), f);
+    return f;
+}
+
+#if HAVE_GATHER
+/* log(s) for s >= 1 (a sum whose largest term is 1) or NaN.  float32: Cephes
+ * logf (mantissa in [sqrt(1/2), sqrt(2)), degree-8 polynomial, ~1 ulp);
+ * float64: libm per lane. */
+static inline V FN(vlog_sum)(V s)
+{
+#if IS_F64
+    T tmp[VL];
+    v_store(tmp, s);
+    for (int r = 0; r < VL; r++)
+        tmp[r] = log(tmp[r]);
+    return v_load(tmp);
+#else
+    V e = v_sub(v_exp_field(s), v_set1(126.0f));
+    V mt = v_mant_half(s);
+    VM lt = v_lt(mt, v_set1(0.707106781186547524f));
+    e = v_select(lt, v_sub(e, v_set1(1.0f)), e);
+    V f = v_sub(v_select(lt, v_add(mt, mt), mt), v_set1(1.0f));
+    V z = v_mul(f, f);
+    V y = v_set1(7.0376836292E-2f);
+    y = v_fma(y, f, v_set1(-1.1514610310E-1f));
+    y = v_fma(y, f, v_set1(1.1676998740E-1f));
+    y = v_fma(y, f, v_set1(-1.2420140846E-1f));
+    y = v_fma(y, f, v_set1(1.4249322787E-1f));
+    y = v_fma(y, f, v_set1(-1.6668057665E-1f));
+    y = v_fma(y, f, v_set1(2.0000714765E-1f));
+    y = v_fma(y, f, v_set1(-2.4999993993E-1f));
+    y = v_fma(y, f, v_set1(3.3333331174E-1f));
+    y = v_mul(v_mul(y, f), z);
+    y = v_fma(e, v_set1(-2.12194440e-4f), y);
+    y = v_fma(z, v_set1(-0.5f), y);
+    V r = v_add(f, y);
+    r = v_fma(e, v_set1(0.693359375f), r);
+    return v_select(v_ne(s, s), s, r);
+#endif
+}
+#endif
+
+/* ------------------------------------------------------------- reductions */
+
+/* Max over a row, skipping NaN; -inf for an all-NaN/-inf row. */
+static T FN(row_max)(const T *x, int64_t k)
+{
+    V a0 = v_set1((T)-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    int64_t j = 0;
+    for (; j + 4 * VL <= k; j += 4 * VL) {
+        a0 = v_max(v_load(x + j), a0);
+        a1 = v_max(v_load(x + j + VL), a1);
+        a2 = v_max(v_load(x + j + 2 * VL), a2);
+        a3 = v_max(v_load(x + j + 3 * VL), a3);
+    }
+    for (; j + VL <= k; j += VL)
+        a0 = v_max(v_load(x + j), a0);
+    if (j < k)
+        a1 = v_max(v_load_tail(x + j, v_tailmask(k - j), (T)-INFINITY), a1);
+    return v_hmax(v_max(v_max(a0, a1), v_max(a2, a3)));
+}
+
+/* Selection mask of the VL entries at j: mask[j] != 0 and b[j] != 0 (either
+ * may be NULL); n < VL for a row end. */
+static inline VM FN(sel_at)(const unsigned char *mask, const T *b, int64_t j, int64_t n)
+{
+    VM sel;
+    if (VL == 1 || n >= VL) {
+        sel = mask ? m_bytes(mask + j) : m_true();
+        if (b)
+            sel = m_and(sel, v_ne(v_load(b + j), v_zero()));
+    } else {
+        unsigned char tmp[VL];
+        memset(tmp, 0, sizeof tmp);
+        const size_t nb = (size_t)(n > 0 ? n : 0) & (VL - 1);
+        if (mask)
+            memcpy(tmp, mask + j, nb);
+        else
+            memset(tmp, 1, nb);
+        sel = m_bytes(tmp);
+        if (b)
+            sel = m_and(sel, v_ne(v_load_tail(b + j, v_tailmask(n), (T)0), v_zero()));
+    }
+    return sel;
+}
+
+/* Row x at j with unselected entries (and lanes past the row end) at -inf. */
+static inline V FN(load_sel)(const T *x, VM sel, int64_t j, int64_t n)
+{
+    V v = n >= VL ? v_load(x + j) : v_load_tail(x + j, v_tailmask(n), (T)-INFINITY);
+    return v_select(sel, v, v_set1((T)-INFINITY));
+}
+
+static T FN(row_max_sel)(const T *x, const unsigned char *mask, const T *b, int64_t k)
+{
+    V a = v_set1((T)-INFINITY);
+    for (int64_t j = 0; j < k; j += VL) {
+        VM sel = FN(sel_at)(mask, b, j, k - j);
+        a = v_max(FN(load_sel)(x, sel, j, k - j), a);
+    }
+    return v_hmax(a);
+}
+
+/* sum_j exp(x[j] - m), storing the terms in y unless y is NULL. */
+static double FN(expsum)(const T *x, T m, T *y, int64_t k)
+{
+    const V vm = v_set1(m);
+    double total = 0.0;
+    int64_t j = 0;
+    for (;;) {
+        int64_t lim = k - j < BLOCK ? k - j : BLOCK;
+        lim -= lim % (4 * VL);
+        if (lim == 0)
+            break;
+        const int64_t end = j + lim;
+        V s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
+        if (y) {
+            for (; j < end; j += 4 * VL) {
+                V e0 = FN(vexp)(v_sub(v_load(x + j), vm), 0);
+                V e1 = FN(vexp)(v_sub(v_load(x + j + VL), vm), 0);
+                V e2 = FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0);
+                V e3 = FN(vexp)(v_sub(v_load(x + j + 3 * VL), vm), 0);
+                v_store(y + j, e0);
+                v_store(y + j + VL, e1);
+                v_store(y + j + 2 * VL, e2);
+                v_store(y + j + 3 * VL, e3);
+                s0 = v_add(s0, e0);
+                s1 = v_add(s1, e1);
+                s2 = v_add(s2, e2);
+                s3 = v_add(s3, e3);
+            }
+        } else {
+            for (; j < end; j += 4 * VL) {
+                s0 = v_add(s0, FN(vexp)(v_sub(v_load(x + j), vm), 0));
+                s1 = v_add(s1, FN(vexp)(v_sub(v_load(x + j + VL), vm), 0));
+                s2 = v_add(s2, FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0));
+                s3 = v_add(s3, FN(vexp)(v_sub(v_load(x + j + 3 * VL), vm), 0));
+            }
+        }
+        total += v_hsum_d(v_add(v_add(s0, s1), v_add(s2, s3)));
+    }
+    V s = v_zero();
+    for (; j + VL <= k; j += VL) {
+        V e = FN(vexp)(v_sub(v_load(x + j), vm), 0);
+        if (y)
+            v_store(y + j, e);
+        s = v_add(s, e);
+    }
+    if (j < k) {
+        VTM tm = v_tailmask(k - j);
+        V e = FN(vexp)(v_sub(v_load_tail(x + j, tm, (T)-INFINITY), vm), 0);
+        if (y)
+            v_store_tail(y + j, tm, e);
+        s = v_add(s, e);
+    }
+    return total + v_hsum_d(s);
+}
+
+/* sum over selected j of exp(x[j] - m) (times b[j] if b), terms stored in y
+ * (0 at unselected entries) unless y is NULL. */
+static double FN(expsum_sel)(const T *x, const unsigned char *mask, const T *b,
+                             T m, T *y, int64_t k)
+{
+    const V vm = v_set1(m);
+    double total = 0.0;
+    V s = v_zero();
+    int64_t cnt = 0;
+    for (int64_t j = 0; j < k; j += VL) {
+        const int64_t n = k - j;
+        VM sel = FN(sel_at)(mask, b, j, n);
+        V e = FN(vexp)(v_sub(FN(load_sel)(x, sel, j, n), vm), 0);
+        if (b) {
+            V bv = n >= VL ? v_load(b + j) : v_load_tail(b + j, v_tailmask(n), (T)0);
+            e = v_select(sel, v_mul(e, bv), v_zero());
+        }
+        if (y) {
+            if (n >= VL)
+                v_store(y + j, e);
+            else
+                v_store_tail(y + j, v_tailmask(n), e);
+        }
+        s = v_add(s, e);
+        if (++cnt == 64) {
+            total += v_hsum_d(s);
+            s = v_zero();
+            cnt = 0;
+        }
+    }
+    return total + v_hsum_d(s);
+}
+
+/* y[j] *= c */
+static void FN(scale)(T *y, T c, int64_t k)
+{
+    const V vc = v_set1(c);
+    int64_t j = 0;
+    for (; j + 4 * VL <= k; j += 4 * VL) {
+        v_store(y + j, v_mul(v_load(y + j), vc));
+        v_store(y + j + VL, v_mul(v_load(y + j + VL), vc));
+        v_store(y + j + 2 * VL, v_mul(v_load(y + j + 2 * VL), vc));
+        v_store(y + j + 3 * VL, v_mul(v_load(y + j + 3 * VL), vc));
+    }
+    for (; j + VL <= k; j += VL)
+        v_store(y + j, v_mul(v_load(y + j), vc));
+    if (j < k) {
+        VTM tm = v_tailmask(k - j);
+        v_store_tail(y + j, tm, v_mul(v_load_tail(y + j, tm, (T)0), vc));
+    }
+}
+
+/* y[j] = (x[j] - m) - ls, with unselected entries at -inf (mask may be NULL). */
+static void FN(shift_sub)(const T *x, const unsigned char *mask, T m, T ls, T *y, int64_t k)
+{
+    const V vm = v_set1(m), vl = v_set1(ls);
+    int64_t j = 0;
+    if (!mask) {
+        for (; j + 4 * VL <= k; j += 4 * VL) {
+            V a0 = v_load(x + j), a1 = v_load(x + j + VL);
+            V a2 = v_load(x + j + 2 * VL), a3 = v_load(x + j + 3 * VL);
+            v_store(y + j, v_sub(v_sub(a0, vm), vl));
+            v_store(y + j + VL, v_sub(v_sub(a1, vm), vl));
+            v_store(y + j + 2 * VL, v_sub(v_sub(a2, vm), vl));
+            v_store(y + j + 3 * VL, v_sub(v_sub(a3, vm), vl));
+        }
+        for (; j + VL <= k; j += VL)
+            v_store(y + j, v_sub(v_sub(v_load(x + j), vm), vl));
+        if (j < k) {
+            VTM tm = v_tailmask(k - j);
+            v_store_tail(y + j, tm, v_sub(v_sub(v_load_tail(x + j, tm, (T)0), vm), vl));
+        }
+        return;
+    }
+    for (; j < k; j += VL) {
+        const int64_t n = k - j;
+        VM sel = FN(sel_at)(mask, NULL, j, n);
+        V r = v_sub(v_sub(FN(load_sel)(x, sel, j, n), vm), vl);
+        if (n >= VL)
+            v_store(y + j, r);
+        else
+            v_store_tail(y + j, v_tailmask(n), r);
+    }
+}
+
+/* ------------------------------------------------- special rows (scalar) */
+
+/* A row whose max is not finite (+inf, or -inf: all selected -inf or NaN, or
+ * nothing selected), as the reference: NaN/+inf among the selected -> all NaN;
+ * else selected -> NaN and unselected -> `empty` (0 or -inf). */
+static void FN(special_row)(const T *x, const unsigned char *mask, T *y, int64_t k, T empty)
+{
+    int bad = 0, any = 0;
+    for (int64_t j = 0; j < k; j++) {
+        if (mask && !mask[j])
+            continue;
+        any = 1;
+        if (x[j] != x[j] || x[j] == (T)INFINITY)
+            bad = 1;
+    }
+    for (int64_t j = 0; j < k; j++) {
+        int sel = !mask || mask[j];
+        y[j] = (bad || (any && sel)) ? (T)NAN : empty;
+    }
+}
+
+/* ------------------------------------------ short rows: tiles of VL rows */
+
+#if HAVE_GATHER
+/* Rows shorter than TILE_K are computed column-wise over a tile of VL rows:
+ * gathered into a local k x VL buffer (one vector per column), reduced with
+ * vertical max/add, and gathered back into row order for contiguous stores. */
+#define TILE_K (4 * VL)
+
+typedef struct {
+    int32_t gin[VL];              /* lane r -> r * k */
+    int32_t gout[TILE_K * VL];    /* out position p -> (p % k) * VL + p / k */
+} FN(tile_idx);
+
+static void FN(tile_idx_init)(FN(tile_idx) *ti, int64_t k)
+{
+    for (int r = 0; r < VL; r++)
+        ti->gin[r] = (int32_t)(r * k);
+    for (int64_t p = 0; p < k * VL; p++)
+        ti->gout[p] = (int32_t)((p % k) * VL + p / k);
+}
+
+/* Loads a tile into buf (column j at buf + j * VL); returns the row maxima. */
+static inline V FN(tile_load)(const FN(tile_idx) *ti, const T *x, int64_t k, T *buf)
+{
+    V m = v_set1((T)-INFINITY);
+    for (int64_t j = 0; j < k; j++) {
+        V c = v_gather(x + j, ti->gin);
+        v_store(buf + j * VL, c);
+        m = v_max(c, m);
+    }
+    return m;
+}
+
+static inline void FN(tile_store)(const FN(tile_idx) *ti, const T *buf, T *y, int64_t k)
+{
+    for (int64_t v = 0; v < k; v++)
+        v_store(y + v * VL, v_gather(buf, ti->gout + v * VL));
+}
+
+static inline int FN(all_finite)(V m)
+{
+    /* m - m is 0 for finite lanes, NaN otherwise. */
+    return !m_any(v_ne(v_sub(m, m), v_zero()));
+}
+#endif
+
+/* ------------------------------------------------------------ the kernels */
+
+static void FN(softmax_row)(const fa_args *A, int64_t i)
+{
+    const int64_t k = A->k;
+    const T *x = (const T *)A->x + i * k;
+    T *y = (T *)A->out + i * k;
+    const unsigned char *mk = A->mask ? A->mask + i * k : NULL;
+    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
+    if (!isfinite(m)) {
+        FN(special_row)(x, mk, y, k, (T)0);
+        return;
+    }
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k);
+    FN(scale)(y, (T)(1.0 / s), k);
+}
+
+static void FN(log_softmax_row)(const fa_args *A, int64_t i)
+{
+    const int64_t k = A->k;
+    const T *x = (const T *)A->x + i * k;
+    T *y = (T *)A->out + i * k;
+    const unsigned char *mk = A->mask ? A->mask + i * k : NULL;
+    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
+    if (!isfinite(m)) {
+        FN(special_row)(x, mk, y, k, (T)-INFINITY);
+        return;
+    }
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k) : FN(expsum)(x, m, NULL, k);
+    FN(shift_sub)(x, mk, m, (T)log(s), y, k);
+}
+
+static void FN(softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    int64_t i = r0;
+#if HAVE_GATHER
+    const int64_t k = A->k;
+    if (!A->mask && k < TILE_K && r1 - r0 >= VL) {
+        FN(tile_idx) ti;
+        T buf[TILE_K * VL];
+        FN(tile_idx_init)(&ti, k);
+        for (; i + VL <= r1; i += VL) {
+            V m = FN(tile_load)(&ti, (const T *)A->x + i * k, k, buf);
+            if (!FN(all_finite)(m)) {
+                for (int r = 0; r < VL; r++)
+                    FN(softmax_row)(A, i + r);
+                continue;
+            }
+            V s = v_zero();
+            for (int64_t j = 0; j < k; j++) {
+                V e = FN(vexp)(v_sub(v_load(buf + j * VL), m), 0);
+                v_store(buf + j * VL, e);
+                s = v_add(s, e);
+            }
+            V inv = v_div(v_set1((T)1), s);
+            for (int64_t j = 0; j < k; j++)
+                v_store(buf + j * VL, v_mul(v_load(buf + j * VL), inv));
+            FN(tile_store)(&ti, buf, (T *)A->out + i * k, k);
+        }
+    }
+#endif
+    for (; i < r1; i++)
+        FN(softmax_row)(A, i);
+}
+
+static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    int64_t i = r0;
+#if HAVE_GATHER
+    const int64_t k = A->k;
+    if (!A->mask && k < TILE_K && r1 - r0 >= VL) {
+        FN(tile_idx) ti;
+        T buf[TILE_K * VL];
+        FN(tile_idx_init)(&ti, k);
+        for (; i + VL <= r1; i += VL) {
+            V m = FN(tile_load)(&ti, (const T *)A->x + i * k, k, buf);
+            if (!FN(all_finite)(m)) {
+                for (int r = 0; r < VL; r++)
+                    FN(log_softmax_row)(A, i + r);
+                continue;
+            }
+            V s = v_zero();
+            for (int64_t j = 0; j < k; j++)
+                s = v_add(s, FN(vexp)(v_sub(v_load(buf + j * VL), m), 0));
+            V ls = FN(vlog_sum)(s);
+            for (int64_t j = 0; j < k; j++)
+                v_store(buf + j * VL, v_sub(v_sub(v_load(buf + j * VL), m), ls));
+            FN(tile_store)(&ti, buf, (T *)A->out + i * k, k);
+        }
+    }
+#endif
+    for (; i < r1; i++)
+        FN(log_softmax_row)(A, i);
+}
+
+/* logsumexp of a row whose max is not finite, as the reference. */
+static void FN(logsumexp_special)(const T *x, const T *b, const unsigned char *mk,
+                                  int64_t k, T *out, T *sign)
+{
+    int nan = 0, pinf = 0;
+    double inf_w = 0.0;
+    for (int64_t j = 0; j < k; j++) {
+        if ((mk && !mk[j]) || (b && b[j] == 0))
+            continue;
+        if (x[j] != x[j])
+            nan = 1;
+        else if (x[j] == (T)INFINITY) {
+            pinf = 1;
+            if (b)
+                inf_w += (double)b[j];
+        }
+    }
+    T r, sg;
+    if (nan) {
+        r = (T)NAN;
+        sg = (T)NAN;
+    } else if (!pinf) { /* nothing selected, or all selected -inf */
+        r = (T)-INFINITY;
+        sg = 0;
+    } else if (!b) {
+        r = (T)INFINITY;
+        sg = 1;
+    } else if (sign) {
+        sg = inf_w > 0 ? (T)1 : inf_w < 0 ? (T)-1 : inf_w == 0 ? (T)0 : (T)NAN;
+        r = inf_w == 0 ? (T)NAN : (T)INFINITY;
+        if (r != r)
+            sg = (T)NAN;
+    } else {
+        r = inf_w <= 0 ? (T)NAN : (T)INFINITY;
+        sg = 0;
+    }
+    *out = r;
+    if (sign)
+        *sign = sg;
+}
+
+static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    const int64_t k = A->k;
+    const unsigned char *M = A->mask;
+    const T *B = (const T *)A->b;
+    T *out = (T *)A->out, *sign = (T *)A->sign;
+    for (int64_t i = r0; i < r1; i++) {
+        const T *x = (const T *)A->x + i * k;
+        const T *b = B ? B + i * k : NULL;
+        const unsigned char *mk = M ? M + i * k : NULL;
+        const int sel = mk || b;
+        T m = sel ? FN(row_max_sel)(x, mk, b, k) : FN(row_max)(x, k);
+        if (!isfinite(m)) {
+            FN(logsumexp_special)(x, b, mk, k, out + i, sign ? sign + i : NULL);
+            continue;
+        }
+        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k);
+        if (sign) {
+            double sg = s > 0 ? 1.0 : s < 0 ? -1.0 : s == 0 ? 0.0 : (double)NAN;
+            out[i] = (T)(log(fabs(s)) + (double)m);
+            sign[i] = (T)sg;
+        } else {
+            out[i] = (T)(log(s) + (double)m);
+        }
+    }
+}
+
+static void FN(softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    const int64_t k = A->k;
+    for (int64_t i = r0; i < r1; i++) {
+        const T *g = (const T *)A->x + i * k;
+        const T *y = (const T *)A->y + i * k;
+        T *o = (T *)A->out + i * k;
+        double d = 0.0;
+        int64_t j = 0;
+        for (;;) {
+            int64_t lim = k - j < BLOCK ? k - j : BLOCK;
+            lim -= lim % (2 * VL);
+            if (lim == 0)
+                break;
+            const int64_t end = j + lim;
+            V s0 = v_zero(), s1 = v_zero();
+            for (; j < end; j += 2 * VL) {
+                s0 = v_fma(v_load(g + j), v_load(y + j), s0);
+                s1 = v_fma(v_load(g + j + VL), v_load(y + j + VL), s1);
+            }
+            d += v_hsum_d(v_add(s0, s1));
+        }
+        V s = v_zero();
+        for (; j + VL <= k; j += VL)
+            s = v_fma(v_load(g + j), v_load(y + j), s);
+        if (j < k) {
+            VTM tm = v_tailmask(k - j);
+            s = v_fma(v_load_tail(g + j, tm, (T)0), v_load_tail(y + j, tm, (T)0), s);
+        }
+        d += v_hsum_d(s);
+        const V vd = v_set1((T)d);
+        for (j = 0; j + VL <= k; j += VL)
+            v_store(o + j, v_mul(v_load(y + j), v_sub(v_load(g + j), vd)));
+        if (j < k) {
+            VTM tm = v_tailmask(k - j);
+            v_store_tail(o + j, tm, v_mul(v_load_tail(y + j, tm, (T)0),
+                                          v_sub(v_load_tail(g + j, tm, (T)0), vd)));
+        }
+    }
+}
+
+static void FN(log_softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    const int64_t k = A->k;
+    const unsigned char *M = A->mask;
+    for (int64_t i = r0; i < r1; i++) {
+        const T *g = (const T *)A->x + i * k;
+        const T *y = (const T *)A->y + i * k;
+        T *o = (T *)A->out + i * k;
+        const unsigned char *mk = M ? M + i * k : NULL;
+        double sum = 0.0;
+        V s = v_zero();
+        int64_t cnt = 0;
+        for (int64_t j = 0; j < k; j += VL) {
+            const int64_t n = k - j;
+            V gv = n >= VL ? v_load(g + j) : v_load_tail(g + j, v_tailmask(n), (T)0);
+            if (mk)
+                gv = v_select(FN(sel_at)(mk, NULL, j, n), gv, v_zero());
+            s = v_add(s, gv);
+            if (++cnt == 64) {
+                sum += v_hsum_d(s);
+                s = v_zero();
+                cnt = 0;
+            }
+        }
+        sum += v_hsum_d(s);
+        const V vs = v_set1((T)sum);
+        for (int64_t j = 0; j < k; j += VL) {
+            const int64_t n = k - j;
+            V gv, yv;
+            if (n >= VL) {
+                gv = v_load(g + j);
+                yv = v_load(y + j);
+            } else {
+                VTM tm = v_tailmask(n);
+                gv = v_load_tail(g + j, tm, (T)0);
+                yv = v_load_tail(y + j, tm, (T)0);
+            }
+            V r;
+            if (mk) {
+                VM sel = FN(sel_at)(mk, NULL, j, n);
+                r = v_sub(gv, v_mul(FN(vexp)(v_select(sel, yv, v_set1((T)-INFINITY)), 1), vs));
+                r = v_select(sel, r, v_zero());
+            } else {
+                r = v_sub(gv, v_mul(FN(vexp)(yv, 1), vs));
+            }
+            if (n >= VL)
+                v_store(o + j, r);
+            else
+                v_store_tail(o + j, v_tailmask(n), r);
+        }
+    }
+}
+
+static void FN(fill)(T *y, T v, int64_t k)
+{
+    for (int64_t j = 0; j < k; j++)
+        y[j] = v;
+}
+
+/* One fused pass per row: max; exp stored into grad while summing (and, with
+ * label smoothing, sum_c w_c (m - x_c)); then grad scaled in place.  grad may
+ * be x: x[t] is read first, and each x[c] is read before grad[c] is written. */
+static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    const int64_t k = A->k;
+    const T *W = (const T *)A->weight;
+    const T *R = (const T *)A->row_scale;
+    T *L = (T *)A->loss;
+    T *G = (T *)A->grad;
+    const double eps = A->eps, z = A->z_loss, a = A->a, bz = A->b_coef, g = A->g;
+    const double Wsum = A->wsum;
+    for (int64_t i = r0; i < r1; i++) {
+        const T *x = (const T *)A->x + i * k;
+        T *gr = G ? G + i * k : NULL;
+        const int64_t t = A->target[i];
+        if (t == A->ignore_index) {
+            if (L)
+                L[i] = 0;
+            if (gr)
+                FN(fill)(gr, 0, k);
+            continue;
+        }
+        const double wt = W ? (double)W[t] : 1.0;
+        const T xt = x[t];
+        const T m = FN(row_max)(x, k);
+        if (!isfinite(m)) {
+            if (L)
+                L[i] = (T)NAN;
+            if (gr)
+                FN(fill)(gr, (T)NAN, k);
+            continue;
+        }
+        double s, swd = 0.0;
+        if (eps != 0) {
+            /* sum_c w_c (m - x_c), in the same pass as the exp sum */
+            const V vm = v_set1(m);
+            V acc = v_zero(), se = v_zero();
+            double sacc = 0.0;
+            int64_t cnt = 0;
+            for (int64_t j = 0; j < k; j += VL) {
+                const int64_t n = k - j;
+                V xv, wv = v_set1((T)1);
+                if (n >= VL) {
+                    xv = v_load(x + j);
+                    if (W)
+                        wv = v_load(W + j);
+                } else {
+                    VTM tm = v_tailmask(n);
+                    xv = v_load_tail(x + j, tm, m);
+                    if (W)
+                        wv = v_load_tail(W + j, tm, (T)0);
+                }
+                V d = v_sub(vm, xv);
+                V e = FN(vexp)(v_sub(xv, vm), 0);
+                acc = v_fma(wv, d, acc);
+                if (n < VL)
+                    e = v_select(FN(sel_at)(NULL, NULL, 0, n), e, v_zero());
+                if (gr) {
+                    if (n >= VL)
+                        v_store(gr + j, e);
+                    else
+                        v_store_tail(gr + j, v_tailmask(n), e);
+                }
+                se = v_add(se, e);
+                if (++cnt == 64) {
+                    swd += v_hsum_d(acc);
+                    sacc += v_hsum_d(se);
+                    acc = v_zero();
+                    se = v_zero();
+                    cnt = 0;
+                }
+            }
+            swd += v_hsum_d(acc);
+            s = sacc + v_hsum_d(se);
+        } else {
+            s = FN(expsum)(x, m, gr, k);
+        }
+        const double logs = log(s), lse = (double)m + logs;
+        if (L) {
+            double ce = (1 - eps) * wt * (((double)m - (double)xt) + logs);
+            if (eps != 0)
+                ce += eps / (double)k * (swd + Wsum * logs);
+            double val = a * ce;
+            if (z != 0)
+                val += bz * z * lse * lse;
+            L[i] = (T)val;
+        }
+        if (gr) {
+            const double Gi = R ? g * (double)R[i] : g;
+            double cp = a * ((1 - eps) * wt + eps * Wsum / (double)k);
+            if (z != 0)
+                cp += 2 * bz * z * lse;
+            cp *= Gi / s;
+            const double cw = -Gi * a * eps / (double)k;
+            if (eps != 0 && W) {
+                const V vcp = v_set1((T)cp), vcw = v_set1((T)cw);
+                int64_t j = 0;
+                for (; j + VL <= k; j += VL)
+                    v_store(gr + j, v_fma(v_load(gr + j), vcp, v_mul(v_load(W + j), vcw)));
+                if (j < k) {
+                    VTM tm = v_tailmask(k - j);
+                    v_store_tail(gr + j, tm, v_fma(v_load_tail(gr + j, tm, (T)0), vcp,
+                                                   v_mul(v_load_tail(W + j, tm, (T)0), vcw)));
+                }
+            } else if (eps != 0) {
+                const V vcp = v_set1((T)cp), vcw = v_set1((T)cw);
+                int64_t j = 0;
+                for (; j + VL <= k; j += VL)
+                    v_store(gr + j, v_fma(v_load(gr + j), vcp, vcw));
+                if (j < k) {
+                    VTM tm = v_tailmask(k - j);
+                    v_store_tail(gr + j, tm, v_fma(v_load_tail(gr + j, tm, (T)0), vcp, vcw));
+                }
+            } else {
+                FN(scale)(gr, (T)cp, k);
+            }
+            gr[t] = (T)((double)gr[t] - Gi * a * (1 - eps) * wt);
+        }
+    }
+}
+
+static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    const int64_t k = A->k;
+    const T *W = (const T *)A->weight;
+    const T *R = (const T *)A->row_scale;
+    T *L = (T *)A->loss;
+    T *G = (T *)A->grad;
+    const double eps = A->eps, z = A->z_loss, a = A->a, bz = A->b_coef, g = A->g;
+    const V q1 = v_set1((T)(1 - eps)), q0 = v_set1((T)(eps / (double)k));
+    for (int64_t i = r0; i < r1; i++) {
+        const T *x = (const T *)A->x + i * k;
+        const T *tq = (const T *)A->tprob + i * k;
+        T *gr = G ? G + i * k : NULL;
+        const T m = FN(row_max)(x, k);
+        if (!isfinite(m)) {
+            if (L)
+                L[i] = (T)NAN;
+            if (gr)
+                FN(fill)(gr, (T)NAN, k);
+            continue;
+        }
+        const V vm = v_set1(m);
+        V se = v_zero(), sq = v_zero(), sd = v_zero();
+        double s = 0.0, swq = 0.0, swd = 0.0;
+        int64_t cnt = 0;
+        for (int64_t j = 0; j < k; j += VL) {
+            const int64_t n = k - j;
+            V xv, tv, wv = v_set1((T)1);
+            if (n >= VL) {
+                xv = v_load(x + j);
+                tv = v_load(tq + j);
+                if (W)
+                    wv = v_load(W + j);
+            } else {
+                VTM tm = v_tailmask(n);
+                xv = v_load_tail(x + j, tm, (T)-INFINITY);
+                tv = v_load_tail(tq + j, tm, (T)0);
+                if (W)
+                    wv = v_load_tail(W + j, tm, (T)0);
+            }
+            V q = eps != 0 ? v_fma(tv, q1, q0) : tv;
+            if (n < VL)
+                q = v_select(FN(sel_at)(NULL, NULL, 0, n), q, v_zero());
+            V wq = W ? v_mul(q, wv) : q;
+            V e = FN(vexp)(v_sub(xv, vm), 0);
+            if (gr) {
+                if (n >= VL)
+                    v_store(gr + j, e);
+                else
+                    v_store_tail(gr + j, v_tailmask(n), e);
+            }
+            se = v_add(se, e);
+            sq = v_add(sq, wq);
+            if (L) {
+                V d = v_sub(vm, xv);
+                if (n < VL) /* lanes past the end: 0 * inf would be NaN */
+                    d = v_select(FN(sel_at)(NULL, NULL, 0, n), d, v_zero());
+                sd = v_fma(wq, d, sd);
+            }
+            if (++cnt == 64) {
+                s += v_hsum_d(se);
+                swq += v_hsum_d(sq);
+                swd += v_hsum_d(sd);
+                se = sq = sd = v_zero();
+                cnt = 0;
+            }
+        }
+        s += v_hsum_d(se);
+        swq += v_hsum_d(sq);
+        swd += v_hsum_d(sd);
+        const double logs = log(s), lse = (double)m + logs;
+        if (L) {
+            double val = a * (swd + swq * logs);
+            if (z != 0)
+                val += bz * z * lse * lse;
+            L[i] = (T)val;
+        }
+        if (gr) {
+            const double Gi = R ? g * (double)R[i] : g;
+            double cp = a * swq;
+            if (z != 0)
+                cp += 2 * bz * z * lse;
+            cp *= Gi / s;
+            const V vcp = v_set1((T)cp), vca = v_set1((T)(-Gi * a));
+            for (int64_t j = 0; j < k; j += VL) {
+                const int64_t n = k - j;
+                if (n >= VL) {
+                    V q = v_load(tq + j);
+                    if (eps != 0)
+                        q = v_fma(q, q1, q0);
+                    if (W)
+                        q = v_mul(q, v_load(W + j));
+                    v_store(gr + j, v_fma(v_load(gr + j), vcp, v_mul(q, vca)));
+                } else {
+                    VTM tm = v_tailmask(n);
+                    V q = v_load_tail(tq + j, tm, (T)0);
+                    if (eps != 0)
+                        q = v_fma(q, q1, q0);
+                    if (W)
+                        q = v_mul(q, v_load_tail(W + j, tm, (T)0));
+                    v_store_tail(gr + j, tm, v_fma(v_load_tail(gr + j, tm, (T)0), vcp, v_mul(q, vca)));
+                }
+            }
+        }
+    }
+}
+
+#undef BLOCK
+#undef FN
+#undef FN2
+#undef FN3
+#if HAVE_GATHER
+#undef TILE_K
+#endif
+
+/* The vocabulary belongs to one expansion: drop it for the next. */
+#undef T
+#undef V
+#undef VM
+#undef VTM
+#undef VL
+#undef SFX
+#undef IS_F64
+#undef HAVE_GATHER
+#undef v_zero
+#undef v_set1
+#undef v_load
+#undef v_store
+#undef v_add
+#undef v_sub
+#undef v_mul
+#undef v_div
+#undef v_fma
+#undef v_max
+#undef v_min
+#undef v_lt
+#undef v_gt
+#undef v_ne
+#undef m_or
+#undef m_and
+#undef m_any
+#undef m_true
+#undef m_bytes
+#undef v_select
+#undef v_shl_exp
+#undef v_hmax
+#undef v_hsum_d
+#undef v_tailmask
+#undef v_load_tail
+#undef v_store_tail
+#undef v_gather
+#undef v_exp_field
+#undef v_mant_half
+#undef EXP_LOG2E
+#undef EXP_MAGIC
+#undef EXP_MAGIC_BIAS
+#undef EXP_LN2_HI
+#undef EXP_LN2_LO
+#undef EXP_FAST_LO
+#undef EXP_FAST_HI
+#undef EXP_SLOW_LO
+#undef EXP_SLOW_HI

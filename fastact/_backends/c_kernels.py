@@ -1,0 +1,133 @@
+"""The C backend: thin wrappers over the cffi extension ``fastact._fastact_c``.
+
+Same row kernels, signatures and semantics as ``numpy_ref`` (whose docstring is
+the contract).  The C code (``csrc/``) is written once and expanded per dtype
+and per ISA (baseline C, AVX2+FMA, AVX-512F); the widest level the CPU
+supports is used unless ``FASTACT_C_ISA`` (``avx512f``, ``avx2`` or
+``baseline``) asks for a lower one.  Calls release the GIL and share no
+mutable state, so many Python threads may call at once.
+
+Importing this module raises ``ImportError`` with the reason when the
+extension was not built (no C compiler when fastact was installed).
+
+The wrappers are on the hot path for small arrays, so they do the least:
+``ffi.from_buffer`` (measured ~4x cheaper than casting ``arr.ctypes.data``),
+NULL for ``None``, the dtype passed as the item size.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+try:
+    from fastact._fastact_c import ffi, lib
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the C extension fastact._fastact_c is not built (was a C compiler "
+        f"available when fastact was installed?): {e}"
+    ) from e
+
+NAME = "c"
+
+#: ISA level names, lowest first; the index is the C level number.
+ISA_LEVELS = ("baseline", "avx2", "avx512f")
+CPU_ISA = ISA_LEVELS[lib.fa_cpu_isa()]
+
+
+def _isa_from_env():
+    want = os.environ.get("FASTACT_C_ISA", "").strip().lower()
+    best = ISA_LEVELS.index(CPU_ISA)
+    if not want:
+        return best
+    if want not in ISA_LEVELS:
+        raise ImportError(
+            f"FASTACT_C_ISA={want!r} is not one of {', '.join(ISA_LEVELS)}")
+    return min(ISA_LEVELS.index(want), best)
+
+
+_isa = _isa_from_env()
+_fb = ffi.from_buffer
+_NULL = ffi.NULL
+
+
+def simd_level():
+    """The SIMD level the kernels run at: ``"avx512f"``, ``"avx2"`` or ``"baseline"``."""
+    return ISA_LEVELS[_isa]
+
+
+def available_isas():
+    """The levels this CPU can run, lowest first (each may be forced for testing)."""
+    return ISA_LEVELS[: ISA_LEVELS.index(CPU_ISA) + 1]
+
+
+@contextmanager
+def force_isa(name):
+    """Run the kernels at ISA level ``name`` inside the block (for tests and
+    benchmarks; not thread-safe with respect to other callers)."""
+    global _isa
+    if name not in available_isas():
+        raise ValueError(f"ISA {name!r} not available here; available: {available_isas()}")
+    old = _isa
+    _isa = ISA_LEVELS.index(name)
+    try:
+        yield
+    finally:
+        _isa = old
+
+
+def softmax_rows(x, mask, out, nthreads=1):
+    n, k = x.shape
+    lib.fa_softmax_rows(x.itemsize, _isa, _fb(x), _NULL if mask is None else _fb(mask),
+                        _fb(out), n, k, nthreads)
+
+
+def log_softmax_rows(x, mask, out, nthreads=1):
+    n, k = x.shape
+    lib.fa_log_softmax_rows(x.itemsize, _isa, _fb(x), _NULL if mask is None else _fb(mask),
+                            _fb(out), n, k, nthreads)
+
+
+def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
+    n, k = x.shape
+    lib.fa_logsumexp_rows(x.itemsize, _isa, _fb(x), _NULL if b is None else _fb(b),
+                          _NULL if mask is None else _fb(mask), _fb(out),
+                          _NULL if sign is None else _fb(sign), n, k, nthreads)
+
+
+def softmax_backward_rows(grad, y, out, nthreads=1):
+    n, k = grad.shape
+    lib.fa_softmax_backward_rows(grad.itemsize, _isa, _fb(grad), _fb(y), _fb(out), n, k, nthreads)
+
+
+def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
+    n, k = grad.shape
+    lib.fa_log_softmax_backward_rows(grad.itemsize, _isa, _fb(grad), _fb(y),
+                                     _NULL if mask is None else _fb(mask), _fb(out),
+                                     n, k, nthreads)
+
+
+def check_targets(target, k, ignore_index):
+    return int(lib.fa_check_targets(_fb("int64_t[]", target), target.shape[0], k, ignore_index))
+
+
+def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
+                             z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
+    n, k = x.shape
+    lib.fa_cross_entropy_index_rows(
+        x.itemsize, _isa, _fb(x), _fb("int64_t[]", target), _NULL if weight is None else _fb(weight),
+        ignore_index, label_smoothing, z_loss, a, b, g,
+        _NULL if row_scale is None else _fb(row_scale),
+        _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
+        n, k, nthreads)
+
+
+def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
+                            row_scale, loss, grad, nthreads=1):
+    n, k = x.shape
+    lib.fa_cross_entropy_prob_rows(
+        x.itemsize, _isa, _fb(x), _fb(target), _NULL if weight is None else _fb(weight),
+        label_smoothing, z_loss, a, b, g,
+        _NULL if row_scale is None else _fb(row_scale),
+        _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
+        n, k, nthreads)
