@@ -1,0 +1,1208 @@
+"""The Numba backend: the row kernels of ``numpy_ref`` compiled with Numba.
+
+Same names, signatures and semantics as ``numpy_ref`` (its docstring is the
+contract).  Importing this module defines the kernels but compiles nothing;
+each variant (dtype, mask or not, serial or parallel) is compiled on first
+use and cached on disk (``cache=True``), so a second process starts fast.
+
+How the kernels are fast:
+
+* ``exp`` is our own polynomial (``_exp_f32``/``_exp_f64``) built from
+  operations LLVM vectorises: round, Cody-Waite reduction, Horner, and
+  ``llvm.ldexp`` for ``2**n`` (one ``vscalefps`` on AVX-512); NumPy's
+  ``np.exp`` in a Numba loop is a scalar libm call.
+* Long rows follow XNNPACK: a max pass, one fused pass that computes
+  ``exp(x - max)``, stores it and sums it, then a scale pass.  Sums are
+  blocked: a vectorised float32 sum over at most ``_BLOCK`` elements, the
+  blocks added in float64, so 1M-element rows do not drift.
+* The fused passes write through a small scratch block: LLVM checks at run
+  time that input and output do not overlap before it runs the vector loop,
+  and ``out is x`` (in place) would otherwise fall back to scalar code.
+* Short rows (``k < _TILE_K``) are transposed tile by tile into a
+  column-major scratch buffer so that the exp pass vectorises across rows.
+* Threads: ``prange`` over blocks of rows, only when the work is large enough
+  to pay for waking the thread pool.
+
+The max uses ``llvm.maximum`` (NaN-propagating and vectorisable as a
+reduction), so a NaN anywhere in a row is seen; the plain ``a > b`` max
+would lose it.  Fastmath is the explicit flag set without ``nnan``/``ninf``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+NAME = "numba"
+
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# The exp/log polynomials must not be reassociated: LLVM would fold the
+# two-step Cody-Waite range reduction (x - n*ln2_hi - n*ln2_lo) into one.
+_FASTMATH_POLY = {"nsz", "arcp", "contract", "afn"}
+
+#: Elements summed in the working dtype before the block sum goes to float64.
+_BLOCK = 512
+#: Rows shorter than this take the transposed-tile path.
+_TILE_K = 40
+#: Below this many elements a call stays on the calling thread.
+_PAR_MIN_ELEMS = 1 << 15
+
+
+def _jit(fn):
+    return njit(fastmath=_FASTMATH, cache=True, nogil=True)(fn)
+
+
+def _jit_poly(fn):
+    return njit(fastmath=_FASTMATH_POLY, cache=True, nogil=True)(fn)
+
+
+def _jit_par(fn):
+    return njit(fastmath=_FASTMATH, cache=True, nogil=True, parallel=True)(fn)
+
+
+# ----------------------------------------------------------------------------
+# LLVM intrinsics Numba does not expose
+# ----------------------------------------------------------------------------
+
+def _binary_intrinsic(name):
+    def impl(typingctx, a, b):
+        def codegen(context, builder, signature, args):
+            t = args[0].type
+            fn = builder.module.declare_intrinsic(name, [t], ir.FunctionType(t, [t, t]))
+            return builder.call(fn, args)
+        return a(a, b), codegen
+    return impl
+
+
+#: NaN-propagating max (IEEE 754-2019 maximum); LLVM vectorises its reductions.
+_maximum = intrinsic(_binary_intrinsic("llvm.maximum"))
+
+
+@intrinsic
+def _rint(typingctx, a):
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.rint", [t], ir.FunctionType(t, [t]))
+        return builder.call(fn, args)
+    return a(a), codegen
+
+
+@intrinsic
+def _ldexp(typingctx, p, n):
+    """``p * 2**n`` for ``n`` a float holding a small integer; exact, subnormals included."""
+    def codegen(context, builder, signature, args):
+        pv, nv = args
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic(
+            "llvm.ldexp", [pv.type, i32], ir.FunctionType(pv.type, [pv.type, i32]))
+        return builder.call(fn, [pv, builder.fptosi(nv, i32)])
+    return p(p, n), codegen
+
+
+@intrinsic
+def _f64_bits(typingctx, a):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _bits_f64(typingctx, a):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+# ----------------------------------------------------------------------------
+# exp and log
+# ----------------------------------------------------------------------------
+
+_f32, _f64 = np.float32, np.float64
+# float32 exp: rr2_p5 of XNNPACK, max error ~1.5 ulp.  Clamping keeps NaN
+# (the comparisons are false) and sends -inf to exp(-104) = 0 and overflow to inf.
+_E32_LO, _E32_HI = _f32(-104.0), _f32(89.0)
+_E32_LOG2E = _f32(float.fromhex("0x1.715476p0"))
+_E32_LN2_HI = _f32(float.fromhex("0x1.62E400p-1"))
+_E32_LN2_LO = _f32(float.fromhex("0x1.7F7D1Cp-20"))
+_E32_C5 = _f32(float.fromhex("0x1.0F9F9Cp-7"))
+_E32_C4 = _f32(float.fromhex("0x1.573A1Ap-5"))
+_E32_C3 = _f32(float.fromhex("0x1.555A80p-3"))
+_E32_C2 = _f32(float.fromhex("0x1.FFFDC6p-2"))
+_E32_C1 = _f32(float.fromhex("0x1.FFFFF6p-1"))
+_E32_ONE = _f32(1.0)
+
+# float64 exp: Cody-Waite with fdlibm's split ln2, Taylor to degree 12 on
+# |r| <= ln2/2 (truncation < 2e-16 relative).
+_E64_LO, _E64_HI = -746.0, 710.0
+_E64_LOG2E = 1.4426950408889634
+_E64_LN2_HI = 6.93147180369123816490e-01
+_E64_LN2_LO = 1.90821492927058770002e-10
+_E64_C = tuple(1.0 / math.factorial(i) for i in range(13))
+
+
+@_jit_poly
+def _exp_f32(z):
+    z = _E32_LO if z < _E32_LO else z
+    z = _E32_HI if z > _E32_HI else z
+    n = _rint(z * _E32_LOG2E)
+    t = z - n * _E32_LN2_HI
+    t = t - n * _E32_LN2_LO
+    p = _E32_C5 * t + _E32_C4
+    p = p * t + _E32_C3
+    p = p * t + _E32_C2
+    p = p * t + _E32_C1
+    p = p * t + _E32_ONE
+    return _ldexp(p, n)
+
+
+@_jit_poly
+def _exp_f64(z):
+    z = _E64_LO if z < _E64_LO else z
+    z = _E64_HI if z > _E64_HI else z
+    n = _rint(z * _E64_LOG2E)
+    t = z - n * _E64_LN2_HI
+    t = t - n * _E64_LN2_LO
+    c = _E64_C
+    p = c[12] * t + c[11]
+    p = p * t + c[10]
+    p = p * t + c[9]
+    p = p * t + c[8]
+    p = p * t + c[7]
+    p = p * t + c[6]
+    p = p * t + c[5]
+    p = p * t + c[4]
+    p = p * t + c[3]
+    p = p * t + c[2]
+    p = p * t + 1.0
+    p = p * t + 1.0
+    return _ldexp(p, n)
+
+
+_L_SQRT2 = 1.4142135623730951
+_L_LN2 = 0.6931471805599453
+
+
+@_jit_poly
+def _log_pos(v):
+    """log of a positive normal float64 (a sum >= 1 here); vectorisable.
+
+    v = 2**e * m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(u), u = (m-1)/(m+1),
+    |u| <= 0.172: the odd series to u**19 is below 1e-17.
+    """
+    bits = _f64_bits(v)
+    e = ((bits >> 52) & 0x7FF) - 1023
+    m = _bits_f64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    big = m > _L_SQRT2
+    m = m * 0.5 if big else m
+    e = e + 1 if big else e
+    u = (m - 1.0) / (m + 1.0)
+    u2 = u * u
+    p = 1.0 / 19.0
+    p = p * u2 + 1.0 / 17.0
+    p = p * u2 + 1.0 / 15.0
+    p = p * u2 + 1.0 / 13.0
+    p = p * u2 + 1.0 / 11.0
+    p = p * u2 + 1.0 / 9.0
+    p = p * u2 + 1.0 / 7.0
+    p = p * u2 + 1.0 / 5.0
+    p = p * u2 + 1.0 / 3.0
+    p = p * u2 + 1.0
+    return e * _L_LN2 + 2.0 * u * p
+
+
+def _exp(z):
+    raise NotImplementedError
+
+
+@overload(_exp)
+def _ol_exp(z):
+    if z == types.float32:
+        return lambda z: _exp_f32(z)
+    if z == types.float64:
+        return lambda z: _exp_f64(z)
+
+
+def _to(a, v):
+    raise NotImplementedError
+
+
+@overload(_to)
+def _ol_to(a, v):
+    """``v`` as the dtype of array or scalar ``a``."""
+    dt = a.dtype if isinstance(a, types.Array) else a
+    if dt == types.float32:
+        return lambda a, v: np.float32(v)
+    return lambda a, v: np.float64(v)
+
+
+@_jit
+def _sign(v):
+    if v > 0:
+        return 1.0
+    if v < 0:
+        return -1.0
+    if v == 0:
+        return 0.0
+    return np.nan
+
+
+@_jit
+def _finite(v):
+    return abs(v) < np.inf
+
+
+# ----------------------------------------------------------------------------
+# row pieces (1-D C-contiguous views of one row)
+# ----------------------------------------------------------------------------
+
+@_jit
+def _row_max(xr, mr):
+    """Max over the selected entries; NaN if one is NaN; -inf if none."""
+    m = _to(xr, -np.inf)
+    if mr is None:
+        for j in range(xr.shape[0]):
+            m = _maximum(m, xr[j])
+    else:
+        ninf = _to(xr, -np.inf)
+        for j in range(xr.shape[0]):
+            v = xr[j] if mr[j] else ninf
+            m = _maximum(m, v)
+    return m
+
+
+@_jit
+def _fill_special(mr, out_r, fill):
+    """A row whose max is not finite: NaN where selected, ``fill`` elsewhere."""
+    nan = _to(out_r, np.nan)
+    if mr is None:
+        for j in range(out_r.shape[0]):
+            out_r[j] = nan
+    else:
+        f = _to(out_r, fill)
+        for j in range(out_r.shape[0]):
+            out_r[j] = nan if mr[j] else f
+
+
+@_jit
+def _exp_sum(xr, mr, m):
+    """sum exp(x - m) over the selected entries, in float64."""
+    k = xr.shape[0]
+    s = 0.0
+    for b0 in range(0, k, _BLOCK):
+        xb = xr[b0:b0 + _BLOCK]
+        sb = _to(xr, 0.0)
+        if mr is None:
+            for j in range(xb.shape[0]):
+                sb += _exp(xb[j] - m)
+        else:
+            mb = mr[b0:b0 + _BLOCK]
+            zero = _to(xr, 0.0)
+            for j in range(xb.shape[0]):
+                e = _exp(xb[j] - m)
+                sb += e if mb[j] else zero
+        s += sb
+    return s
+
+
+@_jit
+def _exp_store_sum(xr, mr, m, out_r, tmp):
+    """out_r = exp(x - m) (0 where not selected); returns the sum in float64."""
+    k = xr.shape[0]
+    s = 0.0
+    for b0 in range(0, k, _BLOCK):
+        xb = xr[b0:b0 + _BLOCK]
+        ob = out_r[b0:b0 + _BLOCK]
+        nb = xb.shape[0]
+        sb = _to(xr, 0.0)
+        if mr is None:
+            for j in range(nb):
+                e = _exp(xb[j] - m)
+                tmp[j] = e
+                sb += e
+        else:
+            mb = mr[b0:b0 + _BLOCK]
+            zero = _to(xr, 0.0)
+            for j in range(nb):
+                e = _exp(xb[j] - m)
+                e = e if mb[j] else zero
+                tmp[j] = e
+                sb += e
+        for j in range(nb):
+            ob[j] = tmp[j]
+        s += sb
+    return s
+
+
+@_jit
+def _softmax_row(xr, mr, out_r, tmp):
+    m = _row_max(xr, mr)
+    if not _finite(m):
+        _fill_special(mr, out_r, 0.0)
+        return
+    s = _exp_store_sum(xr, mr, m, out_r, tmp)
+    inv = _to(xr, 1.0 / s)
+    for j in range(out_r.shape[0]):
+        out_r[j] *= inv
+
+
+@_jit
+def _log_softmax_row(xr, mr, out_r, tmp):
+    m = _row_max(xr, mr)
+    if not _finite(m):
+        _fill_special(mr, out_r, -np.inf)
+        return
+    ls = _to(xr, np.log(_exp_sum(xr, mr, m)))
+    k = xr.shape[0]
+    ninf = _to(xr, -np.inf)
+    for b0 in range(0, k, _BLOCK):
+        xb = xr[b0:b0 + _BLOCK]
+        ob = out_r[b0:b0 + _BLOCK]
+        nb = xb.shape[0]
+        if mr is None:
+            for j in range(nb):
+                tmp[j] = (xb[j] - m) - ls
+        else:
+            mb = mr[b0:b0 + _BLOCK]
+            for j in range(nb):
+                v = (xb[j] - m) - ls
+                tmp[j] = v if mb[j] else ninf
+        for j in range(nb):
+            ob[j] = tmp[j]
+
+
+# ----------------------------------------------------------------------------
+# short rows: transposed tiles
+# ----------------------------------------------------------------------------
+
+@_jit
+def _tile_rows(k):
+    """Rows per tile: about 4096 elements, a multiple of 16."""
+    t = (4096 // k) // 16 * 16
+    return min(512, max(16, t))
+
+
+@_jit
+def _tile_load_max(xf, mf, base, k, tw, T, buf, mrow):
+    """buf[j*T + r] = x[r, j] (-inf where not selected); mrow[r] = row max.
+
+    The max here is the plain one: a NaN is caught later by the sum.
+    """
+    ninf = _to(xf, -np.inf)
+    for r in range(tw):
+        xr = xf[base + r * k:base + r * k + k]
+        m = ninf
+        if mf is None:
+            for j in range(k):
+                v = xr[j]
+                buf[j * T + r] = v
+                m = v if v > m else m
+        else:
+            mr = mf[base + r * k:base + r * k + k]
+            for j in range(k):
+                v = xr[j] if mr[j] else ninf
+                buf[j * T + r] = v
+                m = v if v > m else m
+        mrow[r] = m
+
+
+@_jit
+def _tile_exp_sum(buf, mrow, srow, k, tw, T, store):
+    """srow[r] = sum_j exp(buf[j, r] - mrow[r]); with ``store`` the exps replace buf."""
+    for r in range(tw):
+        srow[r] = 0
+    for j in range(k):
+        bj = buf[j * T:j * T + T]
+        if store:
+            for r in range(tw):
+                e = _exp(bj[r] - mrow[r])
+                bj[r] = e
+                srow[r] += e
+        else:
+            for r in range(tw):
+                srow[r] += _exp(bj[r] - mrow[r])
+
+
+@_jit
+def _tile_is_special(m, s):
+    # not finite max (NaN, +-inf: nothing or all -inf selected), or a NaN the plain max missed
+    return not (_finite(m) and s == s)
+
+
+@_jit
+def _softmax_tiles(x, mask, out, r0, r1, tmp):
+    k = x.shape[1]
+    T = _tile_rows(k)
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    buf = np.empty(k * T, x.dtype)
+    mrow = np.empty(T, x.dtype)
+    srow = np.empty(T, x.dtype)
+    one = _to(x, 1.0)
+    for i0 in range(r0, r1, T):
+        tw = min(T, r1 - i0)
+        base = i0 * k
+        if mask is None:
+            _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
+        else:
+            _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
+        _tile_exp_sum(buf, mrow, srow, k, tw, T, True)
+        for r in range(tw):
+            i = i0 + r
+            s = srow[r]
+            if _tile_is_special(mrow[r], s):
+                if mask is None:
+                    _softmax_row(x[i], None, out[i], tmp)
+                else:
+                    _softmax_row(x[i], mask[i], out[i], tmp)
+                continue
+            inv = one / s
+            ob = of[base + r * k:base + r * k + k]
+            for j in range(k):
+                ob[j] = buf[j * T + r] * inv
+
+
+@_jit
+def _log_softmax_tiles(x, mask, out, r0, r1, tmp):
+    k = x.shape[1]
+    T = _tile_rows(k)
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    buf = np.empty(k * T, x.dtype)
+    mrow = np.empty(T, x.dtype)
+    srow = np.empty(T, x.dtype)
+    for i0 in range(r0, r1, T):
+        tw = min(T, r1 - i0)
+        base = i0 * k
+        if mask is None:
+            _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
+        else:
+            _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
+        _tile_exp_sum(buf, mrow, srow, k, tw, T, False)
+        for r in range(tw):
+            s = srow[r]
+            # log of the sum, vectorised over the tile (kept in srow); specials keep s
+            srow[r] = _to(x, _log_pos(np.float64(s))) if s >= 1 else s
+        for r in range(tw):
+            i = i0 + r
+            m = mrow[r]
+            ls = srow[r]
+            if _tile_is_special(m, ls):
+                if mask is None:
+                    _log_softmax_row(x[i], None, out[i], tmp)
+                else:
+                    _log_softmax_row(x[i], mask[i], out[i], tmp)
+                continue
+            ob = of[base + r * k:base + r * k + k]
+            for j in range(k):
+                ob[j] = (buf[j * T + r] - m) - ls
+
+
+# ----------------------------------------------------------------------------
+# softmax / log_softmax drivers
+# ----------------------------------------------------------------------------
+
+@_jit
+def _softmax_range(x, mask, out, r0, r1):
+    tmp = np.empty(_BLOCK, x.dtype)
+    if x.shape[1] < _TILE_K:
+        _softmax_tiles(x, mask, out, r0, r1, tmp)
+        return
+    for i in range(r0, r1):
+        if mask is None:
+            _softmax_row(x[i], None, out[i], tmp)
+        else:
+            _softmax_row(x[i], mask[i], out[i], tmp)
+
+
+@_jit
+def _softmax_serial(x, mask, out):
+    _softmax_range(x, mask, out, 0, x.shape[0])
+
+
+@_jit_par
+def _softmax_parallel(x, mask, out, nchunks):
+    n = x.shape[0]
+    for c in prange(nchunks):
+        _softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks)
+
+
+@_jit
+def _log_softmax_range(x, mask, out, r0, r1):
+    tmp = np.empty(_BLOCK, x.dtype)
+    if x.shape[1] < _TILE_K:
+        _log_softmax_tiles(x, mask, out, r0, r1, tmp)
+        return
+    for i in range(r0, r1):
+        if mask is None:
+            _log_softmax_row(x[i], None, out[i], tmp)
+        else:
+            _log_softmax_row(x[i], mask[i], out[i], tmp)
+
+
+@_jit
+def _log_softmax_serial(x, mask, out):
+    _log_softmax_range(x, mask, out, 0, x.shape[0])
+
+
+@_jit_par
+def _log_softmax_parallel(x, mask, out, nchunks):
+    n = x.shape[0]
+    for c in prange(nchunks):
+        _log_softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks)
+
+
+# ----------------------------------------------------------------------------
+# logsumexp
+# ----------------------------------------------------------------------------
+
+@_jit
+def _lse_row_max(xr, br, mr, has_b):
+    """Max over the entries that take part: selected and (with b) b != 0."""
+    if not has_b:
+        return _row_max(xr, mr)
+    m = _to(xr, -np.inf)
+    ninf = _to(xr, -np.inf)
+    if mr is None:
+        for j in range(xr.shape[0]):
+            v = xr[j] if br[j] != 0 else ninf
+            m = _maximum(m, v)
+    else:
+        for j in range(xr.shape[0]):
+            v = xr[j] if (mr[j] and br[j] != 0) else ninf
+            m = _maximum(m, v)
+    return m
+
+
+@_jit
+def _lse_row(xr, br, mr, has_b):
+    """(log|sum|, sign) of one row, as numpy_ref.logsumexp_rows with sign wanted."""
+    m = _lse_row_max(xr, br, mr, has_b)
+    if m == -np.inf:
+        return -np.inf, 0.0
+    if m != m:
+        return np.nan, np.nan
+    if m == np.inf:
+        if not has_b:
+            return np.inf, 1.0
+        w = 0.0
+        for j in range(xr.shape[0]):
+            if xr[j] == np.inf and (mr is None or mr[j]):
+                w += br[j]
+        # the +inf entries dominate: the sign is that of their total weight
+        return (np.nan if w == 0 else np.inf), _sign(w)
+    if not has_b:
+        s = _exp_sum(xr, mr, m)
+    else:
+        s = 0.0
+        k = xr.shape[0]
+        zero = _to(xr, 0.0)
+        for b0 in range(0, k, _BLOCK):
+            xb = xr[b0:b0 + _BLOCK]
+            bb = br[b0:b0 + _BLOCK]
+            sb = _to(xr, 0.0)
+            if mr is None:
+                for j in range(xb.shape[0]):
+                    bj = bb[j]
+                    e = _exp(xb[j] - m) * bj
+                    sb += e if bj != 0 else zero
+            else:
+                mb = mr[b0:b0 + _BLOCK]
+                for j in range(xb.shape[0]):
+                    bj = bb[j]
+                    e = _exp(xb[j] - m) * bj
+                    sb += e if (mb[j] and bj != 0) else zero
+            s += sb
+    sg = _sign(s)
+    return np.log(abs(s)) + m, sg
+
+
+@_jit
+def _lse_range(x, b, mask, out, sign, has_b, has_sign, r0, r1):
+    for i in range(r0, r1):
+        br = b[i] if has_b else b[0]
+        if mask is None:
+            r, sg = _lse_row(x[i], br, None, has_b)
+        else:
+            r, sg = _lse_row(x[i], br, mask[i], has_b)
+        if has_sign:
+            if r != r:
+                sg = np.nan
+            sign[i] = sg
+        else:
+            # without sign: a negative sum (or a +inf entry of negative weight) is NaN
+            if sg < 0:
+                r = np.nan
+        out[i] = r
+
+
+@_jit
+def _lse_tiles(x, mask, out, r0, r1):
+    """logsumexp of short rows without b: the tile path."""
+    k = x.shape[1]
+    T = _tile_rows(k)
+    xf = x.reshape(-1)
+    buf = np.empty(k * T, x.dtype)
+    mrow = np.empty(T, x.dtype)
+    srow = np.empty(T, x.dtype)
+    lrow = np.empty(T, np.float64)
+    for i0 in range(r0, r1, T):
+        tw = min(T, r1 - i0)
+        base = i0 * k
+        if mask is None:
+            _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
+        else:
+            _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
+        _tile_exp_sum(buf, mrow, srow, k, tw, T, False)
+        for r in range(tw):
+            s = np.float64(srow[r])
+            lrow[r] = _log_pos(s) + mrow[r] if s >= 1 else 0.0
+        for r in range(tw):
+            if _tile_is_special(mrow[r], srow[r]):
+                _lse_range(x, x, mask, out, out, False, False, i0 + r, i0 + r + 1)
+            else:
+                out[i0 + r] = lrow[r]
+
+
+@_jit
+def _lse_any_range(x, b, mask, out, sign, has_b, has_sign, r0, r1):
+    if not has_b and x.shape[1] < _TILE_K:
+        if has_sign:
+            for i in range(r0, r1):
+                sign[i] = 1.0
+            _lse_tiles(x, mask, out, r0, r1)
+            for i in range(r0, r1):
+                if out[i] == -np.inf:
+                    sign[i] = 0.0
+                elif out[i] != out[i]:
+                    sign[i] = np.nan
+        else:
+            _lse_tiles(x, mask, out, r0, r1)
+        return
+    _lse_range(x, b, mask, out, sign, has_b, has_sign, r0, r1)
+
+
+@_jit
+def _lse_serial(x, b, mask, out, sign, has_b, has_sign):
+    _lse_any_range(x, b, mask, out, sign, has_b, has_sign, 0, x.shape[0])
+
+
+@_jit_par
+def _lse_parallel(x, b, mask, out, sign, has_b, has_sign, nchunks):
+    n = x.shape[0]
+    for c in prange(nchunks):
+        _lse_any_range(x, b, mask, out, sign, has_b, has_sign,
+                       c * n // nchunks, (c + 1) * n // nchunks)
+
+
+# ----------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------
+
+@_jit
+def _softmax_backward_range(grad, y, out, r0, r1):
+    k = grad.shape[1]
+    tmp = np.empty(_BLOCK, grad.dtype)
+    for i in range(r0, r1):
+        gr = grad[i]
+        yr = y[i]
+        orow = out[i]
+        d = 0.0
+        for b0 in range(0, k, _BLOCK):
+            gb = gr[b0:b0 + _BLOCK]
+            yb = yr[b0:b0 + _BLOCK]
+            sb = _to(grad, 0.0)
+            for j in range(gb.shape[0]):
+                sb += gb[j] * yb[j]
+            d += sb
+        df = _to(grad, d)
+        for b0 in range(0, k, _BLOCK):
+            gb = gr[b0:b0 + _BLOCK]
+            yb = yr[b0:b0 + _BLOCK]
+            ob = orow[b0:b0 + _BLOCK]
+            nb = gb.shape[0]
+            for j in range(nb):
+                tmp[j] = yb[j] * (gb[j] - df)
+            for j in range(nb):
+                ob[j] = tmp[j]
+
+
+@_jit
+def _softmax_backward_serial(grad, y, out):
+    _softmax_backward_range(grad, y, out, 0, grad.shape[0])
+
+
+@_jit_par
+def _softmax_backward_parallel(grad, y, out, nchunks):
+    n = grad.shape[0]
+    for c in prange(nchunks):
+        _softmax_backward_range(grad, y, out, c * n // nchunks, (c + 1) * n // nchunks)
+
+
+@_jit
+def _log_softmax_backward_range(grad, y, mask, out, r0, r1):
+    k = grad.shape[1]
+    tmp = np.empty(_BLOCK, grad.dtype)
+    zero = _to(grad, 0.0)
+    for i in range(r0, r1):
+        gr = grad[i]
+        yr = y[i]
+        orow = out[i]
+        s = 0.0
+        for b0 in range(0, k, _BLOCK):
+            gb = gr[b0:b0 + _BLOCK]
+            sb = _to(grad, 0.0)
+            if mask is None:
+                for j in range(gb.shape[0]):
+                    sb += gb[j]
+            else:
+                mb = mask[i][b0:b0 + _BLOCK]
+                for j in range(gb.shape[0]):
+                    sb += gb[j] if mb[j] else zero
+            s += sb
+        sf = _to(grad, s)
+        for b0 in range(0, k, _BLOCK):
+            gb = gr[b0:b0 + _BLOCK]
+            yb = yr[b0:b0 + _BLOCK]
+            ob = orow[b0:b0 + _BLOCK]
+            nb = gb.shape[0]
+            if mask is None:
+                for j in range(nb):
+                    tmp[j] = gb[j] - _exp(yb[j]) * sf
+            else:
+                mb = mask[i][b0:b0 + _BLOCK]
+                for j in range(nb):
+                    v = gb[j] - _exp(yb[j]) * sf
+                    tmp[j] = v if mb[j] else zero
+            for j in range(nb):
+                ob[j] = tmp[j]
+
+
+@_jit
+def _log_softmax_backward_serial(grad, y, mask, out):
+    _log_softmax_backward_range(grad, y, mask, out, 0, grad.shape[0])
+
+
+@_jit_par
+def _log_softmax_backward_parallel(grad, y, mask, out, nchunks):
+    n = grad.shape[0]
+    for c in prange(nchunks):
+        _log_softmax_backward_range(grad, y, mask, out, c * n // nchunks, (c + 1) * n // nchunks)
+
+
+# ----------------------------------------------------------------------------
+# cross entropy
+# ----------------------------------------------------------------------------
+
+@_jit
+def _check_targets(target, k, ignore_index):
+    for i in range(target.shape[0]):
+        t = target[i]
+        if (t < 0 or t >= k) and t != ignore_index:
+            return i
+    return -1
+
+
+@_jit
+def _ce_exp_pass(xr, wr, m, out_r, tmp, store, smooth):
+    """exp(x - m) -> out_r (if ``store``); returns (sum exp, sum_c w_c (m - x_c)) in float64."""
+    k = xr.shape[0]
+    s = 0.0
+    a = 0.0
+    for b0 in range(0, k, _BLOCK):
+        xb = xr[b0:b0 + _BLOCK]
+        nb = xb.shape[0]
+        sb = _to(xr, 0.0)
+        if store:
+            for j in range(nb):
+                e = _exp(xb[j] - m)
+                tmp[j] = e
+                sb += e
+        else:
+            for j in range(nb):
+                sb += _exp(xb[j] - m)
+        if smooth:
+            wb = wr[b0:b0 + _BLOCK]
+            ab = _to(xr, 0.0)
+            for j in range(nb):
+                ab += wb[j] * (m - xb[j])
+            a += ab
+        if store:
+            ob = out_r[b0:b0 + _BLOCK]
+            for j in range(nb):
+                ob[j] = tmp[j]
+        s += sb
+    return s, a
+
+
+@_jit
+def _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                    row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1):
+    n, k = x.shape
+    tmp = np.empty(_BLOCK, x.dtype)
+    smooth = eps != 0.0
+    zero = _to(x, 0.0)
+    nan = _to(x, np.nan)
+    for i in range(r0, r1):
+        t = target[i]
+        xr = x[i]
+        if t == ignore_index:
+            if want_loss:
+                loss[i] = 0.0
+            if want_grad:
+                gr = grad[i]
+                for j in range(k):
+                    gr[j] = zero
+            continue
+        m = _row_max(xr, None)
+        if not _finite(m):
+            if want_loss:
+                loss[i] = np.nan
+            if want_grad:
+                gr = grad[i]
+                for j in range(k):
+                    gr[j] = nan
+            continue
+        x_t = np.float64(xr[t])
+        w_t = np.float64(w[t])
+        if want_grad:
+            s, sw = _ce_exp_pass(xr, w, m, grad[i], tmp, True, smooth)
+        else:
+            s, sw = _ce_exp_pass(xr, w, m, xr, tmp, False, smooth)
+        logs = np.log(s)
+        mm = np.float64(m)
+        lse = mm + logs
+        r = g * (row_scale[i] if has_rs else 1.0)
+        if want_loss:
+            ce = (1.0 - eps) * w_t * ((mm - x_t) + logs)
+            if smooth:
+                ce += (eps / k) * (sw + wsum * logs)
+            val = a * ce
+            if z_loss != 0.0:
+                val += b * z_loss * lse * lse
+            loss[i] = val
+        if want_grad:
+            c1 = a * ((1.0 - eps) * w_t + (eps / k) * wsum)
+            if z_loss != 0.0:
+                c1 += 2.0 * b * z_loss * lse
+            cp = _to(x, r * c1 / s)
+            gr = grad[i]
+            if smooth:
+                cw = _to(x, r * a * eps / k)
+                for j in range(k):
+                    gr[j] = gr[j] * cp - w[j] * cw
+            else:
+                for j in range(k):
+                    gr[j] = gr[j] * cp
+            gr[t] -= _to(x, r * a * (1.0 - eps) * w_t)
+
+
+@_jit
+def _ce_index_tiles(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                    row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1):
+    """Index cross entropy for short rows: transposed tiles (see _softmax_tiles)."""
+    k = x.shape[1]
+    T = _tile_rows(k)
+    xf = x.reshape(-1)
+    gf = grad.reshape(-1)
+    buf = np.empty(k * T, x.dtype)
+    mrow = np.empty(T, x.dtype)
+    srow = np.empty(T, x.dtype)
+    lrow = np.empty(T, np.float64)
+    arow = np.empty(T, np.float64)
+    smooth = eps != 0.0
+    for i0 in range(r0, r1, T):
+        tw = min(T, r1 - i0)
+        base = i0 * k
+        _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
+        # sum_c w_c (m - x_c), before buf turns into exps
+        if smooth:
+            for r in range(tw):
+                arow[r] = 0.0
+            for j in range(k):
+                bj = buf[j * T:j * T + T]
+                wj = w[j]
+                for r in range(tw):
+                    arow[r] += wj * (mrow[r] - bj[r])
+        _tile_exp_sum(buf, mrow, srow, k, tw, T, want_grad)
+        for r in range(tw):
+            s = np.float64(srow[r])
+            lrow[r] = _log_pos(s) if s >= 1 else 0.0
+        for r in range(tw):
+            i = i0 + r
+            t = target[i]
+            m = mrow[r]
+            s = srow[r]
+            if t == ignore_index:
+                if want_loss:
+                    loss[i] = 0.0
+                if want_grad:
+                    gb = gf[base + r * k:base + r * k + k]
+                    for j in range(k):
+                        gb[j] = 0
+                continue
+            if _tile_is_special(m, s):
+                _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                                row_scale, has_rs, loss, want_loss, grad, want_grad, i, i + 1)
+                continue
+            logs = lrow[r]
+            mm = np.float64(m)
+            lse = mm + logs
+            w_t = np.float64(w[t])
+            if want_loss:
+                x_t = np.float64(xf[base + r * k + t])
+                ce = (1.0 - eps) * w_t * ((mm - x_t) + logs)
+                if smooth:
+                    ce += (eps / k) * (arow[r] + wsum * logs)
+                val = a * ce
+                if z_loss != 0.0:
+                    val += b * z_loss * lse * lse
+                loss[i] = val
+            if want_grad:
+                rs = g * (row_scale[i] if has_rs else 1.0)
+                c1 = a * ((1.0 - eps) * w_t + (eps / k) * wsum)
+                if z_loss != 0.0:
+                    c1 += 2.0 * b * z_loss * lse
+                cp = _to(x, rs * c1 / s)
+                gb = gf[base + r * k:base + r * k + k]
+                if smooth:
+                    cw = _to(x, rs * a * eps / k)
+                    for j in range(k):
+                        gb[j] = buf[j * T + r] * cp - w[j] * cw
+                else:
+                    for j in range(k):
+                        gb[j] = buf[j * T + r] * cp
+                gb[t] -= _to(x, rs * a * (1.0 - eps) * w_t)
+
+
+@_jit
+def _ce_index_any(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                  row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1):
+    if x.shape[1] < _TILE_K:
+        _ce_index_tiles(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                        row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1)
+    else:
+        _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                        row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1)
+
+
+@_jit
+def _ce_index_serial(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                     row_scale, has_rs, loss, want_loss, grad, want_grad):
+    _ce_index_any(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                  row_scale, has_rs, loss, want_loss, grad, want_grad, 0, x.shape[0])
+
+
+@_jit_par
+def _ce_index_parallel(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                       row_scale, has_rs, loss, want_loss, grad, want_grad, nchunks):
+    n = x.shape[0]
+    for c in prange(nchunks):
+        _ce_index_any(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
+                      row_scale, has_rs, loss, want_loss, grad, want_grad,
+                      c * n // nchunks, (c + 1) * n // nchunks)
+
+
+@_jit
+def _ce_prob_range(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
+                   loss, want_loss, grad, want_grad, r0, r1):
+    k = x.shape[1]
+    tmp = np.empty(_BLOCK, x.dtype)
+    one_m_eps = _to(x, 1.0 - eps)
+    eps_k = _to(x, eps / k)
+    nan = _to(x, np.nan)
+    for i in range(r0, r1):
+        xr = x[i]
+        tr = target[i]
+        m = _row_max(xr, None)
+        if not _finite(m):
+            if want_loss:
+                loss[i] = np.nan
+            if want_grad:
+                gr = grad[i]
+                for j in range(k):
+                    gr[j] = nan
+            continue
+        s = 0.0
+        sq = 0.0
+        sa = 0.0
+        for b0 in range(0, k, _BLOCK):
+            xb = xr[b0:b0 + _BLOCK]
+            tb = tr[b0:b0 + _BLOCK]
+            wb = w[b0:b0 + _BLOCK]
+            nb = xb.shape[0]
+            sb = _to(x, 0.0)
+            qb = _to(x, 0.0)
+            ab = _to(x, 0.0)
+            for j in range(nb):
+                xj = xb[j]
+                e = _exp(xj - m)
+                tmp[j] = e
+                sb += e
+                wq = (tb[j] * one_m_eps + eps_k) * wb[j]
+                qb += wq
+                ab += wq * (m - xj)
+            if want_grad:
+                ob = grad[i][b0:b0 + _BLOCK]
+                for j in range(nb):
+                    ob[j] = tmp[j]
+            s += sb
+            sq += qb
+            sa += ab
+        logs = np.log(s)
+        lse = np.float64(m) + logs
+        if want_loss:
+            val = a * (sa + logs * sq)
+            if z_loss != 0.0:
+                val += b * z_loss * lse * lse
+            loss[i] = val
+        if want_grad:
+            rs = g * (row_scale[i] if has_rs else 1.0)
+            c1 = a * sq
+            if z_loss != 0.0:
+                c1 += 2.0 * b * z_loss * lse
+            cp = _to(x, rs * c1 / s)
+            cw = _to(x, rs * a)
+            gr = grad[i]
+            for j in range(k):
+                wq = (tr[j] * one_m_eps + eps_k) * w[j]
+                gr[j] = gr[j] * cp - wq * cw
+
+
+@_jit
+def _ce_prob_serial(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
+                    loss, want_loss, grad, want_grad):
+    _ce_prob_range(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
+                   loss, want_loss, grad, want_grad, 0, x.shape[0])
+
+
+@_jit_par
+def _ce_prob_parallel(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
+                      loss, want_loss, grad, want_grad, nchunks):
+    n = x.shape[0]
+    for c in prange(nchunks):
+        _ce_prob_range(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
+                       loss, want_loss, grad, want_grad,
+                       c * n // nchunks, (c + 1) * n // nchunks)
+
+
+# ----------------------------------------------------------------------------
+# Python wrappers: the contract of numpy_ref; None -> dummy array + flag
+# ----------------------------------------------------------------------------
+
+_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+_DUMMY = {np.dtype(np.float32): np.zeros((1, 1), np.float32),
+          np.dtype(np.float64): np.zeros((1, 1), np.float64)}
+_ONES: dict = {}
+
+
+def _threads(nthreads, x):
+    """Threads worth using for ``x``: 1 for small work or a single row."""
+    if not nthreads or nthreads <= 1 or x.size < _PAR_MIN_ELEMS or x.shape[0] < 2:
+        return 1
+    nt = min(int(nthreads), _MAX_THREADS, x.shape[0])
+    numba.set_num_threads(nt)
+    return nt
+
+
+def _ones(k, dtype):
+    key = (k, dtype)
+    w = _ONES.get(key)
+    if w is None:
+        if len(_ONES) > 64:
+            _ONES.clear()
+        w = _ONES[key] = np.ones(k, dtype)
+        w.flags.writeable = False
+    return w
+
+
+def softmax_rows(x, mask, out, nthreads=1):
+    nt = _threads(nthreads, x)
+    if nt > 1:
+        _softmax_parallel(x, mask, out, nt)
+    else:
+        _softmax_serial(x, mask, out)
+
+
+def log_softmax_rows(x, mask, out, nthreads=1):
+    nt = _threads(nthreads, x)
+    if nt > 1:
+        _log_softmax_parallel(x, mask, out, nt)
+    else:
+        _log_softmax_serial(x, mask, out)
+
+
+def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
+    d = _DUMMY[x.dtype]
+    has_b = b is not None
+    has_sign = sign is not None
+    bb = b if has_b else d
+    sg = sign if has_sign else d[0]
+    nt = _threads(nthreads, x)
+    if nt > 1:
+        _lse_parallel(x, bb, mask, out, sg, has_b, has_sign, nt)
+    else:
+        _lse_serial(x, bb, mask, out, sg, has_b, has_sign)
+
+
+def softmax_backward_rows(grad, y, out, nthreads=1):
+    nt = _threads(nthreads, grad)
+    if nt > 1:
+        _softmax_backward_parallel(grad, y, out, nt)
+    else:
+        _softmax_backward_serial(grad, y, out)
+
+
+def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
+    nt = _threads(nthreads, grad)
+    if nt > 1:
+        _log_softmax_backward_parallel(grad, y, mask, out, nt)
+    else:
+        _log_softmax_backward_serial(grad, y, mask, out)
+
+
+def check_targets(target, k, ignore_index):
+    return int(_check_targets(target, k, ignore_index))
+
+
+def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
+                             z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
+    n, k = x.shape
+    d = _DUMMY[x.dtype]
+    if weight is None:
+        w = _ones(k, x.dtype)
+        wsum = float(k)
+    else:
+        w = weight
+        wsum = float(np.sum(weight, dtype=np.float64)) if label_smoothing != 0 else 0.0
+    args = (x, target, w, wsum, int(ignore_index), float(label_smoothing), float(z_loss),
+            float(a), float(b), float(g),
+            d[0] if row_scale is None else row_scale, row_scale is not None,
+            d[0] if loss is None else loss, loss is not None,
+            d if grad is None else grad, grad is not None)
+    nt = _threads(nthreads, x)
+    if nt > 1:
+        _ce_index_parallel(*args, nt)
+    else:
+        _ce_index_serial(*args)
+
+
+def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
+                            row_scale, loss, grad, nthreads=1):
+    n, k = x.shape
+    d = _DUMMY[x.dtype]
+    w = _ones(k, x.dtype) if weight is None else weight
+    args = (x, target, w, float(label_smoothing), float(z_loss),
+            float(a), float(b), float(g),
+            d[0] if row_scale is None else row_scale, row_scale is not None,
+            d[0] if loss is None else loss, loss is not None,
+            d if grad is None else grad, grad is not None)
+    nt = _threads(nthreads, x)
+    if nt > 1:
+        _ce_prob_parallel(*args, nt)
+    else:
+        _ce_prob_serial(*args)
