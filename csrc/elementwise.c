@@ -1,0 +1,333 @@
+/* fastact C elementwise kernels (declarations and contract: elementwise.h).
+ *
+ * The kernels are written once, in the template half of this file (below
+ * "template"), and expanded for float and double by including this file into
+ * itself with T / SFX / the libm names defined: compiler errors point at the
+ * template lines.  Plain loops over flat arrays; no -ffast-math assumptions
+ * (infinities and NaN must behave).
+ */
+#ifndef FA_EW_T
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "elementwise.h"
+
+#define FA_EW_CAT_(a, b) a##b
+#define FA_EW_CAT(a, b) FA_EW_CAT_(a, b)
+
+/* float32 */
+#define FA_EW_T float
+#define FA_EW_SFX _f32
+#define EW_EXP expf
+#define EW_LOG1P log1pf
+#define EW_TANH tanhf
+#define EW_ERFC erfcf
+#define EW_FABS fabsf
+#include "elementwise.c"
+#undef FA_EW_T
+#undef FA_EW_SFX
+#undef EW_EXP
+#undef EW_LOG1P
+#undef EW_TANH
+#undef EW_ERFC
+#undef EW_FABS
+
+/* float64 */
+#define FA_EW_T double
+#define FA_EW_SFX _f64
+#define EW_EXP exp
+#define EW_LOG1P log1p
+#define EW_TANH tanh
+#define EW_ERFC erfc
+#define EW_FABS fabs
+#include "elementwise.c"
+#undef FA_EW_T
+#undef FA_EW_SFX
+
+/* ------------------------------------------------------------- dispatch */
+
+typedef void (*ew_fwd_fn)(const void *, void *, int64_t);
+typedef void (*ew_bwd_fn)(const void *, const void *, void *, int64_t);
+
+#define EW_TABLE(kind, sfx)                                                        \
+    {(kind)ew_sigmoid##sfx, (kind)ew_log_sigmoid##sfx, (kind)ew_relu##sfx,         \
+     (kind)ew_tanh##sfx,    (kind)ew_softsign##sfx,    (kind)ew_gelu##sfx,         \
+     (kind)ew_gelu_tanh##sfx, (kind)ew_silu##sfx}
+
+static const ew_fwd_fn ew_fwd_f32[] = EW_TABLE(ew_fwd_fn, _f32);
+static const ew_fwd_fn ew_fwd_f64[] = EW_TABLE(ew_fwd_fn, _f64);
+
+#define EW_BTABLE(sfx)                                                             \
+    {(ew_bwd_fn)ew_sigmoid_bwd##sfx, (ew_bwd_fn)ew_log_sigmoid_bwd##sfx,           \
+     (ew_bwd_fn)ew_relu_bwd##sfx,    (ew_bwd_fn)ew_tanh_bwd##sfx,                  \
+     (ew_bwd_fn)ew_softsign_bwd##sfx, (ew_bwd_fn)ew_gelu_bwd##sfx,                 \
+     (ew_bwd_fn)ew_gelu_tanh_bwd##sfx, (ew_bwd_fn)ew_silu_bwd##sfx}
+
+static const ew_bwd_fn ew_bwd_f32[] = EW_BTABLE(_f32);
+static const ew_bwd_fn ew_bwd_f64[] = EW_BTABLE(_f64);
+
+#define EW_NOPS ((int)(sizeof(ew_fwd_f32) / sizeof(ew_fwd_f32[0])))
+
+int fa_unary(int itemsize, int op, const void *x, void *out, int64_t n)
+{
+    if (op < 0 || op >= EW_NOPS || n < 0)
+        return -1;
+    if (itemsize == 4)
+        ew_fwd_f32[op](x, out, n);
+    else if (itemsize == 8)
+        ew_fwd_f64[op](x, out, n);
+    else
+        return -1;
+    return 0;
+}
+
+int fa_unary_backward(int itemsize, int op, const void *grad, const void *s,
+                      void *out, int64_t n)
+{
+    if (op < 0 || op >= EW_NOPS || n < 0)
+        return -1;
+    if (itemsize == 4)
+        ew_bwd_f32[op](grad, s, out, n);
+    else if (itemsize == 8)
+        ew_bwd_f64[op](grad, s, out, n);
+    else
+        return -1;
+    return 0;
+}
+
+double fa_bce(int itemsize, const void *x, const void *t, const void *w,
+              int64_t w_len, const void *pw, int64_t pw_len, int64_t offset,
+              double c, const void *gscale, void *loss, void *grad, int64_t n)
+{
+    if (n <= 0)
+        return 0.0;
+    if ((w && w_len < 1) || (pw && pw_len < 1) || offset < 0)
+        return NAN;
+    if (itemsize == 4)
+        return ew_bce_f32(x, t, w, w_len, pw, pw_len, offset, c, gscale, loss, grad, n);
+    if (itemsize == 8)
+        return ew_bce_f64(x, t, w, w_len, pw, pw_len, offset, c, gscale, loss, grad, n);
+    return NAN;
+}
+
+#else /* ============================================================ template */
+
+#define T FA_EW_T
+#define NM(name) FA_EW_CAT(name, FA_EW_SFX)
+
+/* sigmoid(v) from exp(-|v|) in (0, 1]: never overflows; NaN stays NaN. */
+static inline T NM(ew_sig)(T v)
+{
+    T e = EW_EXP(-EW_FABS(v));
+    T r = (T)1 / ((T)1 + e);
+    return v >= (T)0 ? r : e * r;
+}
+
+/* softplus(-v) = -log sigmoid(v) = max(-v, 0) + log1p(exp(-|v|)). */
+static inline T NM(ew_softplus_neg)(T v)
+{
+    T m = v < (T)0 ? -v : (T)0;
+    return m + EW_LOG1P(EW_EXP(-EW_FABS(v)));
+}
+
+/* ---- forward: out[i] = f(x[i]) */
+
+static void NM(ew_sigmoid)(const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = NM(ew_sig)(x[i]);
+}
+
+static void NM(ew_log_sigmoid)(const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = -NM(ew_softplus_neg)(x[i]);
+}
+
+static void NM(ew_relu)(const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        out[i] = v < (T)0 ? (T)0 : v; /* NaN and -0.0 pass through */
+    }
+}
+
+static void NM(ew_tanh)(const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = EW_TANH(x[i]);
+}
+
+static void NM(ew_softsign)(const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        out[i] = v / ((T)1 + EW_FABS(v));
+    }
+}
+
+/* x Phi(x) = 0.5 x erfc(-x / sqrt 2): erfc keeps the left tail accurate. */
+static void NM(ew_gelu)(const T *x, T *out, int64_t n)
+{
+    const T c = (T)0.70710678118654752440;
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        out[i] = (T)0.5 * v * EW_ERFC(-v * c);
+    }
+}
+
+/* 0.5 x (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3). */
+static void NM(ew_gelu_tanh)(const T *x, T *out, int64_t n)
+{
+    const T k0 = (T)1.5957691216057307117; /* 2 sqrt(2/pi) */
+    const T k1 = (T)0.044715;
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        out[i] = v * NM(ew_sig)(k0 * v * ((T)1 + k1 * v * v));
+    }
+}
+
+static void NM(ew_silu)(const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        out[i] = v * NM(ew_sig)(v);
+    }
+}
+
+/* ---- backward: out[i] = grad[i] * f'(x[i]) (sigmoid: from y) */
+
+static void NM(ew_sigmoid_bwd)(const T *grad, const T *y, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T v = y[i];
+        out[i] = grad[i] * ((T)1 - v) * v;
+    }
+}
+
+static void NM(ew_log_sigmoid_bwd)(const T *grad, const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = grad[i] * NM(ew_sig)(-x[i]);
+}
+
+static void NM(ew_relu_bwd)(const T *grad, const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T g = grad[i];
+        out[i] = x[i] <= (T)0 ? (T)0 : g; /* NaN x passes grad, as PyTorch */
+    }
+}
+
+/* 1 - tanh(x)^2 = 4t / (1 + t)^2, t = exp(-2|x|): no cancellation near |x| large. */
+static void NM(ew_tanh_bwd)(const T *grad, const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T e = EW_EXP((T)-2 * EW_FABS(x[i]));
+        T d = (T)1 + e;
+        out[i] = grad[i] * ((T)4 * e / (d * d));
+    }
+}
+
+static void NM(ew_softsign_bwd)(const T *grad, const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        T r = (T)1 / ((T)1 + EW_FABS(v));
+        T d = isinf(v) ? (T)NAN : r * r; /* +-inf: NaN, as PyTorch */
+        out[i] = grad[i] * d;
+    }
+}
+
+/* Phi(x) + x phi(x); x*x overflowing to inf gives exp(-inf) = 0, no NaN. */
+static void NM(ew_gelu_bwd)(const T *grad, const T *x, T *out, int64_t n)
+{
+    const T c = (T)0.70710678118654752440;
+    const T k = (T)0.39894228040143267794; /* 1 / sqrt(2 pi) */
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        T d = (T)0.5 * EW_ERFC(-v * c) + v * (EW_EXP((T)-0.5 * v * v) * k);
+        out[i] = grad[i] * d;
+    }
+}
+
+/* s + 2 x s (1-s) u', s = sigmoid(2u); the second term is 0 once s (1-s)
+ * underflows, so that a huge finite x gives no 0 * inf. */
+static void NM(ew_gelu_tanh_bwd)(const T *grad, const T *x, T *out, int64_t n)
+{
+    const T k0 = (T)1.5957691216057307117; /* 2 sqrt(2/pi) */
+    const T k1 = (T)0.044715;
+    const T k3 = (T)0.134145; /* 3 * 0.044715 */
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        T v2 = v * v;
+        T u2 = k0 * v * ((T)1 + k1 * v2);
+        T s = NM(ew_sig)(u2);
+        T ss = s * NM(ew_sig)(-u2);
+        T term = v * (k0 * ((T)1 + k3 * v2)) * ss;
+        if (ss == (T)0 && !isinf(v))
+            term = (T)0;
+        out[i] = grad[i] * (s + term);
+    }
+}
+
+static void NM(ew_silu_bwd)(const T *grad, const T *x, T *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        out[i] = grad[i] * (NM(ew_sig)(v) * ((T)1 + v * NM(ew_sig)(-v)));
+    }
+}
+
+/* ---- binary cross-entropy with logits (see elementwise.h) */
+
+static double NM(ew_bce)(const T *x, const T *t, const T *w, int64_t w_len,
+                         const T *pw, int64_t pw_len, int64_t offset, double c,
+                         const T *gscale, T *loss, T *grad, int64_t n)
+{
+    const T cc = (T)c;
+    int64_t jw = w ? offset % w_len : 0;
+    int64_t jp = pw ? offset % pw_len : 0;
+    double total = 0.0, block = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i], ti = t[i];
+        T sp = NM(ew_softplus_neg)(v);
+        T lw = (T)1, p = (T)1;
+        if (pw) {
+            p = pw[jp];
+            lw = (T)1 + (p - (T)1) * ti;
+        }
+        T el = ((T)1 - ti) * v + lw * sp;
+        T wi = w ? w[jw] : (T)1;
+        el *= wi;
+        block += (double)el;
+        if ((i & 255) == 255) { /* two-level sum: blocks of 256 */
+            total += block;
+            block = 0.0;
+        }
+        if (grad) {
+            T s = NM(ew_sig)(v);
+            T d = pw ? lw * s - p * ti : s - ti;
+            d = d * wi * cc;
+            if (gscale)
+                d *= gscale[i];
+            if (loss)
+                loss[i] = el;
+            grad[i] = d;
+        } else if (loss) {
+            loss[i] = el;
+        }
+        if (w && ++jw == w_len)
+            jw = 0;
+        if (pw && ++jp == pw_len)
+            jp = 0;
+    }
+    return total + block;
+}
+
+#undef NM
+#undef T
+
+#endif /* FA_EW_T */

@@ -1,0 +1,76 @@
+"""C elementwise kernels (``csrc/elementwise.c``) over the cffi extension ``fastact._fastact_c``.
+
+Contract: ``numpy_elementwise``'s docstring.  The C functions run one chunk on
+the calling thread and release the GIL; ``chunked`` spreads a large call over
+``nthreads`` threads.  Importing this module raises ``ImportError`` with the
+reason when the extension is missing or was built without these kernels.
+"""
+
+from __future__ import annotations
+
+from .elementwise import chunked
+
+try:
+    from fastact._fastact_c import ffi as _ffi, lib as _lib
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError(f"the C extension fastact._fastact_c is not built: {e}") from e
+
+if not hasattr(_lib, "fa_unary"):  # pragma: no cover - an extension from before the kernels
+    raise ImportError("the C extension fastact._fastact_c was built without the elementwise "
+                      "kernels (csrc/elementwise.c); rebuild it")
+
+NAME = "c"
+UNARY = ("sigmoid", "log_sigmoid", "relu", "tanh", "softsign", "gelu", "gelu_tanh", "silu")
+BACKWARD = UNARY
+_OP = {name: i for i, name in enumerate(UNARY)}  # enum fa_unary_op in csrc/elementwise.h
+
+
+def _bind(ffi, lib):
+    """Use ``lib`` (a cffi module exposing elementwise.h) for the kernels."""
+    global _fb, _NULL, _unary, _unary_bwd, _bce
+    _fb = ffi.from_buffer
+    _NULL = ffi.NULL
+    _unary, _unary_bwd, _bce = lib.fa_unary, lib.fa_unary_backward, lib.fa_bce
+
+
+_bind(_ffi, _lib)
+
+
+def unary(op, x, out, nthreads=1):
+    code = _OP[op]
+    isz = x.itemsize
+
+    def part(a, b):
+        _unary(isz, code, _fb(x[a:b]), _fb(out[a:b]), b - a)
+
+    chunked(part, x.shape[0], nthreads)
+
+
+def unary_backward(op, grad, s, out, nthreads=1):
+    code = _OP[op]
+    isz = s.itemsize
+
+    def part(a, b):
+        _unary_bwd(isz, code, _fb(grad[a:b]), _fb(s[a:b]), _fb(out[a:b]), b - a)
+
+    chunked(part, s.shape[0], nthreads)
+
+
+def bce_chunk(x, t, w, pw, offset, c, gscale, loss, grad):
+    return _bce(x.itemsize, _fb(x), _fb(t),
+                _NULL if w is None else _fb(w), 0 if w is None else w.shape[0],
+                _NULL if pw is None else _fb(pw), 0 if pw is None else pw.shape[0],
+                offset, float(c),
+                _NULL if gscale is None else _fb(gscale),
+                _NULL if loss is None else _fb(loss),
+                _NULL if grad is None else _fb(grad), x.shape[0])
+
+
+def bce(x, t, w, pw, c, gscale, loss, grad, nthreads=1):
+    def part(a, b):
+        return bce_chunk(x[a:b], t[a:b], w, pw, a, c,
+                         None if gscale is None else gscale[a:b],
+                         None if loss is None else loss[a:b],
+                         None if grad is None else grad[a:b])
+
+    return float(sum(chunked(part, x.shape[0], nthreads)))
