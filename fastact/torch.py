@@ -1,0 +1,163 @@
+"""``fastact.torch``: fastact's kernels as PyTorch autograd functions on CPU tensors.
+
+``softmax``, ``log_softmax`` and ``cross_entropy`` take the signatures of
+``torch.nn.functional``'s and give the same values and gradients; a PyTorch
+training loop can swap them in.  Tensors cross into NumPy and back without a
+copy (``Tensor.numpy()`` / ``torch.from_numpy``); ``cross_entropy`` runs the
+fused ``softmax_cross_entropy_with_grad`` in the forward pass and keeps the
+gradient for the backward pass, which is then one multiply.
+
+Tensors that fastact does not cover (another device, a dtype other than
+float32/float64, a ``weight`` or probability target that requires grad) go to
+torch's own function.  ``cross_entropy`` on ``(N, C, d1, ...)`` moves the class
+axis last (a view; the kernel then copies it once).  Only first derivatives are
+provided (``once_differentiable``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+import fastact
+
+__all__ = ["softmax", "log_softmax", "cross_entropy"]
+
+_F = torch.nn.functional
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def _fast(t):
+    """Whether fastact handles tensor ``t`` (else torch's own function does)."""
+    return t.device.type == "cpu" and t.dtype in _FAST_DTYPES and not t.is_sparse
+
+
+def _np(t):
+    """A NumPy view of a CPU tensor (no copy)."""
+    return t.detach().numpy()
+
+
+def _implicit_dim(ndim):
+    # torch.nn.functional._get_softmax_dim (deprecated implicit choice)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def _dim(input, dim, name, stacklevel):
+    if dim is None:
+        warnings.warn(f"Implicit dimension choice for {name} has been deprecated. "
+                      f"Change the call to include dim=X as an argument.",
+                      stacklevel=stacklevel)
+        dim = _implicit_dim(input.dim())
+    return dim
+
+
+class _Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        y = torch.from_numpy(fastact.softmax(_np(x), axis=dim))
+        ctx.dim = dim
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        gx = fastact.softmax_backward(_np(grad), _np(y), axis=ctx.dim)
+        return torch.from_numpy(gx), None
+
+
+class _LogSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        y = torch.from_numpy(fastact.log_softmax(_np(x), axis=dim))
+        ctx.dim = dim
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        gx = fastact.log_softmax_backward(_np(grad), _np(y), axis=ctx.dim)
+        return torch.from_numpy(gx), None
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """``torch.nn.functional.softmax`` computed by fastact (CPU float32/float64)."""
+    if dtype is not None:
+        input = input.to(dtype)
+    if not _fast(input):
+        return _F.softmax(input, dim=dim, _stacklevel=_stacklevel + 1)
+    dim = _dim(input, dim, "softmax", _stacklevel)
+    return _Softmax.apply(input, dim)
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """``torch.nn.functional.log_softmax`` computed by fastact (CPU float32/float64)."""
+    if dtype is not None:
+        input = input.to(dtype)
+    if not _fast(input):
+        return _F.log_softmax(input, dim=dim, _stacklevel=_stacklevel + 1)
+    dim = _dim(input, dim, "log_softmax", _stacklevel)
+    return _LogSoftmax.apply(input, dim)
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Classes on the last axis of ``x``; the loss and its gradient from one fused pass."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):
+        w = None if weight is None else _np(weight)
+        loss, grad = fastact.softmax_cross_entropy_with_grad(
+            _np(x), _np(target), weight=w, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing)
+        ctx.reduction = reduction
+        ctx.save_for_backward(torch.from_numpy(grad))
+        if reduction == "none":
+            return torch.from_numpy(np.ascontiguousarray(loss))
+        return torch.tensor(float(loss), dtype=x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        if ctx.reduction == "none":
+            gx = grad * grad_loss.unsqueeze(-1)
+        else:
+            gx = grad * grad_loss
+        return gx, None, None, None, None, None
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
+                  reduce=None, reduction="mean", label_smoothing=0.0):
+    """``torch.nn.functional.cross_entropy`` computed by fastact's fused kernel.
+
+    ``input`` is ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)`` (classes on dim 1, as
+    torch); ``target`` class indices or probabilities.  Gradients flow to ``input``
+    (not to probability targets or ``weight``).
+    """
+    if size_average is not None or reduce is not None:
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    ok = (_fast(input) and target.device.type == "cpu"
+          and (weight is None or (weight.device.type == "cpu" and not weight.requires_grad))
+          and not (target.is_floating_point() and target.requires_grad))
+    if not ok:
+        return _F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+                                reduction=reduction, label_smoothing=label_smoothing)
+    x = input
+    prob = target.is_floating_point()
+    if input.dim() > 2:  # (N, C, d1, ...) -> (N, d1, ..., C): a view
+        x = input.movedim(1, -1)
+        if prob:
+            target = target.movedim(1, -1)
+    if prob:
+        target = target.to(input.dtype)
+    if weight is not None:
+        weight = weight.to(input.dtype)
+    loss = _CrossEntropy.apply(x, target, weight, int(ignore_index), reduction,
+                               float(label_smoothing))
+    return loss
