@@ -28,9 +28,27 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define FA_X86 1
+#ifndef FA_USE_TILES
+#define FA_USE_TILES 1
+#endif
 #include <immintrin.h>
 #else
 #define FA_X86 0
+#define FA_USE_TILES 0
+#endif
+
+/* Prefetch the cache lines of [p + j, p + j + bytes) (rw: 1 for a write).
+ * Integer arithmetic: the lines may lie past the end of the array, where a
+ * prefetch is harmless but pointer arithmetic would not be. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FA_PREFETCH_LINES(p, j, rw, bytes)                                       \
+    do {                                                                         \
+        const uintptr_t fa_pa_ = (uintptr_t)(p) + (uintptr_t)(j) * sizeof(*(p)); \
+        for (size_t fa_o_ = 0; fa_o_ < (bytes); fa_o_ += 64)                     \
+            __builtin_prefetch((const void *)(fa_pa_ + fa_o_), (rw), 3);         \
+    } while (0)
+#else
+#define FA_PREFETCH_LINES(p, j, rw, bytes) ((void)0)
 #endif
 
 /* Arguments of every row kernel; unused fields stay 0/NULL.  For the backward
@@ -101,6 +119,8 @@ static inline double fa_shl_exp_f64(double v)
 #define VTM int
 #define VL 1
 #define HAVE_GATHER 0
+#define HAVE_TILES 0
+#define HAVE_SCALEF 0
 #define v_zero() ((T)0)
 #define v_set1(a) ((T)(a))
 #define v_load(p) (*(p))
@@ -146,6 +166,8 @@ static inline double fa_shl_exp_f64(double v)
 #define VTM int
 #define VL 1
 #define HAVE_GATHER 0
+#define HAVE_TILES 0
+#define HAVE_SCALEF 0
 #define v_zero() ((T)0)
 #define v_set1(a) ((T)(a))
 #define v_load(p) (*(p))
@@ -248,6 +270,9 @@ static inline __m256d avx2_mbytes_f64(const unsigned char *p)
 #define VTM __m256i
 #define VL 8
 #define HAVE_GATHER 1
+#define HAVE_TILES 1
+#define HAVE_SCALEF 0
+#define v_permute(idx, v) _mm256_permutevar8x32_ps((v), _mm256_loadu_si256((const __m256i *)(idx)))
 #define v_zero() _mm256_setzero_ps()
 #define v_set1(a) _mm256_set1_ps((float)(a))
 #define v_load(p) _mm256_loadu_ps(p)
@@ -300,6 +325,8 @@ static inline __m256d avx2_mbytes_f64(const unsigned char *p)
 #define VTM __m256i
 #define VL 4
 #define HAVE_GATHER 1
+#define HAVE_TILES 0
+#define HAVE_SCALEF 0
 #define v_zero() _mm256_setzero_pd()
 #define v_set1(a) _mm256_set1_pd((double)(a))
 #define v_load(p) _mm256_loadu_pd(p)
@@ -381,6 +408,11 @@ static inline __mmask8 avx512_mbytes_f64(const unsigned char *p)
 #define VTM __mmask16
 #define VL 16
 #define HAVE_GATHER 1
+#define HAVE_TILES 1
+#define HAVE_SCALEF 1
+#define v_permute(idx, v) _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(idx)), (v))
+#define v_round(v) _mm512_roundscale_ps((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define v_scalef _mm512_scalef_ps
 #define v_zero() _mm512_setzero_ps()
 #define v_set1(a) _mm512_set1_ps((float)(a))
 #define v_load(p) _mm512_loadu_ps(p)
@@ -432,6 +464,12 @@ static inline __mmask8 avx512_mbytes_f64(const unsigned char *p)
 #define VTM __mmask8
 #define VL 8
 #define HAVE_GATHER 1
+#define HAVE_TILES 1
+#define HAVE_SCALEF 1
+#define v_permute(idx, v) \
+    _mm512_permutexvar_pd(_mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(idx))), (v))
+#define v_round(v) _mm512_roundscale_pd((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define v_scalef _mm512_scalef_pd
 #define v_zero() _mm512_setzero_pd()
 #define v_set1(a) _mm512_set1_pd((double)(a))
 #define v_load(p) _mm512_loadu_pd(p)

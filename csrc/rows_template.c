@@ -54,6 +54,7 @@ static inline V FN(exp_poly)(V t)
 
 /* exp for lanes outside [FAST_LO, FAST_HI]: 2^n split in two normal factors so
  * that results in the subnormal range round once, and overflow gives +inf. */
+#if !HAVE_SCALEF
 static inline V FN(vexp_slow)(V x)
 {
     V xc = v_min(v_max(x, v_set1(EXP_SLOW_LO)), v_set1(EXP_SLOW_HI));
@@ -68,11 +69,24 @@ static inline V FN(vexp_slow)(V x)
     V s2 = v_shl_exp(v_add(n2, v_set1(EXP_MAGIC_BIAS)));
     return v_mul(v_mul(e, s1), s2);
 }
+#endif
 
 /* exp(x): NaN -> NaN, -inf -> 0, +inf -> +inf.  check_hi = 0 promises x <= 0
  * (or NaN), which saves one compare in the softmax loops. */
 static inline V FN(vexp)(V x, const int check_hi)
 {
+#if HAVE_SCALEF
+    /* AVX-512: vscalef computes p 2^n with correct gradual underflow and
+     * overflow, so there is no slow path: clamp (v_max(c, x) keeps NaN), round,
+     * reduce, polynomial, scale. */
+    V xc = v_max(v_set1(EXP_SLOW_LO), x);
+    if (check_hi)
+        xc = v_min(v_set1(EXP_SLOW_HI), xc);
+    V n = v_sub(v_fma(xc, v_set1(EXP_LOG2E), v_set1(EXP_MAGIC)), v_set1(EXP_MAGIC));
+    V t = v_fma(n, v_set1(-EXP_LN2_HI), xc);
+    t = v_fma(n, v_set1(-EXP_LN2_LO), t);
+    return v_scalef(v_fma(t, FN(exp_poly)(t), v_set1((T)1)), n);
+#else
     V nm = v_fma(x, v_set1(EXP_LOG2E), v_set1(EXP_MAGIC_BIAS));
     V s = v_shl_exp(nm);
     V n = v_sub(nm, v_set1(EXP_MAGIC_BIAS));
@@ -86,9 +100,10 @@ static inline V FN(vexp)(V x, const int check_hi)
     if (m_any(out))
         f = v_select(out, FN(vexp_slow)(x), f);
     return f;
+#endif
 }
 
-#if HAVE_GATHER
+#if HAVE_TILES
 /* log(s) for s >= 1 (a sum whose largest term is 1) or NaN.  float32: Cephes
  * logf (mantissa in [sqrt(1/2), sqrt(2)), degree-8 polynomial, ~1 ulp);
  * float64: libm per lane. */
@@ -187,8 +202,11 @@ static T FN(row_max_sel)(const T *x, const unsigned char *mask, const T *b, int6
     return v_hmax(a);
 }
 
-/* sum_j exp(x[j] - m), storing the terms in y unless y is NULL. */
-static double FN(expsum)(const T *x, T m, T *y, int64_t k)
+/* sum_j exp(x[j] - m), storing the terms in y unless y is NULL.  While the
+ * row is in cache, the next row's input and output (pf_x, pf_y: the same
+ * offsets one row on) are prefetched, so that their memory traffic overlaps
+ * this row's arithmetic instead of following it. */
+static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y)
 {
     const V vm = v_set1(m);
     double total = 0.0;
@@ -202,6 +220,8 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k)
         V s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
         if (y) {
             for (; j < end; j += 4 * VL) {
+                FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
+                FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
                 V e0 = FN(vexp)(v_sub(v_load(x + j), vm), 0);
                 V e1 = FN(vexp)(v_sub(v_load(x + j + VL), vm), 0);
                 V e2 = FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0);
@@ -217,6 +237,8 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k)
             }
         } else {
             for (; j < end; j += 4 * VL) {
+                FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
+                FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
                 s0 = v_add(s0, FN(vexp)(v_sub(v_load(x + j), vm), 0));
                 s1 = v_add(s1, FN(vexp)(v_sub(v_load(x + j + VL), vm), 0));
                 s2 = v_add(s2, FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0));
@@ -329,36 +351,37 @@ static void FN(shift_sub)(const T *x, const unsigned char *mask, T m, T ls, T *y
 
 /* ------------------------------------------------- special rows (scalar) */
 
-/* A row whose max is not finite (+inf, or -inf: all selected -inf or NaN, or
- * nothing selected), as the reference: NaN/+inf among the selected -> all NaN;
- * else selected -> NaN and unselected -> `empty` (0 or -inf). */
-static void FN(special_row)(const T *x, const unsigned char *mask, T *y, int64_t k, T empty)
+/* A row whose max is not finite (+inf or NaN among the selected; or -inf: all
+ * selected are -inf, or nothing is selected), as the reference: selected
+ * entries NaN, unselected ones `empty` (0 or -inf). */
+static void FN(special_row)(const unsigned char *mask, T *y, int64_t k, T empty)
 {
-    int bad = 0, any = 0;
-    for (int64_t j = 0; j < k; j++) {
-        if (mask && !mask[j])
-            continue;
-        any = 1;
-        if (x[j] != x[j] || x[j] == (T)INFINITY)
-            bad = 1;
-    }
-    for (int64_t j = 0; j < k; j++) {
-        int sel = !mask || mask[j];
-        y[j] = (bad || (any && sel)) ? (T)NAN : empty;
-    }
+    for (int64_t j = 0; j < k; j++)
+        y[j] = (!mask || mask[j]) ? (T)NAN : empty;
+}
+
+/* A NaN among the selected entries of a row with a finite max makes the sum
+ * NaN, hence every entry; the unselected ones are reset to `empty`. */
+static void FN(reset_unselected)(const unsigned char *mask, T *y, int64_t k, T empty)
+{
+    for (int64_t j = 0; j < k; j++)
+        if (!mask[j])
+            y[j] = empty;
 }
 
 /* ------------------------------------------ short rows: tiles of VL rows */
 
-#if HAVE_GATHER
-/* Rows shorter than TILE_K are computed column-wise over a tile of VL rows:
- * gathered into a local k x VL buffer (one vector per column), reduced with
- * vertical max/add, and gathered back into row order for contiguous stores. */
+#if HAVE_TILES
+/* Rows of at most VL elements are computed column-wise over a tile of VL rows:
+ * gathered into a local k x VL buffer (one vector per column) and reduced with
+ * vertical max/add; the results are then written in row order with contiguous
+ * stores.  (Gathering the results back was slower on AVX-512 than recomputing
+ * exp in row order; for longer rows short_row below is faster than gathers.) */
 #define TILE_K (4 * VL)
 
 typedef struct {
-    int32_t gin[VL];              /* lane r -> r * k */
-    int32_t gout[TILE_K * VL];    /* out position p -> (p % k) * VL + p / k */
+    int32_t gin[VL];              /* lane r -> r * k: gathers column j of a tile */
+    int32_t rix[TILE_K * VL];     /* flat position p -> its row p / k in the tile */
 } FN(tile_idx);
 
 static void FN(tile_idx_init)(FN(tile_idx) *ti, int64_t k)
@@ -366,7 +389,7 @@ static void FN(tile_idx_init)(FN(tile_idx) *ti, int64_t k)
     for (int r = 0; r < VL; r++)
         ti->gin[r] = (int32_t)(r * k);
     for (int64_t p = 0; p < k * VL; p++)
-        ti->gout[p] = (int32_t)((p % k) * VL + p / k);
+        ti->rix[p] = (int32_t)(p / k);
 }
 
 /* Loads a tile into buf (column j at buf + j * VL); returns the row maxima. */
@@ -381,12 +404,6 @@ static inline V FN(tile_load)(const FN(tile_idx) *ti, const T *x, int64_t k, T *
     return m;
 }
 
-static inline void FN(tile_store)(const FN(tile_idx) *ti, const T *buf, T *y, int64_t k)
-{
-    for (int64_t v = 0; v < k; v++)
-        v_store(y + v * VL, v_gather(buf, ti->gout + v * VL));
-}
-
 static inline int FN(all_finite)(V m)
 {
     /* m - m is 0 for finite lanes, NaN otherwise. */
@@ -396,19 +413,62 @@ static inline int FN(all_finite)(V m)
 
 /* ------------------------------------------------------------ the kernels */
 
+/* Rows of at most SHORT_K elements live in registers: one masked load per
+ * vector, max, exp, sum and the result without re-reading memory.  Returns 0
+ * (nothing written) for a row with a non-finite max, left to the row path.
+ * take_log = 0: softmax; 1: log_softmax. */
+#define SHORT_K (4 * VL)
+
+static inline int FN(short_row)(const T *x, T *y, int64_t k, const int take_log)
+{
+    V v[4];
+    const int nv = (int)((k + VL - 1) / VL);
+    const VTM tm = v_tailmask(k - (int64_t)(nv - 1) * VL);
+    V mx = v_set1((T)-INFINITY);
+    for (int u = 0; u < nv; u++) {
+        v[u] = u < nv - 1 ? v_load(x + u * VL) : v_load_tail(x + u * VL, tm, (T)-INFINITY);
+        mx = v_max(v[u], mx);
+    }
+    const T m = v_hmax(mx);
+    if (!isfinite(m))
+        return 0;
+    const V vm = v_set1(m);
+    V s = v_zero();
+    for (int u = 0; u < nv; u++) {
+        V e = FN(vexp)(v_sub(v[u], vm), 0);
+        s = v_add(s, e);
+        if (!take_log)
+            v[u] = e;
+    }
+    const double sd = v_hsum_d(s);
+    const V c = take_log ? v_set1((T)log(sd)) : v_set1((T)(1.0 / sd));
+    for (int u = 0; u < nv; u++) {
+        V r = take_log ? v_sub(v_sub(v[u], vm), c) : v_mul(v[u], c);
+        if (u < nv - 1)
+            v_store(y + u * VL, r);
+        else
+            v_store_tail(y + u * VL, tm, r);
+    }
+    return 1;
+}
+
 static void FN(softmax_row)(const fa_args *A, int64_t i)
 {
     const int64_t k = A->k;
     const T *x = (const T *)A->x + i * k;
     T *y = (T *)A->out + i * k;
     const unsigned char *mk = A->mask ? A->mask + i * k : NULL;
+    if (!mk && k <= SHORT_K && FN(short_row)(x, y, k, 0))
+        return;
     T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
     if (!isfinite(m)) {
-        FN(special_row)(x, mk, y, k, (T)0);
+        FN(special_row)(mk, y, k, (T)0);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k);
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + k, y + k);
     FN(scale)(y, (T)(1.0 / s), k);
+    if (mk && s != s)
+        FN(reset_unselected)(mk, y, k, (T)0);
 }
 
 static void FN(log_softmax_row)(const fa_args *A, int64_t i)
@@ -417,21 +477,25 @@ static void FN(log_softmax_row)(const fa_args *A, int64_t i)
     const T *x = (const T *)A->x + i * k;
     T *y = (T *)A->out + i * k;
     const unsigned char *mk = A->mask ? A->mask + i * k : NULL;
+    if (!mk && k <= SHORT_K && FN(short_row)(x, y, k, 1))
+        return;
     T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
     if (!isfinite(m)) {
-        FN(special_row)(x, mk, y, k, (T)-INFINITY);
+        FN(special_row)(mk, y, k, (T)-INFINITY);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k) : FN(expsum)(x, m, NULL, k);
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + k, y + k);
     FN(shift_sub)(x, mk, m, (T)log(s), y, k);
+    if (mk && s != s)
+        FN(reset_unselected)(mk, y, k, (T)-INFINITY);
 }
 
 static void FN(softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
 {
     int64_t i = r0;
-#if HAVE_GATHER
+#if HAVE_TILES
     const int64_t k = A->k;
-    if (!A->mask && k < TILE_K && r1 - r0 >= VL) {
+    if (FA_USE_TILES && !A->mask && k <= VL && r1 - r0 >= VL) {
         FN(tile_idx) ti;
         T buf[TILE_K * VL];
         FN(tile_idx_init)(&ti, k);
@@ -443,15 +507,18 @@ static void FN(softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
                 continue;
             }
             V s = v_zero();
-            for (int64_t j = 0; j < k; j++) {
-                V e = FN(vexp)(v_sub(v_load(buf + j * VL), m), 0);
-                v_store(buf + j * VL, e);
-                s = v_add(s, e);
-            }
-            V inv = v_div(v_set1((T)1), s);
             for (int64_t j = 0; j < k; j++)
-                v_store(buf + j * VL, v_mul(v_load(buf + j * VL), inv));
-            FN(tile_store)(&ti, buf, (T *)A->out + i * k, k);
+                s = v_add(s, FN(vexp)(v_sub(v_load(buf + j * VL), m), 0));
+            V inv = v_div(v_set1((T)1), s);
+            /* Back in row order: the row's max and 1/sum moved to each lane by a
+             * permute, exp recomputed (cheaper than gathering the results). */
+            const T *x = (const T *)A->x + i * k;
+            T *y = (T *)A->out + i * k;
+            for (int64_t v = 0; v < k; v++) {
+                const int32_t *rix = ti.rix + v * VL;
+                V e = FN(vexp)(v_sub(v_load(x + v * VL), v_permute(rix, m)), 0);
+                v_store(y + v * VL, v_mul(e, v_permute(rix, inv)));
+            }
         }
     }
 #endif
@@ -462,9 +529,9 @@ static void FN(softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
 static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
 {
     int64_t i = r0;
-#if HAVE_GATHER
+#if HAVE_TILES
     const int64_t k = A->k;
-    if (!A->mask && k < TILE_K && r1 - r0 >= VL) {
+    if (FA_USE_TILES && !A->mask && k <= VL && r1 - r0 >= VL) {
         FN(tile_idx) ti;
         T buf[TILE_K * VL];
         FN(tile_idx_init)(&ti, k);
@@ -479,9 +546,13 @@ static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
             for (int64_t j = 0; j < k; j++)
                 s = v_add(s, FN(vexp)(v_sub(v_load(buf + j * VL), m), 0));
             V ls = FN(vlog_sum)(s);
-            for (int64_t j = 0; j < k; j++)
-                v_store(buf + j * VL, v_sub(v_sub(v_load(buf + j * VL), m), ls));
-            FN(tile_store)(&ti, buf, (T *)A->out + i * k, k);
+            const T *x = (const T *)A->x + i * k;
+            T *y = (T *)A->out + i * k;
+            for (int64_t v = 0; v < k; v++) {
+                const int32_t *rix = ti.rix + v * VL;
+                V d = v_sub(v_load(x + v * VL), v_permute(rix, m));
+                v_store(y + v * VL, v_sub(d, v_permute(rix, ls)));
+            }
         }
     }
 #endif
@@ -546,7 +617,7 @@ static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
             FN(logsumexp_special)(x, b, mk, k, out + i, sign ? sign + i : NULL);
             continue;
         }
-        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k);
+        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + k, x + k);
         if (sign) {
             double sg = s > 0 ? 1.0 : s < 0 ? -1.0 : s == 0 ? 0.0 : (double)NAN;
             out[i] = (T)(log(fabs(s)) + (double)m);
@@ -733,7 +804,7 @@ static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r
             swd += v_hsum_d(acc);
             s = sacc + v_hsum_d(se);
         } else {
-            s = FN(expsum)(x, m, gr, k);
+            s = FN(expsum)(x, m, gr, k, x + k, gr ? gr + k : x + k);
         }
         const double logs = log(s), lse = (double)m + logs;
         if (L) {
@@ -890,7 +961,8 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef FN
 #undef FN2
 #undef FN3
-#if HAVE_GATHER
+#undef SHORT_K
+#if HAVE_TILES
 #undef TILE_K
 #endif
 
@@ -903,6 +975,11 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef SFX
 #undef IS_F64
 #undef HAVE_GATHER
+#undef HAVE_TILES
+#undef v_permute
+#undef HAVE_SCALEF
+#undef v_round
+#undef v_scalef
 #undef v_zero
 #undef v_set1
 #undef v_load
