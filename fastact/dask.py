@@ -657,14 +657,14 @@ def _ce_graph(ce):
     return fields, rows, tot
 
 
-def _ce_loss(ce, rows, tot):
+def _ce_loss(ce, rows, tot, z):
+    """The user's loss from per-row ``[ce, lse**2, w_t, valid]`` and their totals."""
     if ce.reduction == "none":
         return da.blockwise(_ce_none, ce.lind, rows, (ce.find,) + ce.lind, dtype=ce.ldtype,
-                            meta=_meta(ce.nl, ce.ldtype), concatenate=True, z=ce.z_loss,
+                            meta=_meta(ce.nl, ce.ldtype), concatenate=True, z=z,
                             ldtype=ce.ldtype)
     return da.blockwise(_ce_total, (), tot, (0,), dtype=ce.ldtype, meta=_meta(0, ce.ldtype),
-                        concatenate=True, reduction=ce.reduction, z=ce.z_loss,
-                        ldtype=ce.ldtype)
+                        concatenate=True, reduction=ce.reduction, z=z, ldtype=ce.ldtype)
 
 
 def _ce_grad(ce, fields, tot, grad_loss):
@@ -678,6 +678,114 @@ def _ce_grad(ce, fields, tot, grad_loss):
                         reduction=ce.reduction, rdtype=ce.rdtype, **ce.opts())
 
 
+# --- class axis in one chunk: fastact's fused cross-entropy kernels per block ---
+# The in-memory kernels give per-row ``ce + z lse**2`` and its gradient with unit
+# factors; a "mean" needs one factor for both terms, which holds unless index
+# targets are weighted *and* z_loss is on (the general path above covers that).
+# The factor depends on the targets only, so the fused loss-and-gradient pass
+# over the logits is a single one.
+
+def _fast(ce):
+    return not ce.split and not (ce.index and ce.weight is not None and ce.z_loss != 0
+                                 and ce.reduction == "mean")
+
+
+def _inmemory_kw(ce):
+    return dict(ignore_index=ce.ignore_index, label_smoothing=ce.label_smoothing,
+                z_loss=ce.z_loss, backend=ce.backend)
+
+
+def _den_rows(t, w, *, index, ignore_index):
+    """Per row ``[0, 0, w_t, valid]``: the "mean" denominators, from the targets alone."""
+    if not index:
+        n = t.shape[:-1]
+        return np.stack([np.zeros(n), np.zeros(n), np.ones(n), np.ones(n)])
+    t = np.asarray(t, np.int64)
+    valid = t != ignore_index
+    inb = valid & (t >= 0) & (t < len(w))
+    wt = np.where(inb, np.asarray(w, np.float64)[np.where(inb, t, 0)], 0.0)
+    return np.stack([np.zeros(t.shape), np.zeros(t.shape), wt, valid.astype(np.float64)])
+
+
+def _den(ce):
+    w = ce.class_args()[0]
+    tind = ce.lind if ce.index else ce.xind
+    rows = da.blockwise(_den_rows, (ce.find,) + ce.lind, ce.t, tind, w, (ce.cind,),
+                        new_axes={ce.find: 4}, dtype=np.float64,
+                        meta=_meta(ce.nl + 1, np.float64), concatenate=True, index=ce.index,
+                        ignore_index=ce.ignore_index)
+    return rows.sum(axis=tuple(range(1, ce.nl + 1)), dtype=np.float64) if ce.nl else rows
+
+
+def _fast_loss_rows(x, t, w, *, index, kw):
+    loss = _api.softmax_cross_entropy(x, t, weight=w, reduction="none", **kw)
+    return np.concatenate([np.asarray(loss, np.float64)[None],
+                           _den_rows(t, w, index=index, ignore_index=kw["ignore_index"])[1:]])
+
+
+def _fast_grad(x, t, w, den, g, *, reduction, z, kw):
+    a, _ = _ce_scales(np.asarray(den), reduction=reduction, z=z)
+    return _api.softmax_cross_entropy_backward(x, t, np.asarray(g, np.float64) * a, weight=w,
+                                               reduction="none", **kw)
+
+
+def _fast_loss_and_grad(x, t, w, den, *, index, reduction, z, kw):
+    loss, grad = _api.softmax_cross_entropy_with_grad(x, t, weight=w, reduction="none", **kw)
+    a, _ = _ce_scales(np.asarray(den), reduction=reduction, z=z)
+    if a != 1.0 and grad.size:
+        with np.errstate(all="ignore"):
+            grad *= grad.dtype.type(a)
+    rows = np.concatenate([np.asarray(loss, np.float64)[None],
+                           _den_rows(t, w, index=index, ignore_index=kw["ignore_index"])[1:]])
+    return rows, grad
+
+
+def _pick(blocks, i):
+    while isinstance(blocks, list):  # contracted class axis: a list of one block
+        blocks = blocks[0]
+    return blocks[i]
+
+
+def _fast_rows(ce):
+    tind = ce.lind if ce.index else ce.xind
+    w = ce.class_args()[0]
+    return da.blockwise(_fast_loss_rows, (ce.find,) + ce.lind, ce.x, ce.xind, ce.t, tind,
+                        w, (ce.cind,), new_axes={ce.find: 4}, dtype=np.float64,
+                        meta=_meta(ce.nl + 1, np.float64), concatenate=True, index=ce.index,
+                        kw=_inmemory_kw(ce))
+
+
+def _fast_loss(ce, rows):
+    tot = rows.sum(axis=tuple(range(1, ce.nl + 1)), dtype=np.float64) if ce.nl else rows
+    return _ce_loss(ce, rows, tot, 0.0)  # the kernels' rows already hold z * lse**2
+
+
+def _fast_backward(ce, grad_loss):
+    g = ce.grad_scale(grad_loss)
+    tind = ce.lind if ce.index else ce.xind
+    w = ce.class_args()[0]
+    return da.blockwise(_fast_grad, ce.xind, ce.x, ce.xind, ce.t, tind, w, (ce.cind,),
+                        _den(ce), (ce.find,), g, ce.lind, dtype=ce.rdtype,
+                        meta=_meta(ce.x.ndim, ce.rdtype), concatenate=True,
+                        reduction=ce.reduction, z=ce.z_loss, kw=_inmemory_kw(ce))
+
+
+def _fast_with_grad(ce):
+    tind = ce.lind if ce.index else ce.xind
+    w = ce.class_args()[0]
+    # one task per block returns (rows, grad); two getitem layers split the pair
+    pair = da.blockwise(_fast_loss_and_grad, ce.xind, ce.x, ce.xind, ce.t, tind, w,
+                        (ce.cind,), _den(ce), (ce.find,), dtype=ce.rdtype,
+                        meta=_meta(ce.x.ndim, ce.rdtype), concatenate=True, index=ce.index,
+                        reduction=ce.reduction, z=ce.z_loss, kw=_inmemory_kw(ce))
+    grad = da.blockwise(_pick, ce.xind, pair, ce.xind, dtype=ce.rdtype,
+                        meta=_meta(ce.x.ndim, ce.rdtype), i=1)
+    rows = da.blockwise(_pick, (ce.find,) + ce.lind, pair, ce.xind, new_axes={ce.find: 4},
+                        dtype=np.float64, meta=_meta(ce.nl + 1, np.float64),
+                        concatenate=False, i=0)
+    return _fast_loss(ce, rows), grad
+
+
 def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
                           label_smoothing=0.0, z_loss=0.0, backend=None):
     """Cross-entropy of ``softmax(logits)`` (classes on the last axis, which may span
@@ -685,8 +793,10 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, red
     ``fastact.softmax_cross_entropy``; ``"mean"``/``"sum"`` give a 0-d dask array."""
     ce = _CEArgs(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss,
                  backend)
+    if _fast(ce):
+        return _fast_loss(ce, _fast_rows(ce))
     _, rows, tot = _ce_graph(ce)
-    return _ce_loss(ce, rows, tot)
+    return _ce_loss(ce, rows, tot, ce.z_loss)
 
 
 def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, weight=None,
@@ -696,6 +806,8 @@ def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, weight=None
     _no_out(out)
     ce = _CEArgs(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss,
                  backend)
+    if _fast(ce):
+        return _fast_backward(ce, grad_loss)
     fields, _, tot = _ce_graph(ce)
     return _ce_grad(ce, fields, tot, grad_loss)
 
@@ -708,6 +820,8 @@ def softmax_cross_entropy_with_grad(logits, target, *, weight=None, ignore_index
     _no_out(out)
     ce = _CEArgs(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss,
                  backend)
+    if _fast(ce):
+        return _fast_with_grad(ce)
     fields, rows, tot = _ce_graph(ce)
-    return _ce_loss(ce, rows, tot), _ce_grad(ce, fields, tot, 1.0)
+    return _ce_loss(ce, rows, tot, ce.z_loss), _ce_grad(ce, fields, tot, 1.0)
 
