@@ -1,0 +1,436 @@
+"""The numba backend's row kernels against ``numpy_ref``, called directly.
+
+Special-value structure (NaN, +-inf, exact zeros) must match the reference on
+the same dtype; values must be within the contract's accuracy of the
+reference computed in float64.  Short rows (the transposed-tile path) and long
+rows (the row path) are both covered, serial and threaded, in place and not.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+from fastact._backends import numpy_ref as R  # noqa: E402
+from fastact._backends import numba_kernels as K  # noqa: E402
+
+DTYPES = [np.float32, np.float64]
+# short rows take the tile path (k < K._TILE_K), the others the row path
+KS = [1, 5, K._TILE_K - 1, K._TILE_K, 517, 1100]
+
+
+def tol(dtype):
+    return 2e-6 if dtype == np.float32 else 1e-12
+
+
+def ltol(dtype):
+    return 4e-6 if dtype == np.float32 else 1e-12
+
+
+def special_rows(k, dtype, rng):
+    """Rows of length k: random ones and every special value of the contract."""
+    fmax = np.finfo(dtype).max
+    big = 300.0 if dtype == np.float32 else 2000.0   # spread > 88 / > 709
+    rows = []
+
+    def rnd(scale=3.0):
+        return (rng.standard_normal(k) * scale).astype(dtype)
+
+    rows.append(rnd())
+    rows.append(rnd(big))
+    r = rnd(); r[k // 2] = -np.inf; rows.append(r)
+    rows.append(np.full(k, -np.inf, dtype))
+    r = rnd(); r[k - 1] = np.nan; rows.append(r)
+    r = rnd(); r[0] = np.nan; rows.append(r)
+    r = rnd(); r[k // 3] = np.inf; rows.append(r)
+    r = rnd(); r[0] = np.inf; r[-1] = -np.inf; rows.append(r)
+    r = rnd(); r[0] = np.inf; r[-1] = np.nan; rows.append(r)
+    r = rnd(); r[0] = fmax; r[-1] = -fmax; rows.append(r)
+    r = np.zeros(k, dtype); r[0] = 3e38 if dtype == np.float32 else 1e308
+    r[-1] = -r[0]; rows.append(r)
+    rows.append(np.full(k, 7.0, dtype))
+    r = np.full(k, -np.inf, dtype); r[k // 2] = 2.5; rows.append(r)
+    r = np.full(k, fmax, dtype); rows.append(r)
+    r = rnd(); r[::2] = -200.0 if dtype == np.float32 else -1500.0; rows.append(r)
+    r = rnd(); r[k // 2] = 1000.0; rows.append(r)
+    for _ in range(20):   # enough rows for more than one tile
+        rows.append(rnd())
+    return np.array(rows, dtype=dtype)
+
+
+def masks_for(x, rng):
+    n, k = x.shape
+    m = rng.random((n, k)) > 0.3
+    m[0] = False                 # nothing selected
+    m[2, :] = False              # only the -inf entry selected
+    m[2, k // 2] = True
+    m[4, :] = True               # the NaN hidden ...
+    m[4, k - 1] = False
+    m[6, :] = True               # ... and the +inf hidden
+    m[6, k // 3] = False
+    m[7, 0] = False              # +inf hidden, -inf kept
+    m[-1] = True
+    return m
+
+
+def check_pattern(got, want, exact_zero=None):
+    """NaN and +-inf exactly where the reference has them."""
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    inf = np.isinf(want)
+    np.testing.assert_array_equal(np.isinf(got), inf)
+    np.testing.assert_array_equal(got[inf], want[inf])
+    if exact_zero is not None:
+        assert np.all(got[exact_zero] == 0)
+
+
+def check_values(got, want64, rtol=None, atol_scale=None):
+    """Finite entries within rtol * |want| (+ atol_scale * max|want| when given).
+
+    Only where the result is finite in both precisions (x - max can overflow
+    in float32 and not in float64); the pattern check covers the rest.
+    """
+    fin = np.isfinite(want64) & np.isfinite(got)
+    g = got[fin].astype(np.float64)
+    w = want64[fin]
+    lim = rtol * np.abs(w)
+    if atol_scale is not None and w.size:
+        lim = lim + atol_scale * max(np.max(np.abs(w)), 1e-2)
+    tiny = np.finfo(got.dtype).tiny
+    err = np.abs(g - w)
+    assert np.all(err <= lim + tiny), f"max excess {np.max(err - lim)}"
+
+
+def check_log_values(got, want64, dtype):
+    fin = np.isfinite(want64) & np.isfinite(got)
+    err = np.abs(got[fin].astype(np.float64) - want64[fin])
+    lim = ltol(dtype) * np.maximum(1.0, np.abs(want64[fin]))
+    assert np.all(err <= lim), f"max excess {np.max(err - lim)}"
+
+
+def run(kern, *args):
+    out = args[-2]
+    kern(*args)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# softmax / log_softmax
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("name", ["softmax_rows", "log_softmax_rows"])
+def test_softmax_like(name, masked, k, dtype):
+    rng = np.random.default_rng(k)
+    x = special_rows(k, dtype, rng)
+    mask = masks_for(x, rng) if masked else None
+    got = np.full_like(x, 123.0)
+    getattr(K, name)(x, mask, got, 1)
+    want = np.empty_like(x)
+    getattr(R, name)(x, mask, want)
+    zero = (x == -np.inf) & np.isfinite(want)
+    if mask is not None:
+        zero |= ~mask
+    if name == "softmax_rows":
+        check_pattern(got, want, exact_zero=zero)
+    else:
+        check_pattern(got, want)
+        assert np.all(got[zero] == -np.inf)
+    want64 = np.empty(x.shape)
+    getattr(R, name)(x.astype(np.float64), mask, want64)
+    if name == "softmax_rows":
+        check_values(got, want64, rtol=tol(dtype))
+    else:
+        check_log_values(got, want64, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_finfo_max_row(dtype):
+    fmax = np.finfo(dtype).max
+    for k in (3, 600):
+        x = np.zeros((2, k), dtype)
+        x[:, 0] = fmax
+        x[:, 1] = -fmax
+        out = np.empty_like(x)
+        K.softmax_rows(x, None, out, 1)
+        assert out[0, 0] == 1 and np.all(out[:, 1:] == 0)
+        K.log_softmax_rows(x, None, out, 1)
+        assert out[0, 0] == 0 and np.all(out[:, 1] == -np.inf)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [7, 300])
+@pytest.mark.parametrize("name", ["softmax_rows", "log_softmax_rows"])
+def test_in_place_and_threads(name, k, dtype):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((3000, k)) * 4).astype(dtype)
+    x[5, 3] = np.nan
+    x[9, :] = -np.inf
+    want = np.empty_like(x)
+    getattr(K, name)(x, None, want, 1)
+    for nt in (1, 2, 3):
+        y = x.copy()
+        getattr(K, name)(y, None, y, nt)    # out is x
+        np.testing.assert_array_equal(y, want)
+
+
+# ----------------------------------------------------------------------------
+# logsumexp
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("with_b", [False, True])
+@pytest.mark.parametrize("with_sign", [False, True])
+def test_logsumexp(with_sign, with_b, masked, k, dtype):
+    rng = np.random.default_rng(k + 7)
+    x = special_rows(k, dtype, rng)
+    n = x.shape[0]
+    mask = masks_for(x, rng) if masked else None
+    b = None
+    if with_b:
+        b = rng.standard_normal((n, k)).astype(dtype)
+        b[rng.random((n, k)) < 0.2] = 0
+        b[1] = np.abs(b[1])
+        b[3, 0] = np.nan
+        b[6] = -1.0                       # +inf entry with negative weight
+        b[7] = 0.0                        # nothing takes part
+        b[-1] = 1.0
+        b[-2, :] = 0.5
+        b[-2, 0] = -0.5                   # sums of mixed sign
+    got = np.full(n, 5.0, dtype)
+    want = np.empty(n, dtype)
+    gs = np.full(n, 5.0, dtype) if with_sign else None
+    ws = np.empty(n, dtype) if with_sign else None
+    K.logsumexp_rows(x, b, mask, got, gs, 1)
+    R.logsumexp_rows(x, b, mask, want, ws)
+    check_pattern(got, want)
+    want64 = np.empty(n)
+    ws64 = np.empty(n) if with_sign else None
+    R.logsumexp_rows(x.astype(np.float64), None if b is None else b.astype(np.float64),
+                     mask, want64, ws64)
+    # exact cancellations (a zero sum) can differ in the last bit: compare where both agree
+    ok = np.isfinite(want64) & np.isfinite(want)
+    check_log_values(got[ok], want64[ok], dtype)
+    if with_sign:
+        check_pattern(gs, ws)
+        np.testing.assert_array_equal(gs[ok], ws[ok])
+
+
+def test_logsumexp_threads():
+    rng = np.random.default_rng(3)
+    for k in (5, 800):
+        x = rng.standard_normal((4000, k)).astype(np.float32)
+        a = np.empty(4000, np.float32)
+        b = np.empty(4000, np.float32)
+        K.logsumexp_rows(x, None, None, a, None, 1)
+        K.logsumexp_rows(x, None, None, b, None, 2)
+        np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------
+# long rows do not drift
+# ----------------------------------------------------------------------------
+
+def test_million_element_row():
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((1, 1 << 20)) * 2).astype(np.float32)
+    x64 = x.astype(np.float64)
+    m = x64.max()
+    e = np.exp(x64 - m)
+    s = np.sum(e)
+    want = e / s
+    out = np.empty_like(x)
+    K.softmax_rows(x, None, out, 1)
+    assert np.max(np.abs(out - want) / want) < 2e-6
+    K.log_softmax_rows(x, None, out, 1)
+    lw = (x64 - m) - np.log(s)
+    assert np.max(np.abs(out - lw) / np.maximum(1, np.abs(lw))) < 4e-6
+    r = np.empty(1, np.float32)
+    K.logsumexp_rows(x, None, None, r, None, 1)
+    assert abs(r[0] - (m + np.log(s))) < 4e-6 * max(1, abs(m + np.log(s)))
+
+
+# ----------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", KS)
+def test_softmax_backward(k, dtype):
+    rng = np.random.default_rng(k + 1)
+    x = rng.standard_normal((40, k)).astype(dtype)
+    y = np.empty_like(x)
+    R.softmax_rows(x, None, y)
+    g = rng.standard_normal((40, k)).astype(dtype)
+    got = np.empty_like(x)
+    K.softmax_backward_rows(g, y, got, 1)
+    want64 = np.empty(x.shape)
+    R.softmax_backward_rows(g.astype(np.float64), y.astype(np.float64), want64)
+    check_values(got, want64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+    # in place, on either input
+    g2 = g.copy()
+    K.softmax_backward_rows(g2, y, g2, 1)
+    np.testing.assert_array_equal(g2, got)
+    y2 = y.copy()
+    K.softmax_backward_rows(g, y2, y2, 2)
+    np.testing.assert_array_equal(y2, got)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("masked", [False, True])
+def test_log_softmax_backward(masked, k, dtype):
+    rng = np.random.default_rng(k + 2)
+    x = rng.standard_normal((40, k)).astype(dtype)
+    mask = masks_for(x, rng) if masked else None
+    y = np.empty_like(x)
+    R.log_softmax_rows(x, mask, y)
+    g = rng.standard_normal((40, k)).astype(dtype)
+    if masked:
+        g[~mask] = np.nan                 # never read
+    got = np.empty_like(x)
+    K.log_softmax_backward_rows(g, y, mask, got, 1)
+    want = np.empty_like(x)
+    R.log_softmax_backward_rows(g, y, mask, want)
+    check_pattern(got, want)
+    want64 = np.empty(x.shape)
+    R.log_softmax_backward_rows(g.astype(np.float64), y.astype(np.float64), mask, want64)
+    check_values(got, want64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+    if masked:
+        assert np.all(got[~mask] == 0)
+    g2 = g.copy()
+    K.log_softmax_backward_rows(g2, y, mask, g2, 2)
+    np.testing.assert_array_equal(g2, got)
+
+
+def test_log_softmax_backward_extreme_y():
+    # exp(y) over its whole range, including overflow and -inf
+    y = np.array([[-np.inf, -200.0, -90.0, 0.0, 50.0, 88.0, 89.0, 1000.0]], np.float32)
+    g = np.ones_like(y)
+    got = np.empty_like(y)
+    want = np.empty_like(y)
+    K.log_softmax_backward_rows(g, y, None, got, 1)
+    R.log_softmax_backward_rows(g, y, None, want)
+    check_pattern(got, want)
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# cross entropy
+# ----------------------------------------------------------------------------
+
+def test_check_targets():
+    t = np.array([0, 3, -100, 2, 5, -1], np.int64)
+    assert K.check_targets(t, 4, -100) == R.check_targets(t, 4, -100) == 4
+    assert K.check_targets(t[:4], 4, -100) == -1
+    assert K.check_targets(t, 4, 5) == R.check_targets(t, 4, 5) == 2
+
+
+def _ce_cases():
+    for dtype in DTYPES:
+        for k in (1, 6, K._TILE_K - 1, 300):
+            for weighted in (False, True):
+                for eps in (0.0, 0.1):
+                    for z in (0.0, 1e-3):
+                        yield dtype, k, weighted, eps, z
+
+
+@pytest.mark.parametrize("dtype,k,weighted,eps,z", list(_ce_cases()))
+def test_cross_entropy_index(dtype, k, weighted, eps, z):
+    rng = np.random.default_rng(k)
+    x = special_rows(k, dtype, rng)
+    n = x.shape[0]
+    t = rng.integers(0, k, n).astype(np.int64)
+    t[1] = -100
+    t[3] = -100                          # an ignored special row
+    w = (rng.random(k) + 0.5).astype(dtype) if weighted else None
+    rs = rng.random(n).astype(dtype)
+    a, b, g = 1.0 / n, 0.5, 1.5
+    for row_scale in (None, rs):
+        for want_loss, want_grad in ((True, True), (True, False), (False, True)):
+            lg = np.full(n, 9.0, dtype) if want_loss else None
+            gg = np.full_like(x, 9.0) if want_grad else None
+            K.cross_entropy_index_rows(x, t, w, -100, eps, z, a, b, g, row_scale, lg, gg, 1)
+            lw = np.empty(n, dtype) if want_loss else None
+            gw = np.empty_like(x) if want_grad else None
+            R.cross_entropy_index_rows(x, t, w, -100, eps, z, a, b, g, row_scale, lw, gw)
+            x64 = x.astype(np.float64)
+            l64 = np.empty(n) if want_loss else None
+            g64 = np.empty(x.shape) if want_grad else None
+            R.cross_entropy_index_rows(x64, t, w, -100, eps, z, a, b, g, row_scale, l64, g64)
+            if want_loss:
+                check_pattern(lg, lw)
+                check_values(lg, l64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+            if want_grad:
+                check_pattern(gg, gw)
+                check_values(gg, g64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+    # fused, in place: the gradient overwrites the logits
+    lg = np.empty(n, dtype)
+    gg = np.empty_like(x)
+    K.cross_entropy_index_rows(x, t, w, -100, eps, z, a, b, g, None, lg, gg, 1)
+    for nt in (1, 2):
+        xi = x.copy()
+        li = np.empty(n, dtype)
+        K.cross_entropy_index_rows(xi, t, w, -100, eps, z, a, b, g, None, li, xi, nt)
+        np.testing.assert_array_equal(li, lg)
+        np.testing.assert_array_equal(xi, gg)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 6, 300])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("eps,z", [(0.0, 0.0), (0.2, 1e-3)])
+def test_cross_entropy_prob(dtype, k, weighted, eps, z):
+    rng = np.random.default_rng(k + 5)
+    x = special_rows(k, dtype, rng)
+    n = x.shape[0]
+    q = rng.random((n, k)).astype(dtype)
+    q /= q.sum(axis=1, keepdims=True)
+    w = (rng.random(k) + 0.5).astype(dtype) if weighted else None
+    rs = rng.random(n).astype(dtype)
+    a, b, g = 1.0 / n, 0.5, 0.7
+    for row_scale in (None, rs):
+        lg = np.empty(n, dtype)
+        gg = np.empty_like(x)
+        K.cross_entropy_prob_rows(x, q, w, eps, z, a, b, g, row_scale, lg, gg, 1)
+        lw = np.empty(n, dtype)
+        gw = np.empty_like(x)
+        R.cross_entropy_prob_rows(x, q, w, eps, z, a, b, g, row_scale, lw, gw)
+        check_pattern(lg, lw)
+        check_pattern(gg, gw)
+        l64 = np.empty(n)
+        g64 = np.empty(x.shape)
+        R.cross_entropy_prob_rows(x.astype(np.float64), q.astype(np.float64),
+                                  None if w is None else w.astype(np.float64),
+                                  eps, z, a, b, g, row_scale, l64, g64)
+        check_values(lg, l64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+        check_values(gg, g64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+    xi = x.copy()
+    li = np.empty(n, dtype)
+    K.cross_entropy_prob_rows(xi, q, w, eps, z, a, b, g, None, li, xi, 2)
+    K.cross_entropy_prob_rows(x, q, w, eps, z, a, b, g, None, lg, gg, 1)
+    np.testing.assert_array_equal(xi, gg)
+    np.testing.assert_array_equal(li, lg)
+
+
+def test_cross_entropy_large_threads():
+    rng = np.random.default_rng(5)
+    for k in (10, 2000):
+        n = 200_000 // k
+        x = rng.standard_normal((n, k)).astype(np.float32)
+        t = rng.integers(0, k, n).astype(np.int64)
+        out = [None, None]
+        for q, nt in enumerate((1, 2)):
+            lg = np.empty(n, np.float32)
+            gg = np.empty_like(x)
+            K.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0 / n, 0.0, 1.0, None,
+                                       lg, gg, nt)
+            out[q] = (lg, gg)
+        np.testing.assert_array_equal(out[0][0], out[1][0])
+        np.testing.assert_array_equal(out[0][1], out[1][1])
