@@ -452,6 +452,70 @@ static inline int FN(short_row)(const T *x, T *y, int64_t k, const int take_log)
     return 1;
 }
 
+static void FN(fill)(T *y, T v, int64_t k)
+{
+    for (int64_t j = 0; j < k; j++)
+        y[j] = v;
+}
+
+/* Rows longer than LONG_K (unmasked): one streaming pass over chunks that
+ * stay in L1 (chunk max, then exp stored and summed relative to the running
+ * max), so reading the row from memory overlaps the arithmetic; then each
+ * chunk is scaled by exp(m_chunk - m) / s.  softmax (take_log = 0) or
+ * log_softmax (1: sums only, then (x - m) - log(s)).  y may be x. */
+#define LONG_K 16384
+#define LONG_CHUNK 4096
+
+static void FN(long_row)(const T *x, T *y, int64_t k, const int take_log)
+{
+    int64_t chunk = LONG_CHUNK;
+    while ((k + chunk - 1) / chunk > 256)
+        chunk *= 2;
+    T cm[256];
+    double cs[256];
+    T m = (T)-INFINITY;
+    int nc = 0, nan_early = 0;
+    for (int64_t j0 = 0; j0 < k; j0 += chunk, nc++) {
+        const int64_t len = k - j0 < chunk ? k - j0 : chunk;
+        const T mc = FN(row_max)(x + j0, len);
+        if (mc > m)
+            m = mc;
+        cm[nc] = m;
+        cs[nc] = 0.0;
+        if (m == (T)INFINITY)
+            break;
+        if (m == (T)-INFINITY) { /* only -inf or NaN so far */
+            for (int64_t j = j0; j < j0 + len; j++)
+                nan_early |= x[j] != x[j];
+            continue;
+        }
+        const T *pf = x + j0 + len; /* the next chunk (one past the row at the end) */
+        cs[nc] = FN(expsum)(x + j0, m, take_log ? NULL : y + j0, len, pf,
+                            take_log ? pf : y + j0 + len);
+    }
+    if (!isfinite(m)) { /* +inf, or all -inf/NaN: NaN everywhere (unmasked) */
+        FN(fill)(y, (T)NAN, k);
+        return;
+    }
+    double s = nan_early ? (double)NAN : 0.0;
+    for (int c = 0; c < nc; c++)
+        if (cm[c] != (T)-INFINITY)
+            s += cs[c] * exp((double)cm[c] - (double)m);
+    if (take_log) {
+        FN(shift_sub)(x, NULL, m, (T)log(s), y, k);
+        return;
+    }
+    const double inv = 1.0 / s;
+    int c = 0;
+    for (int64_t j0 = 0; j0 < k; j0 += chunk, c++) {
+        const int64_t len = k - j0 < chunk ? k - j0 : chunk;
+        if (cm[c] == (T)-INFINITY)
+            FN(fill)(y + j0, (T)(0.0 * inv), len);
+        else
+            FN(scale)(y + j0, (T)(exp((double)cm[c] - (double)m) * inv), len);
+    }
+}
+
 static void FN(softmax_row)(const fa_args *A, int64_t i)
 {
     const int64_t k = A->k;
@@ -460,6 +524,10 @@ static void FN(softmax_row)(const fa_args *A, int64_t i)
     const unsigned char *mk = A->mask ? A->mask + i * k : NULL;
     if (!mk && k <= SHORT_K && FN(short_row)(x, y, k, 0))
         return;
+    if (!mk && k > LONG_K) {
+        FN(long_row)(x, y, k, 0);
+        return;
+    }
     T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
     if (!isfinite(m)) {
         FN(special_row)(mk, y, k, (T)0);
@@ -479,6 +547,10 @@ static void FN(log_softmax_row)(const fa_args *A, int64_t i)
     const unsigned char *mk = A->mask ? A->mask + i * k : NULL;
     if (!mk && k <= SHORT_K && FN(short_row)(x, y, k, 1))
         return;
+    if (!mk && k > LONG_K) {
+        FN(long_row)(x, y, k, 1);
+        return;
+    }
     T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
     if (!isfinite(m)) {
         FN(special_row)(mk, y, k, (T)-INFINITY);
@@ -722,12 +794,6 @@ static void FN(log_softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t 
     }
 }
 
-static void FN(fill)(T *y, T v, int64_t k)
-{
-    for (int64_t j = 0; j < k; j++)
-        y[j] = v;
-}
-
 /* One fused pass per row: max; exp stored into grad while summing (and, with
  * label smoothing, sum_c w_c (m - x_c)); then grad scaled in place.  grad may
  * be x: x[t] is read first, and each x[c] is read before grad[c] is written. */
@@ -962,6 +1028,8 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef FN2
 #undef FN3
 #undef SHORT_K
+#undef LONG_K
+#undef LONG_CHUNK
 #if HAVE_TILES
 #undef TILE_K
 #endif

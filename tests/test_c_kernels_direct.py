@@ -515,3 +515,30 @@ def test_many_python_threads():
     for t in ts:
         t.join()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_long_rows_special_values(isa, dtype):
+    # rows past the chunked long-row path's threshold, specials in various chunks
+    k = 50000
+    g = rng(15)
+    x = (g.standard_normal((9, k)) * 5).astype(dtype)
+    x[1, :20000] = -np.inf                # leading chunks all -inf
+    x[2, :20000] = -np.inf
+    x[2, 100] = np.nan                    # NaN in an all -inf chunk
+    x[3, 30000] = np.nan                  # NaN late
+    x[4, 45000] = np.inf                  # +inf late
+    x[5] = -np.inf                        # all -inf
+    x[6, 10] = 200.0 if dtype == np.float32 else 2000.0  # running max jumps: rescaling
+    x[7, 49999] = 300.0 if dtype == np.float32 else 3000.0
+    x[8, ::7] = -np.inf
+    for name in ("softmax_rows", "log_softmax_rows"):
+        want = np.empty(x.shape)
+        with np.errstate(all="ignore"):
+            getattr(R, name)(x.astype(np.float64), None, want)
+        got = np.empty_like(x)
+        getattr(C, name)(x, None, got)
+        assert_close(got, want, dtype, scale=4, what=f"{name} long")
+        xi = x.copy()
+        getattr(C, name)(xi, None, xi)
+        np.testing.assert_array_equal(xi, got)
