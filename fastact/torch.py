@@ -118,7 +118,7 @@ class _CrossEntropy(torch.autograd.Function):
         ctx.reduction = reduction
         ctx.save_for_backward(torch.from_numpy(grad))
         if reduction == "none":
-            return torch.from_numpy(np.ascontiguousarray(loss))
+            return torch.from_numpy(np.asarray(loss))
         return torch.tensor(float(loss), dtype=x.dtype)
 
     @staticmethod
