@@ -5,9 +5,12 @@ larger than this machine's memory, generated lazily block by block.
     python benchmarks/dask_out_of_core.py --rows 262144 --classes 32000
     python benchmarks/dask_out_of_core.py --smoke               # seconds; checks the results
 
-The logits are ``dask.array.random.default_rng(seed).standard_normal`` (scaled
-by ``--scale``): each block exists only while a task works on it, so the array
-is never held anywhere.  The class axis is split into chunks of ``--chunk-classes``
+The logits are generated block by block: by default each block's rows are
+drawn, with a generator seeded by the block's place, from a per-process pool of
+``--pool-rows`` N(0, scale) rows (a gather: cheap next to the kernels), or with
+``--generator normal`` by ``dask.array.random`` (then random-number generation,
+~0.25 GB/s per core, dominates).  Each block exists only while a task works on
+it, so the array is never held anywhere.  The class axis is split into chunks of ``--chunk-classes``
 (the per-chunk partials are merged exactly).  Reported per operation: wall
 time, throughput (GB/s of logits, rows/s) and peak resident memory of this
 process and its children (the workers, with ``--scheduler distributed``),
@@ -66,14 +69,40 @@ class PeakRSS:
         self.peak = max(self.peak, self.rss())
 
 
+_POOLS = {}
+
+
+def pooled_block(seed, scale, pool_rows, block_info=None):
+    """A block of logits: rows drawn (by a generator seeded with the block's place)
+    from a per-process pool of ``pool_rows`` N(0, scale) rows.  Costs one gather,
+    so the benchmark measures fastact.dask, not the random-number generator."""
+    info = block_info[None]
+    (r0, _), (c0, c1) = info["array-location"]
+    n, k = info["chunk-shape"]
+    key = (seed, c1 - c0, scale, pool_rows)
+    pool = _POOLS.get(key)
+    if pool is None:
+        g = np.random.default_rng([seed, c1 - c0])
+        pool = _POOLS[key] = (g.standard_normal((pool_rows, k), dtype=np.float32)
+                              * np.float32(scale))
+    rows = np.random.default_rng([seed, r0, c0]).integers(0, pool_rows, n)
+    return pool[rows]
+
+
 def build(args):
     import dask.array as da
 
     rng = da.random.default_rng(args.seed)
     chunks = (args.chunk_rows, args.chunk_classes)
-    x = rng.standard_normal((args.rows, args.classes), chunks=chunks, dtype=np.float32)
-    if args.scale != 1.0:
-        x = x * np.float32(args.scale)
+    shape = (args.rows, args.classes)
+    if args.generator == "normal":
+        x = rng.standard_normal(shape, chunks=chunks, dtype=np.float32)
+        if args.scale != 1.0:
+            x = x * np.float32(args.scale)
+    else:
+        x = da.map_blocks(pooled_block, args.seed, args.scale, args.pool_rows,
+                          chunks=da.core.normalize_chunks(chunks, shape),
+                          dtype=np.float32, meta=np.empty((0, 0), np.float32))
     t = rng.integers(0, args.classes, size=args.rows, chunks=args.chunk_rows)
     return x, t
 
@@ -159,6 +188,10 @@ def parse(argv=None):
     p.add_argument("--chunk-rows", type=int, default=8192)
     p.add_argument("--chunk-classes", type=int, default=2048)
     p.add_argument("--scale", type=float, default=4.0, help="logits = scale * N(0, 1)")
+    p.add_argument("--generator", choices=("pool", "normal"), default="pool",
+                   help="pool: rows gathered from a seeded pool of N(0, scale) rows (cheap); "
+                        "normal: dask.array.random.standard_normal (generation-bound)")
+    p.add_argument("--pool-rows", type=int, default=4096)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", choices=("threads", "sync", "distributed"),
@@ -174,6 +207,7 @@ def parse(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.rows, args.classes, args.chunk_rows, args.chunk_classes = 3000, 700, 1024, 256
+        args.pool_rows = 500
     return args
 
 
@@ -187,7 +221,7 @@ def main(argv=None):
     print(f"fastact.dask out-of-core: {args.rows:,} x {args.classes:,} float32 = {gib:.1f} GiB "
           f"in chunks of {args.chunk_rows:,} x {args.chunk_classes:,} "
           f"({args.chunk_rows * args.chunk_classes * 4 / 2**20:.0f} MiB), "
-          f"scheduler {args.scheduler} x {args.workers}; fastact {fastact.__version__} "
+          f"generator {args.generator}, scheduler {args.scheduler} x {args.workers}; fastact {fastact.__version__} "
           f"(backend {args.backend or fastact.get_backend()}), dask {dask.__version__}, "
           f"numpy {np.__version__}, Python {platform.python_version()}, "
           f"{os.cpu_count()} cores", flush=True)

@@ -102,25 +102,36 @@ def _meta(ndim, dtype):
 # per-chunk partials and their exact merge
 # ----------------------------------------------------------------------------
 
-def _max_logsum_rows(x2, mask2, backend):
-    """Per row of ``(n, k)``: the max over selected entries (NaN-propagating,
-    ``-inf`` for none) and ``log(sum(exp(x - max)))`` by fastact's logsumexp."""
+def _shift(m):
+    """The shift the partial sums below are taken about: the max, or 0 if not finite."""
+    return np.where(np.isfinite(m), m, 0.0)
+
+
+def _max_logsum_rows(x2, mask2, backend, wts=None):
+    """Per row of ``(n, k)``: the max ``m`` over selected entries (NaN-propagating,
+    ``-inf`` for none), ``log(sum(exp(x - c)))`` by fastact's logsumexp, ``c`` the
+    shift (``m``, or 0 where ``m`` is not finite), and -- given weights ``wts``,
+    ``(k,)`` or ``(n, k)`` -- ``D = sum(wts * (c - x))``, else None."""
     n, k = x2.shape
     m = np.full(n, -np.inf)
     s = np.full(n, -np.inf)
+    D = None if wts is None else np.zeros(n)
     if n == 0 or k == 0:
-        return m, s
+        return m, s, D
     step = max(1, _SLAB_BYTES // (k * x2.itemsize))
+    buf = np.empty((min(step, n), k), x2.dtype)  # reused: no page faults per slab
     with np.errstate(all="ignore"):
         for r0 in range(0, n, step):
-            xs = x2[r0:r0 + step]
-            ms = None if mask2 is None else mask2[r0:r0 + step]
+            sl = slice(r0, r0 + step)
+            xs = x2[sl]
+            ms = None if mask2 is None else mask2[sl]
             mx = xs.max(axis=1) if ms is None else np.where(ms, xs, -np.inf).max(axis=1)
-            shift = np.where(np.isfinite(mx), mx, 0).astype(xs.dtype)
-            z = xs - shift[:, None]
-            s[r0:r0 + step] = _api.logsumexp(z, axis=1, where=ms, backend=backend)
-            m[r0:r0 + step] = mx
-    return m, s
+            z = np.subtract(xs, _shift(mx).astype(xs.dtype)[:, None], out=buf[:len(xs)])
+            s[sl] = _api.logsumexp(z, axis=1, where=ms, backend=backend)
+            m[sl] = mx
+            if wts is not None:  # the slab z is still in cache
+                D[sl] = -(z @ wts if wts.ndim == 1 else np.einsum("ij,ij->i", z, wts[sl]))
+    return m, s, D
 
 
 def _merge_max_logsum(m, s):
@@ -133,11 +144,6 @@ def _merge_max_logsum(m, s):
         S = np.log(np.sum(np.exp((m - Mf[..., None]) + s), axis=-1))
     S = np.where(fin, S, np.where(np.isneginf(M), -np.inf, np.nan))
     return M, S
-
-
-def _shift(m):
-    """The shift the partial sums below are taken about: the max, or 0 if not finite."""
-    return np.where(np.isfinite(m), m, 0.0)
 
 
 def _fields_rowwise(rowfn, p, axis, keepdims):
@@ -183,8 +189,8 @@ def _merge_ms_rows(p):
 def _ms_block(x, mask, *, axes, cdtype, backend):
     """Partial ``[m, s]`` of one block: shape ``(2, *x.shape)`` with ``axes`` -> 1."""
     rows = _Rows(x.shape, axes)
-    m, s = _max_logsum_rows(rows.rows(x, cdtype),
-                            None if mask is None else rows.rows(mask, np.bool_), backend)
+    m, s, _ = _max_logsum_rows(rows.rows(x, cdtype),
+                               None if mask is None else rows.rows(mask, np.bool_), backend)
     kshape = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
     return np.stack([m, s]).reshape((2,) + kshape)
 
@@ -491,17 +497,14 @@ def _ce_index_partial(x, t, w, off, *, k, ignore_index, eps, z, cdtype, backend)
     n, kb = x2.shape
     t1 = np.asarray(t, np.int64).reshape(-1)
     _check_targets(t1, k, ignore_index)
-    m, s = _max_logsum_rows(x2, None, backend)
+    m, s, D = _max_logsum_rows(x2, None, backend, w if eps != 0 else None)
     local = t1 - _offset(off)
     here = (local >= 0) & (local < kb) & (t1 != ignore_index)
     li = np.where(here, local, 0)
     xt = np.where(here, x2[np.arange(n), li] if kb else 0.0, 0.0).astype(np.float64)
     wt = np.where(here, w[li] if kb else 0.0, 0.0).astype(np.float64)
-    D = np.zeros(n)
+    D = np.zeros(n) if D is None else D
     W = np.full(n, float(np.sum(w, dtype=np.float64)))
-    if eps != 0 and kb:
-        with np.errstate(all="ignore"):
-            D = np.sum(w * (_shift(m).astype(cdtype)[:, None] - x2), axis=1, dtype=np.float64)
     return np.stack([m, s, xt, wt, D, W]).reshape((6,) + x.shape[:-1] + (1,))
 
 
@@ -520,9 +523,7 @@ def _ce_prob_partial(x, q, w, off, *, k, ignore_index, eps, z, cdtype, backend):
     if eps != 0:
         q2 = q2 * cdtype.type(1 - eps) + cdtype.type(eps / k)
     wq = q2 * w
-    m, s = _max_logsum_rows(x2, None, backend)
-    with np.errstate(all="ignore"):
-        D = np.sum(wq * (_shift(m).astype(cdtype)[:, None] - x2), axis=1, dtype=np.float64)
+    m, s, D = _max_logsum_rows(x2, None, backend, wq)
     Q = np.sum(wq, axis=1, dtype=np.float64)
     return np.stack([m, s, Q, D]).reshape((4,) + x.shape[:-1] + (1,))
 
