@@ -24,18 +24,22 @@ What is timed
 
 Method
 ------
-Before any timing, each implementation is called once per (op, dtype) on a
-tiny ``8x16`` input: that *first call* (Numba compilation, library loading,
-JIT tracing) is reported apart, and its result is checked against the NumPy
-reference.  Then, per measurement: one call at the real shape (its time is
-kept as ``first_call_s``), one more to size the inner loop, then repeated
-samples (calls are batched so a sample lasts >= 0.2 ms) until ``min_time``
-seconds have passed and at least ``min_repeats`` samples are taken; the
-median per-call time is reported.  The garbage collector is paused while
-sampling.  Threads: ``fastact.set_num_threads(t)`` and
-``torch.set_num_threads(t)`` for each ``--threads`` value (SciPy, the NumPy
-reference and the copy are single-threaded; JAX uses its own pool, one
-thread when ``--threads 1``).
+Before any timing, each implementation is called once per (op, dtype, mode)
+on small inputs (``8x16`` if the run has shapes under 65536 elements,
+``64x1024`` — the native backends' multi-threaded path — if it has larger
+ones): those *first calls* (Numba compilation, done once and cached, library
+loading, JAX tracing) are reported apart, and their results are checked
+against the NumPy reference.  Then, per measurement: one call at the real
+shape (its time is kept as ``first_call_s``; if it was short, one more sizes
+the batches), then samples (calls batched so a sample lasts >= 0.2 ms) until
+``min_time`` seconds have passed and ``min_repeats`` samples are taken, or
+``max_time`` seconds (so a slow call cannot hold up the run); the median
+per-call time is reported.  The garbage collector is paused while sampling.
+``--quick`` times three of the five shapes, only the ``out=`` calls, with
+3 samples / 0.02 s (at most 0.1 s) per measurement.  Threads:
+``fastact.set_num_threads(t)`` and ``torch.set_num_threads(t)`` for each
+``--threads`` value (SciPy, the NumPy reference and the copy are
+single-threaded; JAX uses its own pool, one thread when ``--threads 1``).
 
 Derived numbers (per record, same op/shape/dtype/threads):
 ``speedup_vs_numpy = t(NumPy reference, same mode) / t``;
@@ -105,10 +109,22 @@ PEERS = ("scipy", "torch", "jax")
 
 MODES = ("out", "alloc")
 
-#: Inputs of the first calls (compile/load), before any timing: a tiny one and
-#: one large enough for the native backends' multi-threaded variants (Numba
-#: compiles each variant on first use).
+#: Inputs of the first calls (compile/load), before any timing: a small one for
+#: runs with small shapes, a larger one (taking the native backends'
+#: multi-threaded paths, which Numba compiles apart) for runs with large shapes.
 WARMUP_SHAPES = ((8, 16), (64, 1024))
+
+
+def warmup_shapes(shapes):
+    """The warm-up inputs for a run over ``shapes``: those of the size classes it has."""
+    small, large = WARMUP_SHAPES
+    n_large = math.prod(large)
+    out = []
+    if any(math.prod(s) < n_large for s in shapes):
+        out.append(small)
+    if any(math.prod(s) >= n_large for s in shapes):
+        out.append(large)
+    return out
 
 
 class Inputs:
@@ -671,7 +687,7 @@ def plan(cfg, peers):
     impls = _impls(cfg, peers)
     tasks = []
     for dt in cfg.dtypes:
-        for wshape in WARMUP_SHAPES:
+        for wshape in warmup_shapes(cfg.shapes):
             for opname in cfg.ops:
                 op = OPS[opname]
                 for impl, b, p in impls:
@@ -717,7 +733,7 @@ def run_bench(cfg, peers, progress=None):
             if p.available:
                 p.set_threads(max(cfg.threads))
         for dt in cfg.dtypes:
-            for wshape in WARMUP_SHAPES:
+            for wshape in warmup_shapes(cfg.shapes):
                 small = Inputs(wshape, dt, cfg.seed)
                 for opname in cfg.ops:
                     op = OPS[opname]
@@ -1010,9 +1026,10 @@ SCHEMA = {
         "first_calls": {
             "type": "array",
             "description": ("the first calls of each implementation per op, dtype and mode, "
-                            "on an 8x16 then a 64x1024 input: Numba compilation (serial and "
-                            "multi-threaded variants), library loading, JAX tracing; "
-                            "excluded from the records' times"),
+                            "on an 8x16 input if the run has shapes under 65536 elements and "
+                            "a 64x1024 one if it has larger shapes: Numba compilation "
+                            "(serial and multi-threaded variants), library loading, JAX "
+                            "tracing; excluded from the records' times"),
             "items": _obj({
                 "impl": _STR, "backend": _OPT_STR, "label": _STR, "op": _STR,
                 "dtype": _DTYPE, "mode": _MODE, "shape": _SHAPE, "seconds": _POS,
@@ -1178,15 +1195,18 @@ def _headline_text(result):
 _FOOTNOTE = (
     "Times: median per call. 'out=' = result written into a preallocated array; 'alloc' = "
     "the plain call, allocating its result (as a NumPy user calls it). Ratios use the "
-    "out= time (cross_entropy returns a scalar: alloc), against the NumPy reference "
+    "out= time (ops that return only a loss: the plain call), against the NumPy reference "
     "(fastact backend=\"numpy\", also out=) and the fastest installed peer called the "
     "fastest way it offers (torch with out= where it has one; SciPy and JAX allocate). "
     "% copy = time of np.copyto of the (n, k) input / op time.")
 
 
-_FIRST_CALL_TITLE = ("first calls, before timing: Numba compilation, library loading (sum over "
-                     + " and ".join(fmt_shape(s) for s in WARMUP_SHAPES)
-                     + " inputs; not in the times above)")
+def _first_call_title(result):
+    shapes = [fmt_shape(s) for s in warmup_shapes(result["settings"]["shapes"])]
+    total = sum(f["seconds"] for f in result["first_calls"])
+    return (f"first calls, before timing: Numba compilation (once: cached for later runs), "
+            f"library loading — {total:.1f} s in all (sum over the {' and '.join(shapes)} "
+            f"inputs; not in the times above)")
 
 
 def _first_call_rows(result):
@@ -1254,7 +1274,7 @@ def _render_first_calls_rich(result, console):
     rows = _first_call_rows(result)
     if not rows:
         return
-    tb = Table(title=_FIRST_CALL_TITLE,
+    tb = Table(title=_first_call_title(result),
                box=box.SIMPLE_HEAD, title_style="bold", pad_edge=False)
     header, body = _first_call_table(result)
     for i, h in enumerate(header):
@@ -1283,29 +1303,32 @@ def _versions_line(result):
 def render_markdown(result):
     """The summary as a markdown table with machine, versions and command under it."""
     out = []
+    shown = _shown_backends(result)
     for (dt, t), rows in table_rows(result).items():
-        out.append(f"**{dt}, {t} thread(s)**\n")
-        out.append("| op | shape | copy | NumPy ref | best peer | fastact | out= | alloc | "
-                   "vs NumPy | vs peer | % copy |")
-        out.append("|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|")
+        # one row per (op, shape), a column group per fastact backend
+        out.append(f"**{dt}, {t} thread(s)** — times with `out=`; 'vs' = speed-up\n")
+        head = ["op", "shape", "NumPy ref", "best peer"]
+        for b in shown:
+            head += [f"fastact[{b}]", "vs NumPy", "vs peer", "% copy"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|---|---|" + "--:|" * (len(head) - 2))
         prev = None
-        for r in rows:
-            first = r["first"]
-            out.append("| " + " | ".join([
-                r["op"] if r["op"] != prev else "",
-                r["shape"] if first else "",
-                fmt_time(r["copy"]) if first else "",
-                fmt_time(r["numpy"]) if first else "",
-                (f"{r['peer']} {fmt_time(r['peer_s'])}" if r["peer"] else "-") if first else "",
-                r["backend"], fmt_time(r["out"]), fmt_time(r["alloc"]),
-                f"**{fmt_ratio(r['x_numpy'])}**" if r["x_numpy"] else "-",
-                fmt_ratio(r["x_peer"]),
-                fmt_pct(r["copy_pct"])]) + " |")
-            prev = r["op"]
+        for i in range(0, len(rows), len(shown)):
+            group = rows[i:i + len(shown)]
+            r0 = group[0]
+            cells = [f"**{r0['op']}**" if r0["op"] != prev else "", r0["shape"],
+                     fmt_time(r0["numpy"]),
+                     f"{r0['peer']} {fmt_time(r0['peer_s'])}" if r0["peer"] else "-"]
+            for r in group:
+                cells += [fmt_time(r["out"] if r["out"] is not None else r["alloc"]),
+                          f"**{fmt_ratio(r['x_numpy'])}**" if r["x_numpy"] else "-",
+                          fmt_ratio(r["x_peer"]), fmt_pct(r["copy_pct"])]
+            out.append("| " + " | ".join(cells) + " |")
+            prev = r0["op"]
         out.append("")
     if result["first_calls"]:
         header, body = _first_call_table(result)
-        out.append(_FIRST_CALL_TITLE + ":\n")
+        out.append(_first_call_title(result)[0].upper() + _first_call_title(result)[1:] + ":\n")
         out.append("| " + " | ".join(header) + " |")
         out.append("|---|" + "--:|" * (len(header) - 1))
         for row in body:
@@ -1316,7 +1339,8 @@ def render_markdown(result):
     if _headline_text(result):
         out.append("")
     m = result["machine"]
-    out.append(_FOOTNOTE + "\n")
+    out.append(_FOOTNOTE + " The allocating calls' times are in the terminal table and "
+               "the JSON.\n")
     out.append(f"Command: `{result['command']}` ({result['elapsed_s']:.0f} s).  ")
     out.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['arch']}, SIMD {m['simd_level']}, "
                f"{m['platform']}, Python {m['python']}.  ")
