@@ -109,10 +109,14 @@ def check_log_values(got, want64, dtype):
     assert np.all(err <= lim), f"max excess {np.max(err - lim)}"
 
 
-def run(kern, *args):
-    out = args[-2]
-    kern(*args)
-    return out
+def check_same(got, want):
+    """In place or threaded against serial and out of place: the same up to
+    rounding (other machine code may sum in another order)."""
+    check_pattern(got, want)
+    fin = np.isfinite(want)
+    t = 4 * tol(want.dtype)
+    scale = np.max(np.abs(want[fin])) if fin.any() else 0.0
+    np.testing.assert_allclose(got[fin], want[fin], rtol=t, atol=t * scale)
 
 
 # ----------------------------------------------------------------------------
@@ -174,7 +178,8 @@ def test_in_place_and_threads(name, k, dtype):
     for nt in (1, 2, 3):
         y = x.copy()
         getattr(K, name)(y, None, y, nt)    # out is x
-        np.testing.assert_array_equal(y, want)
+        # in place runs other machine code (one pointer): equal to rounding
+        check_same(y, want)
 
 
 # ----------------------------------------------------------------------------
@@ -229,7 +234,7 @@ def test_logsumexp_threads():
         b = np.empty(4000, np.float32)
         K.logsumexp_rows(x, None, None, a, None, 1)
         K.logsumexp_rows(x, None, None, b, None, 2)
-        np.testing.assert_array_equal(a, b)
+        check_same(b, a)
 
 
 # ----------------------------------------------------------------------------
@@ -275,10 +280,10 @@ def test_softmax_backward(k, dtype):
     # in place, on either input
     g2 = g.copy()
     K.softmax_backward_rows(g2, y, g2, 1)
-    np.testing.assert_array_equal(g2, got)
+    check_same(g2, got)
     y2 = y.copy()
     K.softmax_backward_rows(g, y2, y2, 2)
-    np.testing.assert_array_equal(y2, got)
+    check_same(y2, got)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -305,7 +310,7 @@ def test_log_softmax_backward(masked, k, dtype):
         assert np.all(got[~mask] == 0)
     g2 = g.copy()
     K.log_softmax_backward_rows(g2, y, mask, g2, 2)
-    np.testing.assert_array_equal(g2, got)
+    check_same(g2, got)
 
 
 def test_log_softmax_backward_extreme_y():
@@ -378,8 +383,8 @@ def test_cross_entropy_index(dtype, k, weighted, eps, z):
         xi = x.copy()
         li = np.empty(n, dtype)
         K.cross_entropy_index_rows(xi, t, w, -100, eps, z, a, b, g, None, li, xi, nt)
-        np.testing.assert_array_equal(li, lg)
-        np.testing.assert_array_equal(xi, gg)
+        check_same(li, lg)
+        check_same(xi, gg)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -415,8 +420,8 @@ def test_cross_entropy_prob(dtype, k, weighted, eps, z):
     li = np.empty(n, dtype)
     K.cross_entropy_prob_rows(xi, q, w, eps, z, a, b, g, None, li, xi, 2)
     K.cross_entropy_prob_rows(x, q, w, eps, z, a, b, g, None, lg, gg, 1)
-    np.testing.assert_array_equal(xi, gg)
-    np.testing.assert_array_equal(li, lg)
+    check_same(xi, gg)
+    check_same(li, lg)
 
 
 def test_cross_entropy_large_threads():
@@ -432,5 +437,5 @@ def test_cross_entropy_large_threads():
             K.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0 / n, 0.0, 1.0, None,
                                        lg, gg, nt)
             out[q] = (lg, gg)
-        np.testing.assert_array_equal(out[0][0], out[1][0])
-        np.testing.assert_array_equal(out[0][1], out[1][1])
+        check_same(out[1][0], out[0][0])
+        check_same(out[1][1], out[0][1])

@@ -328,7 +328,7 @@ def _exp_sum(xr, mr, m):
 
 
 @_inline
-def _exp_store_sum(xr, mr, m, out_r, tmp):
+def _exp_store_sum(xr, mr, m, out_r):
     """out_r = exp(x - m) (0 where not selected); returns the sum in float64."""
     k = xr.shape[0]
     s = 0.0
@@ -340,7 +340,7 @@ def _exp_store_sum(xr, mr, m, out_r, tmp):
         if mr is None:
             for j in range(nb):
                 e = _exp(xb[j] - m)
-                tmp[j] = e
+                ob[j] = e
                 sb += e
         else:
             mb = mr[b0:b0 + _BLOCK]
@@ -348,28 +348,26 @@ def _exp_store_sum(xr, mr, m, out_r, tmp):
             for j in range(nb):
                 e = _exp(xb[j] - m)
                 e = e if mb[j] else zero
-                tmp[j] = e
+                ob[j] = e
                 sb += e
-        for j in range(nb):
-            ob[j] = tmp[j]
         s += sb
     return s
 
 
-@_jit
-def _softmax_row(xr, mr, out_r, tmp):
+@_inline
+def _softmax_row(xr, mr, out_r):
     m = _row_max(xr, mr)
     if not _finite(m):
         _fill_special(mr, out_r, 0.0)
         return
-    s = _exp_store_sum(xr, mr, m, out_r, tmp)
+    s = _exp_store_sum(xr, mr, m, out_r)
     inv = _to(xr, 1.0 / s)
     for j in range(out_r.shape[0]):
         out_r[j] *= inv
 
 
-@_jit
-def _log_softmax_row(xr, mr, out_r, tmp):
+@_inline
+def _log_softmax_row(xr, mr, out_r):
     m = _row_max(xr, mr)
     if not _finite(m):
         _fill_special(mr, out_r, -np.inf)
@@ -383,14 +381,12 @@ def _log_softmax_row(xr, mr, out_r, tmp):
         nb = xb.shape[0]
         if mr is None:
             for j in range(nb):
-                tmp[j] = _sub_sub(xb[j], m, ls)
+                ob[j] = _sub_sub(xb[j], m, ls)
         else:
             mb = mr[b0:b0 + _BLOCK]
             for j in range(nb):
                 v = _sub_sub(xb[j], m, ls)
-                tmp[j] = v if mb[j] else ninf
-        for j in range(nb):
-            ob[j] = tmp[j]
+                ob[j] = v if mb[j] else ninf
 
 
 # ----------------------------------------------------------------------------
@@ -452,7 +448,7 @@ def _tile_is_special(m, s):
 
 
 @_jit
-def _softmax_tiles(x, mask, out, r0, r1, tmp):
+def _softmax_tiles(x, mask, out, r0, r1):
     k = x.shape[1]
     T = _tile_rows(k)
     xf = x.reshape(-1)
@@ -485,13 +481,13 @@ def _softmax_tiles(x, mask, out, r0, r1, tmp):
         for q in range(nspec):
             i = spec[q]
             if mask is None:
-                _softmax_row(x[i], None, out[i], tmp)
+                _softmax_row(x[i], None, out[i])
             else:
-                _softmax_row(x[i], mask[i], out[i], tmp)
+                _softmax_row(x[i], mask[i], out[i])
 
 
 @_jit
-def _log_softmax_tiles(x, mask, out, r0, r1, tmp):
+def _log_softmax_tiles(x, mask, out, r0, r1):
     k = x.shape[1]
     T = _tile_rows(k)
     xf = x.reshape(-1)
@@ -526,26 +522,44 @@ def _log_softmax_tiles(x, mask, out, r0, r1, tmp):
         for q in range(nspec):
             i = spec[q]
             if mask is None:
-                _log_softmax_row(x[i], None, out[i], tmp)
+                _log_softmax_row(x[i], None, out[i])
             else:
-                _log_softmax_row(x[i], mask[i], out[i], tmp)
+                _log_softmax_row(x[i], mask[i], out[i])
 
 
 # ----------------------------------------------------------------------------
 # softmax / log_softmax drivers
 # ----------------------------------------------------------------------------
 
+@_inline
+def _same(a, b):
+    """``a`` and ``b`` start at the same address (``out is x``, in place).
+
+    In place, the row functions get the same view twice so that LLVM sees one
+    pointer: with two it checks for overlap at run time, finds it and runs the
+    scalar loop.
+    """
+    return a.ctypes.data == b.ctypes.data
+
+
 @_jit
 def _softmax_range(x, mask, out, r0, r1):
-    tmp = np.empty(_BLOCK, x.dtype)
     if x.shape[1] < _TILE_K:
-        _softmax_tiles(x, mask, out, r0, r1, tmp)
+        _softmax_tiles(x, mask, out, r0, r1)
         return
+    same = _same(x, out)
     for i in range(r0, r1):
+        xr = x[i]
         if mask is None:
-            _softmax_row(x[i], None, out[i], tmp)
+            if same:
+                _softmax_row(xr, None, xr)
+            else:
+                _softmax_row(xr, None, out[i])
         else:
-            _softmax_row(x[i], mask[i], out[i], tmp)
+            if same:
+                _softmax_row(xr, mask[i], xr)
+            else:
+                _softmax_row(xr, mask[i], out[i])
 
 
 @_jit
@@ -562,15 +576,22 @@ def _softmax_parallel(x, mask, out, nchunks):
 
 @_jit
 def _log_softmax_range(x, mask, out, r0, r1):
-    tmp = np.empty(_BLOCK, x.dtype)
     if x.shape[1] < _TILE_K:
-        _log_softmax_tiles(x, mask, out, r0, r1, tmp)
+        _log_softmax_tiles(x, mask, out, r0, r1)
         return
+    same = _same(x, out)
     for i in range(r0, r1):
+        xr = x[i]
         if mask is None:
-            _log_softmax_row(x[i], None, out[i], tmp)
+            if same:
+                _log_softmax_row(xr, None, xr)
+            else:
+                _log_softmax_row(xr, None, out[i])
         else:
-            _log_softmax_row(x[i], mask[i], out[i], tmp)
+            if same:
+                _log_softmax_row(xr, mask[i], xr)
+            else:
+                _log_softmax_row(xr, mask[i], out[i])
 
 
 @_jit
@@ -737,32 +758,35 @@ def _lse_parallel(x, b, mask, out, sign, has_b, has_sign, nchunks):
 # backward
 # ----------------------------------------------------------------------------
 
+@_inline
+def _softmax_backward_row(gr, yr, orow):
+    k = gr.shape[0]
+    d = 0.0
+    for b0 in range(0, k, _BLOCK):
+        gb = gr[b0:b0 + _BLOCK]
+        yb = yr[b0:b0 + _BLOCK]
+        sb = _to(gr, 0.0)
+        for j in range(gb.shape[0]):
+            sb += gb[j] * yb[j]
+        d += sb
+    df = _to(gr, d)
+    for j in range(k):
+        orow[j] = yr[j] * (gr[j] - df)
+
+
 @_jit
 def _softmax_backward_range(grad, y, out, r0, r1):
-    k = grad.shape[1]
-    tmp = np.empty(_BLOCK, grad.dtype)
+    same_g = _same(grad, out)
+    same_y = _same(y, out)
     for i in range(r0, r1):
         gr = grad[i]
         yr = y[i]
-        orow = out[i]
-        d = 0.0
-        for b0 in range(0, k, _BLOCK):
-            gb = gr[b0:b0 + _BLOCK]
-            yb = yr[b0:b0 + _BLOCK]
-            sb = _to(grad, 0.0)
-            for j in range(gb.shape[0]):
-                sb += gb[j] * yb[j]
-            d += sb
-        df = _to(grad, d)
-        for b0 in range(0, k, _BLOCK):
-            gb = gr[b0:b0 + _BLOCK]
-            yb = yr[b0:b0 + _BLOCK]
-            ob = orow[b0:b0 + _BLOCK]
-            nb = gb.shape[0]
-            for j in range(nb):
-                tmp[j] = yb[j] * (gb[j] - df)
-            for j in range(nb):
-                ob[j] = tmp[j]
+        if same_g:
+            _softmax_backward_row(gr, yr, gr)
+        elif same_y:
+            _softmax_backward_row(gr, yr, yr)
+        else:
+            _softmax_backward_row(gr, yr, out[i])
 
 
 @_jit
@@ -777,43 +801,54 @@ def _softmax_backward_parallel(grad, y, out, nchunks):
         _softmax_backward_range(grad, y, out, c * n // nchunks, (c + 1) * n // nchunks)
 
 
+@_inline
+def _log_softmax_backward_row(gr, yr, mr, orow):
+    k = gr.shape[0]
+    zero = _to(gr, 0.0)
+    s = 0.0
+    for b0 in range(0, k, _BLOCK):
+        gb = gr[b0:b0 + _BLOCK]
+        sb = _to(gr, 0.0)
+        if mr is None:
+            for j in range(gb.shape[0]):
+                sb += gb[j]
+        else:
+            mb = mr[b0:b0 + _BLOCK]
+            for j in range(gb.shape[0]):
+                sb += gb[j] if mb[j] else zero
+        s += sb
+    sf = _to(gr, s)
+    if mr is None:
+        for j in range(k):
+            orow[j] = gr[j] - _exp(yr[j]) * sf
+    else:
+        for j in range(k):
+            v = gr[j] - _exp(yr[j]) * sf
+            orow[j] = v if mr[j] else zero
+
+
 @_jit
 def _log_softmax_backward_range(grad, y, mask, out, r0, r1):
-    k = grad.shape[1]
-    tmp = np.empty(_BLOCK, grad.dtype)
-    zero = _to(grad, 0.0)
+    same_g = _same(grad, out)
+    same_y = _same(y, out)
     for i in range(r0, r1):
         gr = grad[i]
         yr = y[i]
-        orow = out[i]
-        s = 0.0
-        for b0 in range(0, k, _BLOCK):
-            gb = gr[b0:b0 + _BLOCK]
-            sb = _to(grad, 0.0)
-            if mask is None:
-                for j in range(gb.shape[0]):
-                    sb += gb[j]
+        if mask is None:
+            if same_g:
+                _log_softmax_backward_row(gr, yr, None, gr)
+            elif same_y:
+                _log_softmax_backward_row(gr, yr, None, yr)
             else:
-                mb = mask[i][b0:b0 + _BLOCK]
-                for j in range(gb.shape[0]):
-                    sb += gb[j] if mb[j] else zero
-            s += sb
-        sf = _to(grad, s)
-        for b0 in range(0, k, _BLOCK):
-            gb = gr[b0:b0 + _BLOCK]
-            yb = yr[b0:b0 + _BLOCK]
-            ob = orow[b0:b0 + _BLOCK]
-            nb = gb.shape[0]
-            if mask is None:
-                for j in range(nb):
-                    tmp[j] = gb[j] - _exp(yb[j]) * sf
+                _log_softmax_backward_row(gr, yr, None, out[i])
+        else:
+            mr = mask[i]
+            if same_g:
+                _log_softmax_backward_row(gr, yr, mr, gr)
+            elif same_y:
+                _log_softmax_backward_row(gr, yr, mr, yr)
             else:
-                mb = mask[i][b0:b0 + _BLOCK]
-                for j in range(nb):
-                    v = gb[j] - _exp(yb[j]) * sf
-                    tmp[j] = v if mb[j] else zero
-            for j in range(nb):
-                ob[j] = tmp[j]
+                _log_softmax_backward_row(gr, yr, mr, out[i])
 
 
 @_jit
@@ -842,8 +877,11 @@ def _check_targets(target, k, ignore_index):
 
 
 @_inline
-def _ce_exp_pass(xr, wr, m, out_r, tmp, store, smooth):
-    """exp(x - m) -> out_r (if ``store``); returns (sum exp, sum_c w_c (m - x_c)) in float64."""
+def _ce_exp_pass(xr, wr, m, out_r, store, smooth):
+    """exp(x - m) -> out_r (if ``store``); returns (sum exp, sum_c w_c (m - x_c)) in float64.
+
+    Each x is read before its slot is written: out_r may be xr.
+    """
     k = xr.shape[0]
     s = 0.0
     a = 0.0
@@ -851,25 +889,31 @@ def _ce_exp_pass(xr, wr, m, out_r, tmp, store, smooth):
         xb = xr[b0:b0 + _BLOCK]
         nb = xb.shape[0]
         sb = _to(xr, 0.0)
+        ab = _to(xr, 0.0)
         if store:
-            for j in range(nb):
-                e = _exp(xb[j] - m)
-                tmp[j] = e
-                sb += e
+            ob = out_r[b0:b0 + _BLOCK]
+            if smooth:
+                wb = wr[b0:b0 + _BLOCK]
+                for j in range(nb):
+                    xj = xb[j]
+                    e = _exp(xj - m)
+                    ab += wb[j] * (m - xj)
+                    ob[j] = e
+                    sb += e
+            else:
+                for j in range(nb):
+                    e = _exp(xb[j] - m)
+                    ob[j] = e
+                    sb += e
         else:
             for j in range(nb):
                 sb += _exp(xb[j] - m)
-        if smooth:
-            wb = wr[b0:b0 + _BLOCK]
-            ab = _to(xr, 0.0)
-            for j in range(nb):
-                ab += wb[j] * (m - xb[j])
-            a += ab
-        if store:
-            ob = out_r[b0:b0 + _BLOCK]
-            for j in range(nb):
-                ob[j] = tmp[j]
+            if smooth:
+                wb = wr[b0:b0 + _BLOCK]
+                for j in range(nb):
+                    ab += wb[j] * (m - xb[j])
         s += sb
+        a += ab
     return s, a
 
 
@@ -892,8 +936,8 @@ def _ce_index_loss(m, x_t, w_t, logs, sw, wsum, eps, k, z_loss, a, b):
 def _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
                     row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1):
     n, k = x.shape
-    tmp = np.empty(_BLOCK, x.dtype)
     smooth = eps != 0.0
+    same = _same(x, grad)
     zero = _to(x, 0.0)
     nan = _to(x, np.nan)
     for i in range(r0, r1):
@@ -918,10 +962,12 @@ def _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
             continue
         x_t = xr[t]   # before the exp pass: grad may be x
         w_t = np.float64(w[t])
-        if want_grad:
-            s, sw = _ce_exp_pass(xr, w, m, grad[i], tmp, True, smooth)
+        if not want_grad:
+            s, sw = _ce_exp_pass(xr, w, m, xr, False, smooth)
+        elif same:
+            s, sw = _ce_exp_pass(xr, w, m, xr, True, smooth)
         else:
-            s, sw = _ce_exp_pass(xr, w, m, xr, tmp, False, smooth)
+            s, sw = _ce_exp_pass(xr, w, m, grad[i], True, smooth)
         logs = np.log(s)
         mm = np.float64(m)
         lse = mm + logs
@@ -1050,11 +1096,43 @@ def _ce_index_parallel(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
                       c * n // nchunks, (c + 1) * n // nchunks)
 
 
+@_inline
+def _ce_prob_pass(xr, tr, w, m, out_r, store, one_m_eps, eps_k):
+    """exp(x - m) -> out_r (if ``store``, x read first); returns float64
+    (sum exp, sum_c wq_c, sum_c wq_c (m - x_c)), wq = (t (1-eps) + eps/k) w."""
+    k = xr.shape[0]
+    s = 0.0
+    sq = 0.0
+    sa = 0.0
+    for b0 in range(0, k, _BLOCK):
+        xb = xr[b0:b0 + _BLOCK]
+        tb = tr[b0:b0 + _BLOCK]
+        wb = w[b0:b0 + _BLOCK]
+        ob = out_r[b0:b0 + _BLOCK]
+        nb = xb.shape[0]
+        sb = _to(xr, 0.0)
+        qb = _to(xr, 0.0)
+        ab = _to(xr, 0.0)
+        for j in range(nb):
+            xj = xb[j]
+            e = _exp(xj - m)
+            if store:
+                ob[j] = e
+            sb += e
+            wq = (tb[j] * one_m_eps + eps_k) * wb[j]
+            qb += wq
+            ab += wq * (m - xj)
+        s += sb
+        sq += qb
+        sa += ab
+    return s, sq, sa
+
+
 @_jit
 def _ce_prob_range(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
                    loss, want_loss, grad, want_grad, r0, r1):
     k = x.shape[1]
-    tmp = np.empty(_BLOCK, x.dtype)
+    same = _same(x, grad)
     one_m_eps = _to(x, 1.0 - eps)
     eps_k = _to(x, eps / k)
     nan = _to(x, np.nan)
@@ -1070,32 +1148,12 @@ def _ce_prob_range(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
                 for j in range(k):
                     gr[j] = nan
             continue
-        s = 0.0
-        sq = 0.0
-        sa = 0.0
-        for b0 in range(0, k, _BLOCK):
-            xb = xr[b0:b0 + _BLOCK]
-            tb = tr[b0:b0 + _BLOCK]
-            wb = w[b0:b0 + _BLOCK]
-            nb = xb.shape[0]
-            sb = _to(x, 0.0)
-            qb = _to(x, 0.0)
-            ab = _to(x, 0.0)
-            for j in range(nb):
-                xj = xb[j]
-                e = _exp(xj - m)
-                tmp[j] = e
-                sb += e
-                wq = (tb[j] * one_m_eps + eps_k) * wb[j]
-                qb += wq
-                ab += wq * (m - xj)
-            if want_grad:
-                ob = grad[i][b0:b0 + _BLOCK]
-                for j in range(nb):
-                    ob[j] = tmp[j]
-            s += sb
-            sq += qb
-            sa += ab
+        if not want_grad:
+            s, sq, sa = _ce_prob_pass(xr, tr, w, m, xr, False, one_m_eps, eps_k)
+        elif same:
+            s, sq, sa = _ce_prob_pass(xr, tr, w, m, xr, True, one_m_eps, eps_k)
+        else:
+            s, sq, sa = _ce_prob_pass(xr, tr, w, m, grad[i], True, one_m_eps, eps_k)
         logs = np.log(s)
         lse = np.float64(m) + logs
         if want_loss:
