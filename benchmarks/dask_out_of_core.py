@@ -10,12 +10,14 @@ drawn, with a generator seeded by the block's place, from a per-process pool of
 ``--pool-rows`` N(0, scale) rows (a gather: cheap next to the kernels), or with
 ``--generator normal`` by ``dask.array.random`` (then random-number generation,
 ~0.25 GB/s per core, dominates).  Each block exists only while a task works on
-it, so the array is never held anywhere.  The class axis is split into chunks of ``--chunk-classes``
-(the per-chunk partials are merged exactly).  Reported per operation: wall
-time, throughput (GB/s of logits, rows/s) and peak resident memory of this
-process and its children (the workers, with ``--scheduler distributed``),
-sampled every 0.1 s.  A ``max`` over the same lazy array is timed first: the
-cost of generating the data, which every operation pays too.
+it, so the array is never held anywhere.  The class axis is split into chunks
+of ``--chunk-classes`` (the per-chunk partials are merged exactly).
+
+Reported per operation: wall time, throughput (GB/s of logits, rows/s) and
+peak resident memory of this process and its children (the workers, with
+``--scheduler distributed``), sampled every 0.1 s.  A ``max`` over the same
+lazy array is timed first: the cost of generating the data, which every
+operation pays too.
 """
 
 from __future__ import annotations
@@ -221,7 +223,8 @@ def main(argv=None):
     print(f"fastact.dask out-of-core: {args.rows:,} x {args.classes:,} float32 = {gib:.1f} GiB "
           f"in chunks of {args.chunk_rows:,} x {args.chunk_classes:,} "
           f"({args.chunk_rows * args.chunk_classes * 4 / 2**20:.0f} MiB), "
-          f"generator {args.generator}, scheduler {args.scheduler} x {args.workers}; fastact {fastact.__version__} "
+          f"generator {args.generator}, scheduler {args.scheduler} x {args.workers}; "
+          f"fastact {fastact.__version__} "
           f"(backend {args.backend or fastact.get_backend()}), dask {dask.__version__}, "
           f"numpy {np.__version__}, Python {platform.python_version()}, "
           f"{os.cpu_count()} cores", flush=True)

@@ -693,7 +693,13 @@ def _fast(ce):
 
 def _inmemory_kw(ce):
     return dict(ignore_index=ce.ignore_index, label_smoothing=ce.label_smoothing,
-                z_loss=ce.z_loss, backend=ce.backend)
+                z_loss=ce.z_loss, backend=ce.backend, weighted=ce.weight is not None)
+
+
+def _inmemory(fn, x, t, w, *args, reduction, kw):
+    kw = dict(kw)
+    weighted = kw.pop("weighted")
+    return fn(x, t, *args, weight=w if weighted else None, reduction=reduction, **kw)
 
 
 def _den_rows(t, w, *, index, ignore_index):
@@ -719,19 +725,20 @@ def _den(ce):
 
 
 def _fast_loss_rows(x, t, w, *, index, kw):
-    loss = _api.softmax_cross_entropy(x, t, weight=w, reduction="none", **kw)
+    loss = _inmemory(_api.softmax_cross_entropy, x, t, w, reduction="none", kw=kw)
     return np.concatenate([np.asarray(loss, np.float64)[None],
                            _den_rows(t, w, index=index, ignore_index=kw["ignore_index"])[1:]])
 
 
 def _fast_grad(x, t, w, den, g, *, reduction, z, kw):
     a, _ = _ce_scales(np.asarray(den), reduction=reduction, z=z)
-    return _api.softmax_cross_entropy_backward(x, t, np.asarray(g, np.float64) * a, weight=w,
-                                               reduction="none", **kw)
+    return _inmemory(_api.softmax_cross_entropy_backward, x, t, w,
+                     np.asarray(g, np.float64) * a, reduction="none", kw=kw)
 
 
 def _fast_loss_and_grad(x, t, w, den, *, index, reduction, z, kw):
-    loss, grad = _api.softmax_cross_entropy_with_grad(x, t, weight=w, reduction="none", **kw)
+    loss, grad = _inmemory(_api.softmax_cross_entropy_with_grad, x, t, w, reduction="none",
+                           kw=kw)
     a, _ = _ce_scales(np.asarray(den), reduction=reduction, z=z)
     if a != 1.0 and grad.size:
         with np.errstate(all="ignore"):
