@@ -37,6 +37,8 @@ __all__ = [
     "softmax",
     "log_softmax",
     "logsumexp",
+    "softmax_backward",
+    "log_softmax_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
     "softmax_cross_entropy_with_grad",
@@ -260,6 +262,67 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
 def log_softmax(x, axis=-1, *, where=None, out=None, backend=None):
     """``(x - max) - log(sum(exp(x - max)))`` along ``axis`` of a dask array (lazy)."""
     return _softmax_like(x, axis, where, out, backend, log=True)
+
+
+# ----------------------------------------------------------------------------
+# softmax_backward, log_softmax_backward
+# ----------------------------------------------------------------------------
+# One row sum each (sum(grad * y), sum(grad)); over split axes it is a dask sum
+# in float64, and the rest is elementwise.
+
+def _backward_pair(grad, y):
+    grad, y = _as_dask(grad, "grad"), _as_dask(y, "y")
+    if grad.shape != y.shape:
+        raise ValueError(f"fastact: grad has shape {grad.shape} but y has shape {y.shape}")
+    cdtype, rdtype = _dtypes(np.result_type(grad.dtype, y.dtype))
+    if grad.chunks != y.chunks:
+        grad = grad.rechunk(y.chunks)
+    return grad, y, cdtype, rdtype
+
+
+def _backward_inmemory(grad, y, mask=None, *, fn, axes, backend):
+    kw = {} if mask is None else dict(where=mask)
+    return fn(grad, y, axis=axes, backend=backend, **kw)
+
+
+def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
+    """Vector-Jacobian product of softmax given ``y = softmax(x)`` (dask arrays):
+    ``y * (grad - sum(grad * y))``."""
+    _no_out(out)
+    grad, y, cdtype, rdtype = _backward_pair(grad, y)
+    axes = _axes(axis, y.ndim)
+    ind = tuple(range(y.ndim))
+    if not _split(y, axes) or y.size == 0:
+        return da.blockwise(_backward_inmemory, ind, grad, ind, y, ind, dtype=rdtype,
+                            meta=_meta(y.ndim, rdtype), fn=_api.softmax_backward, axes=axes,
+                            backend=backend)
+    g, yc = grad.astype(cdtype), y.astype(cdtype)
+    d = (g * yc).sum(axis=axes, keepdims=True, dtype=np.float64).astype(cdtype)
+    return (yc * (g - d)).astype(rdtype)
+
+
+def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None):
+    """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)`` (dask
+    arrays): ``grad - exp(y) * sum(grad)``; zero at masked entries."""
+    _no_out(out)
+    grad, y, cdtype, rdtype = _backward_pair(grad, y)
+    axes = _axes(axis, y.ndim)
+    mask = _mask(where, y)
+    ind = tuple(range(y.ndim))
+    if not _split(y, axes) or y.size == 0:
+        margs = [mask, ind] if mask is not None else []
+        return da.blockwise(_backward_inmemory, ind, grad, ind, y, ind, *margs, dtype=rdtype,
+                            meta=_meta(y.ndim, rdtype), fn=_api.log_softmax_backward,
+                            axes=axes, backend=backend)
+    g, yc = grad.astype(cdtype), y.astype(cdtype)
+    if mask is not None:
+        g = da.where(mask, g, cdtype.type(0))
+        yc = da.where(mask, yc, cdtype.type(-np.inf))
+    s = g.sum(axis=axes, keepdims=True, dtype=np.float64).astype(cdtype)
+    r = g - da.exp(yc) * s
+    if mask is not None:
+        r = da.where(mask, r, cdtype.type(0))
+    return r.astype(rdtype)
 
 
 # ----------------------------------------------------------------------------

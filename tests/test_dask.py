@@ -427,3 +427,30 @@ def test_out_of_core_benchmark_smoke():
     spec.loader.exec_module(mod)
     results = mod.main(["--smoke", "--scheduler", "sync"])  # checks against in-memory
     assert {r["op"].split()[0] for r in results} == {"generate", "logsumexp", "cross-entropy"}
+
+
+# ---------------------------------------------------------------------------
+# softmax_backward, log_softmax_backward
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("cls", [9, 4])
+def test_backward(backend, dtype, cls):
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((7, 9)) * 5).astype(dtype)
+    g = rng.standard_normal((7, 9)).astype(dtype)
+    w = rng.random((7, 9)) < 0.6
+    w[0] = False
+    y, ly = fastact.softmax(x), fastact.log_softmax(x)
+    lym = fastact.log_softmax(x, where=w)
+    dg = chunked(g, cls)
+    got = run(fd.softmax_backward(dg, chunked(y, cls), backend=backend),
+              fd.log_softmax_backward(dg, chunked(ly, cls), backend=backend),
+              fd.log_softmax_backward(dg, chunked(lym, cls), where=w, backend=backend))
+    want = (fastact.softmax_backward(g, y, backend="numpy"),
+            fastact.log_softmax_backward(g, ly, backend="numpy"),
+            fastact.log_softmax_backward(g, lym, where=w, backend="numpy"))
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype
+        close(a, b, dtype)
+    assert not got[2][~w].any()
