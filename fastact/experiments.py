@@ -89,7 +89,11 @@ class MLP:
             off += fo
             lim = math.sqrt(6.0 / (fi + fo))
             self.W[-1][...] = rng.uniform(-lim, lim, (fi, fo))
-        # per layer: input a[i] (batch, sizes[i]), pre-activation z, its gradient gz
+        # per layer: input a[i] (batch, sizes[i]), pre-activation z, its gradient gz;
+        # the bias enters z as the outer product ones (batch, 1) @ b (1, out) by BLAS: a
+        # broadcast add would make NumPy allocate a ufunc buffer every call
+        self.ones = np.ones((batch, 1), self.dtype)
+        self.bz = [np.zeros((batch, s), self.dtype) for s in sizes[1:]]
         self.a = [np.zeros((batch, s), self.dtype) for s in sizes]
         self.z = [np.zeros((batch, s), self.dtype) for s in sizes[1:]]
         self.ga = [np.zeros((batch, s), self.dtype) for s in sizes]
@@ -102,9 +106,10 @@ class MLP:
         a0 = self.a[0][:n]
         a0[...] = x
         for i, act in enumerate(self.activations):
-            z = self.z[i][:n]
+            z, bz = self.z[i][:n], self.bz[i][:n]
             np.matmul(self.a[i][:n], self.W[i], out=z)
-            np.add(z, self.b[i], out=z)
+            np.matmul(self.ones[:n], self.b[i].reshape(1, -1), out=bz)
+            np.add(z, bz, out=z)
             if act == "linear":
                 self.a[i + 1][:n] = z
             else:
@@ -297,13 +302,17 @@ class SigmoidBCE:
     def __init__(self, batch, k, dtype, backend):
         self.grad = np.zeros((batch, k), dtype)
         self.onehot = np.zeros((batch, k), dtype)
+        self.row_start = np.arange(batch) * k  # flat index of each row's first class
+        self.flat = np.zeros(batch, np.intp)
         self.backend = backend
 
     def __call__(self, logits, target):
-        n = logits.shape[0]
+        n, k = logits.shape
         oh = self.onehot[:n]
         oh[...] = 0
-        oh[np.arange(n), target] = 1
+        idx = self.flat[:n]
+        np.add(self.row_start[:n], target, out=idx)
+        np.put(oh.reshape(-1), idx, 1)
         g = self.grad[:n]
         loss, _ = fastact.sigmoid_binary_cross_entropy_with_grad(
             logits, oh, reduction="sum", out=g, backend=self.backend)
