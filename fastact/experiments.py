@@ -512,7 +512,7 @@ def _parser(name):
     p.add_argument("--threads", type=int, default=None, help="fastact threads")
     if not hidden:
         p.add_argument("--classes", type=int, default=10)
-        p.add_argument("--noise", type=float, default=1.0)
+        p.add_argument("--noise", type=float, default=1.5)
     return p
 
 
