@@ -17,7 +17,6 @@ import numpy as np
 
 from . import _config
 from ._api import _REDUCTIONS, _asarray, _check_out, _dtypes, _loss_dtype, _nthreads
-from ._backends import elementwise as _elementwise
 
 _APPROXIMATE = ("none", "tanh")
 
@@ -25,6 +24,8 @@ _APPROXIMATE = ("none", "tanh")
 def _kernels(backend):
     """The elementwise module of ``backend`` (None: the current one; "auto" as for softmax,
     falling back to the next backend if the chosen one has no elementwise kernels)."""
+    from ._backends import elementwise as _elementwise  # not at import: `import fastact` stays light
+
     name = _config.resolve(backend).NAME
     try:
         return _elementwise.load(name)
