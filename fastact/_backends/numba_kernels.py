@@ -393,11 +393,15 @@ def _log_softmax_row(xr, mr, out_r):
 # short rows: transposed tiles
 # ----------------------------------------------------------------------------
 
-@_inline
 def _tile_rows(k):
-    """Rows per tile: about 4096 elements, a multiple of 16."""
-    t = (4096 // k) // 16 * 16
-    return min(512, max(16, t))
+    """Rows per tile for rows of length ``k``; 0: the row path.
+
+    About 4096 elements, a multiple of 16.  Computed in Python and passed in:
+    when LLVM can see how T derives from k the tile loops run 45% slower.
+    """
+    if k >= _TILE_K:
+        return 0
+    return min(512, max(16, (4096 // k) // 16 * 16))
 
 
 @_inline
@@ -448,9 +452,8 @@ def _tile_is_special(m, s):
 
 
 @_jit
-def _softmax_tiles(x, mask, out, r0, r1):
+def _softmax_tiles(x, mask, out, r0, r1, T):
     k = x.shape[1]
-    T = _tile_rows(k)
     xf = x.reshape(-1)
     of = out.reshape(-1)
     buf = np.empty(k * T, x.dtype)
@@ -487,9 +490,8 @@ def _softmax_tiles(x, mask, out, r0, r1):
 
 
 @_jit
-def _log_softmax_tiles(x, mask, out, r0, r1):
+def _log_softmax_tiles(x, mask, out, r0, r1, T):
     k = x.shape[1]
-    T = _tile_rows(k)
     xf = x.reshape(-1)
     of = out.reshape(-1)
     buf = np.empty(k * T, x.dtype)
@@ -543,9 +545,9 @@ def _same(a, b):
 
 
 @_jit
-def _softmax_range(x, mask, out, r0, r1):
-    if x.shape[1] < _TILE_K:
-        _softmax_tiles(x, mask, out, r0, r1)
+def _softmax_range(x, mask, out, r0, r1, T):
+    if T > 0:
+        _softmax_tiles(x, mask, out, r0, r1, T)
         return
     same = _same(x, out)
     for i in range(r0, r1):
@@ -563,21 +565,21 @@ def _softmax_range(x, mask, out, r0, r1):
 
 
 @_jit
-def _softmax_serial(x, mask, out):
-    _softmax_range(x, mask, out, 0, x.shape[0])
+def _softmax_serial(x, mask, out, T):
+    _softmax_range(x, mask, out, 0, x.shape[0], T)
 
 
 @_jit_par
-def _softmax_parallel(x, mask, out, nchunks):
+def _softmax_parallel(x, mask, out, T, nchunks):
     n = x.shape[0]
     for c in prange(nchunks):
-        _softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks)
+        _softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks, T)
 
 
 @_jit
-def _log_softmax_range(x, mask, out, r0, r1):
-    if x.shape[1] < _TILE_K:
-        _log_softmax_tiles(x, mask, out, r0, r1)
+def _log_softmax_range(x, mask, out, r0, r1, T):
+    if T > 0:
+        _log_softmax_tiles(x, mask, out, r0, r1, T)
         return
     same = _same(x, out)
     for i in range(r0, r1):
@@ -595,15 +597,15 @@ def _log_softmax_range(x, mask, out, r0, r1):
 
 
 @_jit
-def _log_softmax_serial(x, mask, out):
-    _log_softmax_range(x, mask, out, 0, x.shape[0])
+def _log_softmax_serial(x, mask, out, T):
+    _log_softmax_range(x, mask, out, 0, x.shape[0], T)
 
 
 @_jit_par
-def _log_softmax_parallel(x, mask, out, nchunks):
+def _log_softmax_parallel(x, mask, out, T, nchunks):
     n = x.shape[0]
     for c in prange(nchunks):
-        _log_softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks)
+        _log_softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks, T)
 
 
 # ----------------------------------------------------------------------------
@@ -691,10 +693,9 @@ def _lse_range(x, b, mask, out, sign, has_b, has_sign, r0, r1):
 
 
 @_jit
-def _lse_tiles(x, mask, out, r0, r1):
+def _lse_tiles(x, mask, out, r0, r1, T):
     """logsumexp of short rows without b: the tile path."""
     k = x.shape[1]
-    T = _tile_rows(k)
     xf = x.reshape(-1)
     buf = np.empty(k * T, x.dtype)
     mrow = np.empty(T, x.dtype)
@@ -724,34 +725,34 @@ def _lse_tiles(x, mask, out, r0, r1):
 
 
 @_jit
-def _lse_any_range(x, b, mask, out, sign, has_b, has_sign, r0, r1):
-    if not has_b and x.shape[1] < _TILE_K:
+def _lse_any_range(x, b, mask, out, sign, has_b, has_sign, r0, r1, T):
+    if not has_b and T > 0:
         if has_sign:
             for i in range(r0, r1):
                 sign[i] = 1.0
-            _lse_tiles(x, mask, out, r0, r1)
+            _lse_tiles(x, mask, out, r0, r1, T)
             for i in range(r0, r1):
                 if out[i] == -np.inf:
                     sign[i] = 0.0
                 elif out[i] != out[i]:
                     sign[i] = np.nan
         else:
-            _lse_tiles(x, mask, out, r0, r1)
+            _lse_tiles(x, mask, out, r0, r1, T)
         return
     _lse_range(x, b, mask, out, sign, has_b, has_sign, r0, r1)
 
 
 @_jit
-def _lse_serial(x, b, mask, out, sign, has_b, has_sign):
-    _lse_any_range(x, b, mask, out, sign, has_b, has_sign, 0, x.shape[0])
+def _lse_serial(x, b, mask, out, sign, has_b, has_sign, T):
+    _lse_any_range(x, b, mask, out, sign, has_b, has_sign, 0, x.shape[0], T)
 
 
 @_jit_par
-def _lse_parallel(x, b, mask, out, sign, has_b, has_sign, nchunks):
+def _lse_parallel(x, b, mask, out, sign, has_b, has_sign, T, nchunks):
     n = x.shape[0]
     for c in prange(nchunks):
         _lse_any_range(x, b, mask, out, sign, has_b, has_sign,
-                       c * n // nchunks, (c + 1) * n // nchunks)
+                       c * n // nchunks, (c + 1) * n // nchunks, T)
 
 
 # ----------------------------------------------------------------------------
@@ -992,10 +993,9 @@ def _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
 
 @_jit
 def _ce_index_tiles(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
-                    row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1):
+                    row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1, T):
     """Index cross entropy for short rows: transposed tiles (see _softmax_tiles)."""
     k = x.shape[1]
-    T = _tile_rows(k)
     xf = x.reshape(-1)
     gf = grad.reshape(-1)
     buf = np.empty(k * T, x.dtype)
@@ -1070,10 +1070,10 @@ def _ce_index_tiles(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
 
 @_jit
 def _ce_index_any(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
-                  row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1):
-    if x.shape[1] < _TILE_K:
+                  row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1, T):
+    if T > 0:
         _ce_index_tiles(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
-                        row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1)
+                        row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1, T)
     else:
         _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
                         row_scale, has_rs, loss, want_loss, grad, want_grad, r0, r1)
@@ -1081,19 +1081,19 @@ def _ce_index_any(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
 
 @_jit
 def _ce_index_serial(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
-                     row_scale, has_rs, loss, want_loss, grad, want_grad):
+                     row_scale, has_rs, loss, want_loss, grad, want_grad, T):
     _ce_index_any(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
-                  row_scale, has_rs, loss, want_loss, grad, want_grad, 0, x.shape[0])
+                  row_scale, has_rs, loss, want_loss, grad, want_grad, 0, x.shape[0], T)
 
 
 @_jit_par
 def _ce_index_parallel(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
-                       row_scale, has_rs, loss, want_loss, grad, want_grad, nchunks):
+                       row_scale, has_rs, loss, want_loss, grad, want_grad, T, nchunks):
     n = x.shape[0]
     for c in prange(nchunks):
         _ce_index_any(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
                       row_scale, has_rs, loss, want_loss, grad, want_grad,
-                      c * n // nchunks, (c + 1) * n // nchunks)
+                      c * n // nchunks, (c + 1) * n // nchunks, T)
 
 
 @_inline
@@ -1222,19 +1222,21 @@ def _ones(k, dtype):
 
 
 def softmax_rows(x, mask, out, nthreads=1):
+    T = _tile_rows(x.shape[1])
     nt = _threads(nthreads, x)
     if nt > 1:
-        _softmax_parallel(x, mask, out, nt)
+        _softmax_parallel(x, mask, out, T, nt)
     else:
-        _softmax_serial(x, mask, out)
+        _softmax_serial(x, mask, out, T)
 
 
 def log_softmax_rows(x, mask, out, nthreads=1):
+    T = _tile_rows(x.shape[1])
     nt = _threads(nthreads, x)
     if nt > 1:
-        _log_softmax_parallel(x, mask, out, nt)
+        _log_softmax_parallel(x, mask, out, T, nt)
     else:
-        _log_softmax_serial(x, mask, out)
+        _log_softmax_serial(x, mask, out, T)
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
@@ -1243,11 +1245,12 @@ def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
     has_sign = sign is not None
     bb = b if has_b else d
     sg = sign if has_sign else d[0]
+    T = _tile_rows(x.shape[1])
     nt = _threads(nthreads, x)
     if nt > 1:
-        _lse_parallel(x, bb, mask, out, sg, has_b, has_sign, nt)
+        _lse_parallel(x, bb, mask, out, sg, has_b, has_sign, T, nt)
     else:
-        _lse_serial(x, bb, mask, out, sg, has_b, has_sign)
+        _lse_serial(x, bb, mask, out, sg, has_b, has_sign, T)
 
 
 def softmax_backward_rows(grad, y, out, nthreads=1):
@@ -1284,7 +1287,7 @@ def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
             float(a), float(b), float(g),
             d[0] if row_scale is None else row_scale, row_scale is not None,
             d[0] if loss is None else loss, loss is not None,
-            d if grad is None else grad, grad is not None)
+            d if grad is None else grad, grad is not None, _tile_rows(k))
     nt = _threads(nthreads, x)
     if nt > 1:
         _ce_index_parallel(*args, nt)
