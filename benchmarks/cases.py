@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+import fastact
 from fastact._bench import (  # noqa: F401  (re-exported)
     MODES,
     OPS,
@@ -41,3 +44,29 @@ def selected_shapes():
 def selected_dtypes():
     env = os.environ.get("FASTACT_BENCH_DTYPES", "float32")
     return [d.strip() for d in env.split(",") if d.strip()]
+
+
+_peers = {}
+_inputs = {}
+
+
+def peer(name):
+    """The imported peer, at fastact's thread count (``pytest.skip`` if not installed)."""
+    if name not in _peers:
+        p = load_peer(name, [fastact.get_num_threads()], selected_dtypes())
+        if p.available:
+            p.set_threads(fastact.get_num_threads())
+        _peers[name] = p
+    p = _peers[name]
+    if not p.available:
+        pytest.skip(f"{name}: {p.reason}")
+    return p
+
+
+def inputs(shape, dtype):
+    """One ``Inputs`` per (shape, dtype), kept while that shape's benchmarks run."""
+    key = (shape, dtype)
+    if key not in _inputs:
+        _inputs.clear()  # the big shapes hold hundreds of MB: keep one at a time
+        _inputs[key] = Inputs(shape, dtype)
+    return _inputs[key]

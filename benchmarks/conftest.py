@@ -14,36 +14,8 @@ of the test command (``testpaths`` is ``tests/``).  The threads are fastact's
 
 from __future__ import annotations
 
-import pytest
-
 import fastact
-from cases import (OPS, PEERS, Inputs, fmt_shape, load_peer, selected_dtypes, selected_ops,
-                   selected_shapes)
-
-_peers = {}
-_inputs = {}
-
-
-def peer(name):
-    """The imported peer (``pytest.skip`` if it is not installed)."""
-    if name not in _peers:
-        p = load_peer(name, [fastact.get_num_threads()], selected_dtypes())
-        if p.available:
-            p.set_threads(fastact.get_num_threads())
-        _peers[name] = p
-    p = _peers[name]
-    if not p.available:
-        pytest.skip(f"{name}: {p.reason}")
-    return p
-
-
-def inputs(shape, dtype):
-    """One ``Inputs`` per (shape, dtype), kept for the shape's benchmarks only."""
-    key = (shape, dtype)
-    if key not in _inputs:
-        _inputs.clear()  # the big shapes hold hundreds of MB: keep one at a time
-        _inputs[key] = Inputs(shape, dtype)
-    return _inputs[key]
+from cases import OPS, PEERS, fmt_shape, selected_dtypes, selected_ops, selected_shapes
 
 
 def _impls(op):

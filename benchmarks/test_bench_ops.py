@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cases import OPS, fmt_shape
-from conftest import inputs, peer
+from cases import OPS, fmt_shape, inputs, peer
 
 
 def test_op(benchmark, case):

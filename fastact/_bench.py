@@ -46,7 +46,8 @@ Derived numbers (per record, same op/shape/dtype/threads):
 ``speedup_vs_best_peer = t(best peer) / t``, the best peer being the fastest
 of SciPy/PyTorch/JAX called in the same mode if it offers it, else in its
 ``alloc`` mode (the fastest way it can be called);
-``copy_pct = t(copy) / t * 100`` (% of the copy bandwidth reached).
+``copy_pct = t(copy) / t * 100`` (% of the copy bandwidth reached; above 100
+for ops that write little, logsumexp and the losses, since a copy also writes).
 
 JSON (``--json FILE``)
 ----------------------
@@ -1198,7 +1199,8 @@ _FOOTNOTE = (
     "out= time (ops that return only a loss: the plain call), against the NumPy reference "
     "(fastact backend=\"numpy\", also out=) and the fastest installed peer called the "
     "fastest way it offers (torch with out= where it has one; SciPy and JAX allocate). "
-    "% copy = time of np.copyto of the (n, k) input / op time.")
+    "% copy = time of np.copyto of the (n, k) input / op time (over 100% for ops that "
+    "write little, such as logsumexp and the loss: a copy writes as much as it reads).")
 
 
 def _first_call_title(result):
@@ -1369,7 +1371,7 @@ def plot(result, path):
     shapes = list(by_shape)
     ncols = min(4, len(ops))
     nrows = math.ceil(len(ops) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows + 0.8),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows + 0.8),
                              squeeze=False, sharey=True)
     colors = {"c": "#1b7837", "numba": "#5aae61", "numpy": "#999999", "scipy": "#2166ac",
               "torch": "#d6604d", "jax": "#8073ac"}
