@@ -29,6 +29,7 @@ import platform
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 
@@ -71,7 +72,17 @@ class PeakRSS:
         self.peak = max(self.peak, self.rss())
 
 
-_POOLS = {}
+def _pools():
+    """The per-process pool cache.  Kept in ``sys.modules``, not in a global of this
+    script: run as ``__main__``, its functions reach distributed workers pickled by
+    value, each task with fresh globals (a global cache would never hit, and the
+    workers' cache of deserialised functions would keep a pool per task alive)."""
+    mod = sys.modules.get("_fastact_dask_bench_pools")
+    if mod is None:
+        mod = sys.modules["_fastact_dask_bench_pools"] = types.ModuleType(
+            "_fastact_dask_bench_pools")
+        mod.pools = {}
+    return mod.pools
 
 
 def pooled_block(seed, scale, pool_rows, block_info=None):
@@ -82,10 +93,11 @@ def pooled_block(seed, scale, pool_rows, block_info=None):
     (r0, _), (c0, c1) = info["array-location"]
     n, k = info["chunk-shape"]
     key = (seed, c1 - c0, scale, pool_rows)
-    pool = _POOLS.get(key)
+    pools = _pools()
+    pool = pools.get(key)
     if pool is None:
         g = np.random.default_rng([seed, c1 - c0])
-        pool = _POOLS[key] = (g.standard_normal((pool_rows, k), dtype=np.float32)
+        pool = pools[key] = (g.standard_normal((pool_rows, k), dtype=np.float32)
                               * np.float32(scale))
     rows = np.random.default_rng([seed, r0, c0]).integers(0, pool_rows, n)
     return pool[rows]
