@@ -14,6 +14,8 @@ of the test command (``testpaths`` is ``tests/``).  The threads are fastact's
 
 from __future__ import annotations
 
+import pytest
+
 import fastact
 from cases import OPS, PEERS, fmt_shape, selected_dtypes, selected_ops, selected_shapes
 
