@@ -20,15 +20,16 @@ import numpy as np
 import fastact
 
 
-def _wall(nthreads, fn, calls):
-    barrier = threading.Barrier(nthreads + 1)
+def _wall(fns, calls):
+    """Wall time for each of ``fns`` called ``calls`` times, each on its own thread."""
+    barrier = threading.Barrier(len(fns) + 1)
 
-    def worker():
+    def worker(f):
         barrier.wait()
         for _ in range(calls):
-            fn()
+            f()
 
-    ts = [threading.Thread(target=worker) for _ in range(nthreads)]
+    ts = [threading.Thread(target=worker, args=(f,)) for f in fns]
     for t in ts:
         t.start()
     barrier.wait()
@@ -40,34 +41,17 @@ def _wall(nthreads, fn, calls):
 
 def measure(backend, calls=200, shape=(1024, 1000), repeats=5):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
     def make():
-        out = np.empty_like(x)
-        return lambda: fastact.softmax(x, out=out, backend=backend)
+        out = np.empty_like(x)  # each thread its own out buffer
+        f = lambda: fastact.softmax(x, out=out, backend=backend)  # noqa: E731
+        f()
+        return f
 
-    fn1 = make()
-    fn1()
-    one = statistics.median(_wall(1, fn1, calls) for _ in range(repeats))
     fns = [make(), make()]
-    fns[0]()
-    # each thread its own out buffer
-    two = []
-    for _ in range(repeats):
-        barrier = threading.Barrier(3)
-
-        def worker(f):
-            barrier.wait()
-            for _ in range(calls):
-                f()
-
-        ts = [threading.Thread(target=worker, args=(f,)) for f in fns]
-        for t in ts:
-            t.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        for t in ts:
-            t.join()
-        two.append(time.perf_counter() - t0)
-    return one, statistics.median(two)
+    one = statistics.median(_wall(fns[:1], calls) for _ in range(repeats))
+    two = statistics.median(_wall(fns, calls) for _ in range(repeats))
+    return one, two
 
 
 def main(argv=None):

@@ -167,23 +167,31 @@ def _row_out_buffer(out, rows, cdtype):
     return np.empty((rows.n, rows.k), cdtype)
 
 
+def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, masked=True):
+    """The shared path of the ``(n, k) -> (n, k)`` row functions: ``arrays`` (one
+    input, or grad and y) of one shape, the kernel called with the mask when
+    ``masked``, the result in the user's layout (or ``out``)."""
+    shape = arrays[0].shape
+    axes = _axes(axis, len(shape))
+    if out is not None:
+        _check_out(out, shape, rdtype)
+    rows = _Rows(shape, axes)
+    mask = _mask_rows(where, arrays[0], rows)
+    be = _config.resolve(backend)
+    if rows.n == 0 or rows.k == 0:
+        return out if out is not None else np.empty(shape, rdtype)
+    args = [rows.rows(a, cdtype) for a in arrays]
+    if masked:
+        args.append(mask)
+    o2 = _row_out_buffer(out, rows, cdtype)
+    getattr(be, kernel_name)(*args, o2, _nthreads())
+    return _elementwise_result(o2, rows, rdtype, out)
+
+
 def _softmax_like(kernel_name, x, axis, where, out, backend):
     x = _asarray(x)
     cdtype, rdtype = _dtypes(x.dtype)
-    axes = _axes(axis, x.ndim)
-    if out is not None:
-        _check_out(out, x.shape, rdtype)
-    rows = _Rows(x.shape, axes)
-    mask = _mask_rows(where, x, rows)
-    be = _config.resolve(backend)
-    if rows.n == 0 or rows.k == 0:
-        if out is not None:
-            return out
-        return np.empty(x.shape, rdtype)
-    x2 = rows.rows(x, cdtype)
-    o2 = _row_out_buffer(out, rows, cdtype)
-    getattr(be, kernel_name)(x2, mask, o2, _nthreads())
-    return _elementwise_result(o2, rows, rdtype, out)
+    return _row_map(kernel_name, (x,), cdtype, rdtype, axis, where, out, backend)
 
 
 # ----------------------------------------------------------------------------
@@ -281,37 +289,16 @@ def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
     """Vector-Jacobian product of softmax given ``y = softmax(x)``:
     ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0."""
     grad, y, cdtype, rdtype = _pair(grad, y)
-    axes = _axes(axis, y.ndim)
-    if out is not None:
-        _check_out(out, y.shape, rdtype)
-    rows = _Rows(y.shape, axes)
-    be = _config.resolve(backend)
-    if rows.n == 0 or rows.k == 0:
-        return out if out is not None else np.empty(y.shape, rdtype)
-    g2 = rows.rows(grad, cdtype)
-    y2 = rows.rows(y, cdtype)
-    o2 = _row_out_buffer(out, rows, cdtype)
-    be.softmax_backward_rows(g2, y2, o2, _nthreads())
-    return _elementwise_result(o2, rows, rdtype, out)
+    return _row_map("softmax_backward_rows", (grad, y), cdtype, rdtype, axis, None, out,
+                    backend, masked=False)
 
 
 def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None):
     """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)``:
     ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows."""
     grad, y, cdtype, rdtype = _pair(grad, y)
-    axes = _axes(axis, y.ndim)
-    if out is not None:
-        _check_out(out, y.shape, rdtype)
-    rows = _Rows(y.shape, axes)
-    mask = _mask_rows(where, y, rows)
-    be = _config.resolve(backend)
-    if rows.n == 0 or rows.k == 0:
-        return out if out is not None else np.empty(y.shape, rdtype)
-    g2 = rows.rows(grad, cdtype)
-    y2 = rows.rows(y, cdtype)
-    o2 = _row_out_buffer(out, rows, cdtype)
-    be.log_softmax_backward_rows(g2, y2, mask, o2, _nthreads())
-    return _elementwise_result(o2, rows, rdtype, out)
+    return _row_map("log_softmax_backward_rows", (grad, y), cdtype, rdtype, axis, where, out,
+                    backend)
 
 
 # ----------------------------------------------------------------------------
