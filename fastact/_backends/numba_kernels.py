@@ -401,7 +401,7 @@ def _tile_rows(k):
     """
     if k >= _TILE_K:
         return 0
-    return min(512, max(16, (4096 // k) // 16 * 16))
+    return min(256, max(16, (4096 // k) // 16 * 16))
 
 
 @_inline
@@ -446,6 +446,16 @@ def _tile_exp_sum(buf, mrow, srow, k, tw, T, store):
 
 
 @_inline
+def _tile_any_special(mrow, srow, tw):
+    """Any row of the tile special? One vectorised pass, so the common case
+    writes back without a test per row."""
+    n = 0
+    for r in range(tw):
+        n += not (_finite(mrow[r]) and srow[r] == srow[r])
+    return n > 0
+
+
+@_inline
 def _tile_is_special(m, s):
     # not finite max (NaN, +-inf: nothing or all -inf selected), or a NaN the plain max missed
     return not (_finite(m) and s == s)
@@ -469,17 +479,25 @@ def _softmax_tiles(x, mask, out, r0, r1, T):
         else:
             _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
         _tile_exp_sum(buf, mrow, srow, k, tw, T, True)
-        nspec = 0
         for r in range(tw):
-            s = srow[r]
-            if _tile_is_special(mrow[r], s):
-                spec[nspec] = i0 + r
-                nspec += 1
-                continue
-            inv = one / s
-            ob = of[base + r * k:base + r * k + k]
-            for j in range(k):
-                ob[j] = buf[j * T + r] * inv
+            srow[r] = one / srow[r]
+        nspec = 0
+        if not _tile_any_special(mrow, srow, tw):
+            for r in range(tw):
+                inv = srow[r]
+                ob = of[base + r * k:base + r * k + k]
+                for j in range(k):
+                    ob[j] = buf[j * T + r] * inv
+        else:
+            for r in range(tw):
+                inv = srow[r]
+                if _tile_is_special(mrow[r], inv):
+                    spec[nspec] = i0 + r
+                    nspec += 1
+                    continue
+                ob = of[base + r * k:base + r * k + k]
+                for j in range(k):
+                    ob[j] = buf[j * T + r] * inv
         # rare rows (inf, NaN, nothing selected) by the row path, outside the hot loop
         for q in range(nspec):
             i = spec[q]
@@ -511,16 +529,24 @@ def _log_softmax_tiles(x, mask, out, r0, r1, T):
             # log of the sum, vectorised over the tile (kept in srow); specials keep s
             srow[r] = _to(x, _log_pos(np.float64(s))) if s >= 1 else s
         nspec = 0
-        for r in range(tw):
-            m = mrow[r]
-            ls = srow[r]
-            if _tile_is_special(m, ls):
-                spec[nspec] = i0 + r
-                nspec += 1
-                continue
-            ob = of[base + r * k:base + r * k + k]
-            for j in range(k):
-                ob[j] = _sub_sub(buf[j * T + r], m, ls)
+        if not _tile_any_special(mrow, srow, tw):
+            for r in range(tw):
+                m = mrow[r]
+                ls = srow[r]
+                ob = of[base + r * k:base + r * k + k]
+                for j in range(k):
+                    ob[j] = _sub_sub(buf[j * T + r], m, ls)
+        else:
+            for r in range(tw):
+                m = mrow[r]
+                ls = srow[r]
+                if _tile_is_special(m, ls):
+                    spec[nspec] = i0 + r
+                    nspec += 1
+                    continue
+                ob = of[base + r * k:base + r * k + k]
+                for j in range(k):
+                    ob[j] = _sub_sub(buf[j * T + r], m, ls)
         for q in range(nspec):
             i = spec[q]
             if mask is None:
