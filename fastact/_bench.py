@@ -1263,8 +1263,8 @@ def render_rich(result, console):
     _render_first_calls_rich(result, console)
     for line in _headline_text(result):
         console.print(Text(line, style="bold"))
-    for s in result["skipped"]:
-        console.print(Text(f"skipped: {s['label']} {s['op']}: {s['reason']}", style="yellow"))
+    for line in _skipped_lines(result):
+        console.print(Text(f"skipped: {line}", style="yellow"))
     for n in result["notes"]:
         console.print(Text(f"note: {n}", style="yellow"))
 
@@ -1294,6 +1294,14 @@ def _first_call_table(result):
     header = ["op"] + [f"{lab} {dt}" if multi else lab for lab, dt in cols]
     body = [[op] + [fmt_time(fc[c].get(op)) for c in cols] for op in result["settings"]["ops"]]
     return header, body
+
+
+def _skipped_lines(result):
+    """One line per (implementation, reason): the ops it could not run."""
+    groups = {}
+    for s in result["skipped"]:
+        groups.setdefault((s["label"], s["reason"]), []).append(s["op"])
+    return [f"{label} on {', '.join(ops)}: {reason}" for (label, reason), ops in groups.items()]
 
 
 def _versions_line(result):
@@ -1349,6 +1357,8 @@ def render_markdown(result):
     out.append(f"Versions: {_versions_line(result)}.  ")
     avail = [b for b, d in result["backends"].items() if d["available"]]
     out.append(f"Backends available: {', '.join(avail)}.")
+    for line in _skipped_lines(result):
+        out.append(f"Skipped: {line}.  ")
     for n in result["notes"]:
         out.append(f"Note: {n}.")
     return "\n".join(out) + "\n"
@@ -1462,6 +1472,8 @@ def add_arguments(p):
     p.add_argument("--plot", metavar="FILE.png", help="write a PNG of the speed-ups (matplotlib)")
     p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
     p.add_argument("--schema", action="store_true", help="print the JSON schema and exit")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="measure nothing: show (and --plot / --markdown) a saved --json run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
 
@@ -1545,6 +1557,8 @@ def run(args):
     if args.schema:
         print(json.dumps(SCHEMA, indent=2))
         return 0
+    if args.from_json:
+        return _from_json(args)
     try:
         cfg = _config_from_args(args)
     except ValueError as e:
@@ -1624,6 +1638,32 @@ def run(args):
     if args.plot:
         plot(result, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _from_json(args):
+    """Render a saved run: the same table, markdown and plot, no measurement."""
+    try:
+        with open(args.from_json) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"fastact bench: error: cannot read {args.from_json}: {e}", file=sys.stderr)
+        return 2
+    if not isinstance(result, dict) or result.get("schema") != SCHEMA_ID:
+        print(f"fastact bench: error: {args.from_json} is not a {SCHEMA_ID} file",
+              file=sys.stderr)
+        return 2
+    try:
+        from rich.console import Console
+    except ImportError:
+        print(render_markdown(result))
+    else:
+        render_rich(result, Console() if sys.stdout.isatty() else Console(width=160))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(render_markdown(result))
+    if args.plot:
+        plot(result, args.plot)
     return 0
 
 

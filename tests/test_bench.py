@@ -154,3 +154,13 @@ def test_import_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_from_json_renders_a_saved_run(quick_run, tmp_path, capsys):
+    _, paths = quick_run
+    md = tmp_path / "again.md"
+    assert cli.main(["bench", "--from-json", str(paths["json"]), "--markdown", str(md)]) == 0
+    assert md.read_text() == paths["markdown"].read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert cli.main(["bench", "--from-json", str(bad)]) == 2
