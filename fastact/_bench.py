@@ -1372,6 +1372,8 @@ def plot(result, path):
     import matplotlib.pyplot as plt
 
     groups = _groups(result)
+    if not groups:
+        raise ValueError("nothing was measured: no plot")
     (dt, t), by_shape = next(iter(groups.items()))
     ops = result["settings"]["ops"]
     labels = [b for b in _shown_backends(result) if b != "numpy"]
@@ -1616,10 +1618,19 @@ def run(args):
                 state["n"] += 1
                 prog.update(tid, description=desc)
 
-            result = run_bench(cfg, peers, step)
+            try:
+                result = run_bench(cfg, peers, step)
+            except KeyboardInterrupt:
+                prog.stop()
+                print("fastact bench: interrupted", file=sys.stderr)
+                return 130
             prog.advance(tid)
     else:
-        result = run_bench(cfg, peers)
+        try:
+            result = run_bench(cfg, peers)
+        except KeyboardInterrupt:
+            print("fastact bench: interrupted", file=sys.stderr)
+            return 130
 
     if out is not None:
         render_rich(result, out)
@@ -1636,8 +1647,11 @@ def run(args):
             f.write(render_markdown(result))
         print(f"wrote {args.markdown}", file=sys.stderr)
     if args.plot:
-        plot(result, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
+        try:
+            plot(result, args.plot)
+            print(f"wrote {args.plot}", file=sys.stderr)
+        except ValueError as e:
+            print(f"fastact bench: {e}", file=sys.stderr)
     return 0
 
 
