@@ -324,3 +324,19 @@ def test_all_exported():
                  "sigmoid_binary_cross_entropy", "sigmoid_binary_cross_entropy_backward",
                  "sigmoid_binary_cross_entropy_with_grad"):
         assert name in fastact.__all__ and callable(getattr(fastact, name))
+
+
+def test_read_only_and_memory_mapped_inputs(backend, tmp_path):
+    x = np.linspace(-5, 5, 101)
+    e = {op: fwd(x, backend="numpy") for op, (fwd, *_) in OPS.items()}
+    ro = x.copy()
+    ro.flags.writeable = False
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=x.dtype, shape=x.shape)
+    mm[...] = x
+    mm.flush()
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    for v in (ro, mm):
+        for op, (fwd, bwd, _, from_y) in OPS.items():
+            np.testing.assert_allclose(fwd(v, backend=backend), e[op], rtol=1e-13, err_msg=op)
+            s = e[op] if from_y else v
+            bwd(v, s, backend=backend)
