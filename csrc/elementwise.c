@@ -11,8 +11,19 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "elementwise.h"
+
+/* The loops are plain C that GCC vectorises (-O3); on x86-64 Linux each is also
+ * compiled for AVX2 and AVX-512F and the widest the CPU has is picked at load
+ * time (function multiversioning).  Elsewhere: the baseline build only. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(__SANITIZE_ADDRESS__) && !defined(FA_EW_NO_CLONES)
+#define FA_EW_LOOP __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FA_EW_LOOP
+#endif
 
 #define FA_EW_CAT_(a, b) a##b
 #define FA_EW_CAT(a, b) FA_EW_CAT_(a, b)
@@ -20,6 +31,7 @@
 /* float32 */
 #define FA_EW_T float
 #define FA_EW_SFX _f32
+#define FA_EW_F64 0
 #define EW_EXP expf
 #define EW_LOG1P log1pf
 #define EW_TANH tanhf
@@ -35,8 +47,10 @@
 #undef EW_FABS
 
 /* float64 */
+#undef FA_EW_F64
 #define FA_EW_T double
 #define FA_EW_SFX _f64
+#define FA_EW_F64 1
 #define EW_EXP exp
 #define EW_LOG1P log1p
 #define EW_TANH tanh
@@ -117,10 +131,111 @@ double fa_bce(int itemsize, const void *x, const void *t, const void *w,
 #define T FA_EW_T
 #define NM(name) FA_EW_CAT(name, FA_EW_SFX)
 
+#if FA_EW_F64
+typedef uint64_t NM(ew_bits);
+typedef int64_t NM(ew_int);
+#define EW_MANT 52
+#define EW_BIAS 1023
+#else
+typedef uint32_t NM(ew_bits);
+typedef int32_t NM(ew_int);
+#define EW_MANT 23
+#define EW_BIAS 127
+#endif
+
+static inline NM(ew_bits) NM(ew_to_bits)(T v)
+{
+    NM(ew_bits) b;
+    memcpy(&b, &v, sizeof b);
+    return b;
+}
+
+static inline T NM(ew_from_bits)(NM(ew_bits) b)
+{
+    T v;
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+
+/* Range reduction shared by exp and expm1: v = n ln2 + r, |r| <= ln2/2, and
+ * r q(r) = expm1(r) by a Taylor polynomial (truncation below 0.05 ulp).  n is
+ * read from the bits of v log2e + 1.5 2^MANT (round to nearest without a
+ * float -> int conversion, which NaN would make undefined). */
+static inline T NM(ew_reduce)(T v, NM(ew_int) *n)
+{
+#if FA_EW_F64
+    const T log2e = 1.4426950408889634074, magic = 6755399441055744.0;
+    const T l2hi = 6.93147180369123816490e-01, l2lo = 1.90821492927058770002e-10;
+#else
+    const T log2e = 1.44269504088896341f, magic = 12582912.0f;
+    const T l2hi = 0.693359375f, l2lo = -2.12194440e-4f;
+#endif
+    T y = v * log2e + magic;
+    *n = (NM(ew_int))(NM(ew_to_bits)(y) - NM(ew_to_bits)(magic));
+    T nf = y - magic;
+    T r = (v - nf * l2hi) - nf * l2lo;
+#if FA_EW_F64
+    T q = (T)(1.0 / 6227020800.0);
+    q = q * r + (T)(1.0 / 479001600.0);
+    q = q * r + (T)(1.0 / 39916800.0);
+    q = q * r + (T)(1.0 / 3628800.0);
+    q = q * r + (T)(1.0 / 362880.0);
+    q = q * r + (T)(1.0 / 40320.0);
+    q = q * r + (T)(1.0 / 5040.0);
+#else
+    T q = (T)(1.0 / 5040.0);
+#endif
+    q = q * r + (T)(1.0 / 720.0);
+    q = q * r + (T)(1.0 / 120.0);
+    q = q * r + (T)(1.0 / 24.0);
+    q = q * r + (T)(1.0 / 6.0);
+    q = q * r + (T)0.5;
+    q = q * r + (T)1;
+    return r * q;
+}
+
+/* 2^n for n in [1 - BIAS, BIAS] (any int: no undefined behaviour). */
+static inline T NM(ew_pow2)(NM(ew_int) n)
+{
+    return NM(ew_from_bits)(((NM(ew_bits))n + EW_BIAS) << EW_MANT);
+}
+
+/* exp(v) within ~1 ulp: NaN -> NaN, -inf -> 0, +inf -> +inf, gradual underflow
+ * (2^n applied as two normal factors).  Branch-free, so that loops vectorise. */
+static inline T NM(ew_exp)(T v)
+{
+#if FA_EW_F64
+    const T lo = -746.0, hi = 710.0;
+#else
+    const T lo = -104.0f, hi = 89.0f;
+#endif
+    T x = v < lo ? lo : v; /* NaN stays NaN */
+    x = x > hi ? hi : x;
+    NM(ew_int) n;
+    T p = NM(ew_reduce)(x, &n) + (T)1;
+    NM(ew_int) n1 = n / 2;
+    return p * NM(ew_pow2)(n1) * NM(ew_pow2)(n - n1);
+}
+
+/* expm1(v) for v <= 0 (and NaN) within ~1 ulp: 2^n expm1(r) + (2^n - 1). */
+static inline T NM(ew_expm1_neg)(T v)
+{
+#if FA_EW_F64
+    const T lo = -700.0;
+#else
+    const T lo = -80.0f;
+#endif
+    T x = v < lo ? lo : v;
+    NM(ew_int) n;
+    T e = NM(ew_reduce)(x, &n);
+    T s = NM(ew_pow2)(n);
+    return s * e + (s - (T)1);
+}
+
 /* sigmoid(v) from exp(-|v|) in (0, 1]: never overflows; NaN stays NaN. */
 static inline T NM(ew_sig)(T v)
 {
-    T e = EW_EXP(-EW_FABS(v));
+    T e = NM(ew_exp)(-EW_FABS(v));
     T r = (T)1 / ((T)1 + e);
     return v >= (T)0 ? r : e * r;
 }
@@ -134,19 +249,19 @@ static inline T NM(ew_softplus_neg)(T v)
 
 /* ---- forward: out[i] = f(x[i]) */
 
-static void NM(ew_sigmoid)(const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_sigmoid)(const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         out[i] = NM(ew_sig)(x[i]);
 }
 
-static void NM(ew_log_sigmoid)(const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_log_sigmoid)(const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         out[i] = -NM(ew_softplus_neg)(x[i]);
 }
 
-static void NM(ew_relu)(const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_relu)(const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         T v = x[i];
@@ -154,13 +269,18 @@ static void NM(ew_relu)(const T *x, T *out, int64_t n)
     }
 }
 
-static void NM(ew_tanh)(const T *x, T *out, int64_t n)
+/* tanh(x) = sign(x) (-m) / (2 + m), m = expm1(-2|x|): no cancellation near 0. */
+FA_EW_LOOP static void NM(ew_tanh)(const T *x, T *out, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        out[i] = EW_TANH(x[i]);
+    for (int64_t i = 0; i < n; i++) {
+        T v = x[i];
+        T m = NM(ew_expm1_neg)((T)-2 * EW_FABS(v));
+        T t = -m / ((T)2 + m);
+        out[i] = v < (T)0 ? -t : t;
+    }
 }
 
-static void NM(ew_softsign)(const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_softsign)(const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         T v = x[i];
@@ -169,7 +289,7 @@ static void NM(ew_softsign)(const T *x, T *out, int64_t n)
 }
 
 /* x Phi(x) = 0.5 x erfc(-x / sqrt 2): erfc keeps the left tail accurate. */
-static void NM(ew_gelu)(const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_gelu)(const T *x, T *out, int64_t n)
 {
     const T c = (T)0.70710678118654752440;
     for (int64_t i = 0; i < n; i++) {
@@ -179,7 +299,7 @@ static void NM(ew_gelu)(const T *x, T *out, int64_t n)
 }
 
 /* 0.5 x (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3). */
-static void NM(ew_gelu_tanh)(const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_gelu_tanh)(const T *x, T *out, int64_t n)
 {
     const T k0 = (T)1.5957691216057307117; /* 2 sqrt(2/pi) */
     const T k1 = (T)0.044715;
@@ -189,7 +309,7 @@ static void NM(ew_gelu_tanh)(const T *x, T *out, int64_t n)
     }
 }
 
-static void NM(ew_silu)(const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_silu)(const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         T v = x[i];
@@ -199,7 +319,7 @@ static void NM(ew_silu)(const T *x, T *out, int64_t n)
 
 /* ---- backward: out[i] = grad[i] * f'(x[i]) (sigmoid: from y) */
 
-static void NM(ew_sigmoid_bwd)(const T *grad, const T *y, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_sigmoid_bwd)(const T *grad, const T *y, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         T v = y[i];
@@ -207,13 +327,13 @@ static void NM(ew_sigmoid_bwd)(const T *grad, const T *y, T *out, int64_t n)
     }
 }
 
-static void NM(ew_log_sigmoid_bwd)(const T *grad, const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_log_sigmoid_bwd)(const T *grad, const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         out[i] = grad[i] * NM(ew_sig)(-x[i]);
 }
 
-static void NM(ew_relu_bwd)(const T *grad, const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_relu_bwd)(const T *grad, const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         T g = grad[i];
@@ -222,16 +342,16 @@ static void NM(ew_relu_bwd)(const T *grad, const T *x, T *out, int64_t n)
 }
 
 /* 1 - tanh(x)^2 = 4t / (1 + t)^2, t = exp(-2|x|): no cancellation near |x| large. */
-static void NM(ew_tanh_bwd)(const T *grad, const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_tanh_bwd)(const T *grad, const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
-        T e = EW_EXP((T)-2 * EW_FABS(x[i]));
+        T e = NM(ew_exp)((T)-2 * EW_FABS(x[i]));
         T d = (T)1 + e;
         out[i] = grad[i] * ((T)4 * e / (d * d));
     }
 }
 
-static void NM(ew_softsign_bwd)(const T *grad, const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_softsign_bwd)(const T *grad, const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         T v = x[i];
@@ -242,20 +362,20 @@ static void NM(ew_softsign_bwd)(const T *grad, const T *x, T *out, int64_t n)
 }
 
 /* Phi(x) + x phi(x); x*x overflowing to inf gives exp(-inf) = 0, no NaN. */
-static void NM(ew_gelu_bwd)(const T *grad, const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_gelu_bwd)(const T *grad, const T *x, T *out, int64_t n)
 {
     const T c = (T)0.70710678118654752440;
     const T k = (T)0.39894228040143267794; /* 1 / sqrt(2 pi) */
     for (int64_t i = 0; i < n; i++) {
         T v = x[i];
-        T d = (T)0.5 * EW_ERFC(-v * c) + v * (EW_EXP((T)-0.5 * v * v) * k);
+        T d = (T)0.5 * EW_ERFC(-v * c) + v * (NM(ew_exp)((T)-0.5 * v * v) * k);
         out[i] = grad[i] * d;
     }
 }
 
 /* s + 2 x s (1-s) u', s = sigmoid(2u); the second term is 0 once s (1-s)
  * underflows, so that a huge finite x gives no 0 * inf. */
-static void NM(ew_gelu_tanh_bwd)(const T *grad, const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_gelu_tanh_bwd)(const T *grad, const T *x, T *out, int64_t n)
 {
     const T k0 = (T)1.5957691216057307117; /* 2 sqrt(2/pi) */
     const T k1 = (T)0.044715;
@@ -273,7 +393,7 @@ static void NM(ew_gelu_tanh_bwd)(const T *grad, const T *x, T *out, int64_t n)
     }
 }
 
-static void NM(ew_silu_bwd)(const T *grad, const T *x, T *out, int64_t n)
+FA_EW_LOOP static void NM(ew_silu_bwd)(const T *grad, const T *x, T *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         T v = x[i];
@@ -283,7 +403,7 @@ static void NM(ew_silu_bwd)(const T *grad, const T *x, T *out, int64_t n)
 
 /* ---- binary cross-entropy with logits (see elementwise.h) */
 
-static double NM(ew_bce)(const T *x, const T *t, const T *w, int64_t w_len,
+FA_EW_LOOP static double NM(ew_bce)(const T *x, const T *t, const T *w, int64_t w_len,
                          const T *pw, int64_t pw_len, int64_t offset, double c,
                          const T *gscale, T *loss, T *grad, int64_t n)
 {
@@ -329,5 +449,7 @@ static double NM(ew_bce)(const T *x, const T *t, const T *w, int64_t w_len,
 
 #undef NM
 #undef T
+#undef EW_MANT
+#undef EW_BIAS
 
 #endif /* FA_EW_T */
