@@ -458,9 +458,12 @@ def _plot_sigmoid_vs_softmax(runs, sat, args):
 
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 4))
     ep = np.arange(1, args.epochs + 1)
+    allsums = np.concatenate([r["sums"] for r in runs.values()])
+    bins = np.linspace(min(0.0, allsums.min()), max(2.0, allsums.max()), 81)
     for name, r in runs.items():
         a1.plot(ep, r["acc"], "-o", ms=3, label=name)
-        a2.hist(r["sums"], bins=60, alpha=0.6, label=name)
+        a2.hist(r["sums"], bins=bins, alpha=0.6, label=name)
+    a2.set_yscale("log")
     a1.set_xlabel("epoch")
     a1.set_ylabel("test accuracy")
     a1.set_title("accuracy")
