@@ -32,17 +32,11 @@
 #define FA_EW_T float
 #define FA_EW_SFX _f32
 #define FA_EW_F64 0
-#define EW_EXP expf
-#define EW_LOG1P log1pf
-#define EW_TANH tanhf
 #define EW_ERFC erfcf
 #define EW_FABS fabsf
 #include "elementwise.c"
 #undef FA_EW_T
 #undef FA_EW_SFX
-#undef EW_EXP
-#undef EW_LOG1P
-#undef EW_TANH
 #undef EW_ERFC
 #undef EW_FABS
 
@@ -51,9 +45,6 @@
 #define FA_EW_T double
 #define FA_EW_SFX _f64
 #define FA_EW_F64 1
-#define EW_EXP exp
-#define EW_LOG1P log1p
-#define EW_TANH tanh
 #define EW_ERFC erfc
 #define EW_FABS fabs
 #include "elementwise.c"
@@ -232,6 +223,37 @@ static inline T NM(ew_expm1_neg)(T v)
     return s * e + (s - (T)1);
 }
 
+/* log1p(e) for e in [0, 1] (and NaN) within ~1 ulp, branch-free: u = 1 + e
+ * rounded, c = e - (u - 1) its rounding error (exact), u = m 2^k with m in
+ * [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172,
+ * by its odd series (truncation below 0.02 ulp); log1p(e) = k ln2 + log m + c/u. */
+static inline T NM(ew_log1p_unit)(T e)
+{
+    T u = (T)1 + e;
+    T c = e - (u - (T)1);
+    int big = u > (T)1.41421356237309504880;
+    T m = big ? u * (T)0.5 : u;
+    T k = big ? (T)0.69314718055994530942 : (T)0;
+    T s = (m - (T)1) / (m + (T)1);
+    T s2 = s * s;
+#if FA_EW_F64
+    T q = (T)(1.0 / 21.0);
+    q = q * s2 + (T)(1.0 / 19.0);
+    q = q * s2 + (T)(1.0 / 17.0);
+    q = q * s2 + (T)(1.0 / 15.0);
+    q = q * s2 + (T)(1.0 / 13.0);
+    q = q * s2 + (T)(1.0 / 11.0);
+#else
+    T q = (T)(1.0 / 11.0);
+#endif
+    q = q * s2 + (T)(1.0 / 9.0);
+    q = q * s2 + (T)(1.0 / 7.0);
+    q = q * s2 + (T)(1.0 / 5.0);
+    q = q * s2 + (T)(1.0 / 3.0);
+    q = q * s2 + (T)1;
+    return k + ((T)2 * s * q + c / u);
+}
+
 /* sigmoid(v) from exp(-|v|) in (0, 1]: never overflows; NaN stays NaN. */
 static inline T NM(ew_sig)(T v)
 {
@@ -244,7 +266,7 @@ static inline T NM(ew_sig)(T v)
 static inline T NM(ew_softplus_neg)(T v)
 {
     T m = v < (T)0 ? -v : (T)0;
-    return m + EW_LOG1P(EW_EXP(-EW_FABS(v)));
+    return m + NM(ew_log1p_unit)(NM(ew_exp)(-EW_FABS(v)));
 }
 
 /* ---- forward: out[i] = f(x[i]) */
