@@ -121,6 +121,7 @@ static inline double fa_shl_exp_f64(double v)
 #define HAVE_GATHER 0
 #define HAVE_TILES 0
 #define HAVE_SCALEF 0
+#define HAVE_EXP_LUT 0
 #define v_zero() ((T)0)
 #define v_set1(a) ((T)(a))
 #define v_load(p) (*(p))
@@ -168,6 +169,7 @@ static inline double fa_shl_exp_f64(double v)
 #define HAVE_GATHER 0
 #define HAVE_TILES 0
 #define HAVE_SCALEF 0
+#define HAVE_EXP_LUT 0
 #define v_zero() ((T)0)
 #define v_set1(a) ((T)(a))
 #define v_load(p) (*(p))
@@ -272,6 +274,7 @@ static inline __m256d avx2_mbytes_f64(const unsigned char *p)
 #define HAVE_GATHER 1
 #define HAVE_TILES 1
 #define HAVE_SCALEF 0
+#define HAVE_EXP_LUT 0
 #define v_permute(idx, v) _mm256_permutevar8x32_ps((v), _mm256_loadu_si256((const __m256i *)(idx)))
 #define v_zero() _mm256_setzero_ps()
 #define v_set1(a) _mm256_set1_ps((float)(a))
@@ -327,6 +330,7 @@ static inline __m256d avx2_mbytes_f64(const unsigned char *p)
 #define HAVE_GATHER 1
 #define HAVE_TILES 0
 #define HAVE_SCALEF 0
+#define HAVE_EXP_LUT 0
 #define v_zero() _mm256_setzero_pd()
 #define v_set1(a) _mm256_set1_pd((double)(a))
 #define v_load(p) _mm256_loadu_pd(p)
@@ -391,6 +395,25 @@ static inline __mmask8 avx512_mbytes_f64(const unsigned char *p)
     return _mm512_test_epi64_mask(w, w);
 }
 
+/* 2^(j/32) rounded to float32, minus j << 18 in the bit pattern: adding the
+ * bits of n = MAGIC + N shifted left by 18 then adds (N >> 5) to the exponent
+ * field and cancels the j = N & 31 left in bits 18..22 (see vexp_nonpos). */
+static const int32_t fa_exp2_lut32[32] = {
+    0x3F800000, 0x3F7ECD87, 0x3F7DAAC3, 0x3F7C980F, 0x3F7B95C2, 0x3F7AA43A, 0x3F79C3D3, 0x3F78F4F0,
+    0x3F7837F0, 0x3F778D3A, 0x3F76F532, 0x3F767043, 0x3F75FED7, 0x3F75A15B, 0x3F75583F, 0x3F7523F6,
+    0x3F7504F3, 0x3F74FBAF, 0x3F7508A4, 0x3F752C4D, 0x3F75672A, 0x3F75B9BE, 0x3F76248C, 0x3F76A81E,
+    0x3F7744FD, 0x3F77FBB8, 0x3F78CCDF, 0x3F79B907, 0x3F7AC0C7, 0x3F7BE4BA, 0x3F7D257D, 0x3F7E83B3,
+};
+
+/* 2^(N/32) for n = MAGIC + N (N in the low mantissa bits, -4032 <= N <= 0). */
+static inline __m512 avx512_exp_lut_f32(__m512 n)
+{
+    const __m512i nb = _mm512_castps_si512(n);
+    const __m512i tb = _mm512_permutex2var_epi32(_mm512_loadu_si512((const void *)fa_exp2_lut32), nb,
+                                                 _mm512_loadu_si512((const void *)(fa_exp2_lut32 + 16)));
+    return _mm512_castsi512_ps(_mm512_add_epi32(tb, _mm512_slli_epi32(nb, 18)));
+}
+
 #define T float
 #define IS_F64 0
 #define SFX f32_avx512
@@ -410,6 +433,8 @@ static inline __mmask8 avx512_mbytes_f64(const unsigned char *p)
 #define HAVE_GATHER 1
 #define HAVE_TILES 1
 #define HAVE_SCALEF 1
+#define HAVE_EXP_LUT 1
+#define v_exp_lut(n) avx512_exp_lut_f32(n)
 #define v_permute(idx, v) _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(idx)), (v))
 #define v_round(v) _mm512_roundscale_ps((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define v_scalef _mm512_scalef_ps
@@ -466,6 +491,7 @@ static inline __mmask8 avx512_mbytes_f64(const unsigned char *p)
 #define HAVE_GATHER 1
 #define HAVE_TILES 1
 #define HAVE_SCALEF 1
+#define HAVE_EXP_LUT 0
 #define v_permute(idx, v) \
     _mm512_permutexvar_pd(_mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(idx))), (v))
 #define v_round(v) _mm512_roundscale_pd((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)

@@ -71,14 +71,12 @@ static inline V FN(vexp_slow)(V x)
 }
 #endif
 
-/* exp(x): NaN -> NaN, -inf -> 0, +inf -> +inf.  check_hi = 0 promises x <= 0
- * (or NaN), which saves one compare in the softmax loops. */
-static inline V FN(vexp)(V x, const int check_hi)
-{
 #if HAVE_SCALEF
-    /* AVX-512: vscalef computes p 2^n with correct gradual underflow and
-     * overflow, so there is no slow path: clamp (v_max(c, x) keeps NaN), round,
-     * reduce, polynomial, scale. */
+/* AVX-512: vscalef computes p 2^n with correct gradual underflow and overflow,
+ * so there is no slow path: clamp (v_max(c, x) keeps NaN), round, reduce,
+ * polynomial, scale. */
+static inline V FN(vexp_scalef)(V x, const int check_hi)
+{
     V xc = v_max(v_set1(EXP_SLOW_LO), x);
     if (check_hi)
         xc = v_min(v_set1(EXP_SLOW_HI), xc);
@@ -86,6 +84,41 @@ static inline V FN(vexp)(V x, const int check_hi)
     V t = v_fma(n, v_set1(-EXP_LN2_HI), xc);
     t = v_fma(n, v_set1(-EXP_LN2_LO), t);
     return v_scalef(v_fma(t, FN(exp_poly)(t), v_set1((T)1)), n);
+}
+#endif
+
+#if HAVE_EXP_LUT
+/* float32 exp(x) for x <= 0 (or NaN), the softmax case, in 5 multiply-adds:
+ * N = round(x 32/ln2) (MAGIC trick: N sits in the low bits of n), t = x - N
+ * ln2/32 (|t| <= ln2/64), 2^(N/32) = 2^(N>>5) * 2^((N&31)/32) from a 32-entry
+ * table (v_exp_lut: two-register permute on the low 5 bits of n, exponent
+ * added as an integer), exp(t) ~= 1 + t + t^2/2.  Relative error: t^3/6 <=
+ * 2.2e-7 from the polynomial, <= |N| 6e-11 <= 2.4e-7 from the one-constant
+ * reduction, plus a few roundings (measured max ~5e-7 over [-87, 0]).  Lanes
+ * below -87 (subnormal results, 0, -inf) take the exact vscalef path. */
+static inline V FN(vexp_nonpos)(V x)
+{
+    V n = v_fma(x, v_set1(0x1.715476p+5f), v_set1(EXP_MAGIC));
+    V t = v_fma(v_sub(n, v_set1(EXP_MAGIC)), v_set1(-0x1.62e430p-6f), x);
+    V s = v_exp_lut(n);
+    V r = v_fma(v_mul(s, t), v_fma(t, v_set1(0.5f), v_set1(1.0f)), s);
+    VM slow = v_lt(x, v_set1(-87.0f));
+    if (m_any(slow))
+        r = v_select(slow, FN(vexp_scalef)(x, 0), r);
+    return r;
+}
+#endif
+
+/* exp(x): NaN -> NaN, -inf -> 0, +inf -> +inf.  check_hi = 0 promises x <= 0
+ * (or NaN), which saves one compare in the softmax loops. */
+static inline V FN(vexp)(V x, const int check_hi)
+{
+#if HAVE_EXP_LUT
+    if (!check_hi)
+        return FN(vexp_nonpos)(x);
+#endif
+#if HAVE_SCALEF
+    return FN(vexp_scalef)(x, check_hi);
 #else
     V nm = v_fma(x, v_set1(EXP_LOG2E), v_set1(EXP_MAGIC_BIAS));
     V s = v_shl_exp(nm);
@@ -1046,6 +1079,8 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef HAVE_TILES
 #undef v_permute
 #undef HAVE_SCALEF
+#undef HAVE_EXP_LUT
+#undef v_exp_lut
 #undef v_round
 #undef v_scalef
 #undef v_zero
