@@ -23,6 +23,21 @@
 /* Elements per block of float accumulation (16 adds per lane and accumulator). */
 #define BLOCK (16 * 4 * VL)
 
+/* Software prefetch distance: the row kernels prefetch, while computing a row,
+ * the row this many bytes ahead (at least the next one), so that its memory
+ * traffic overlaps the arithmetic.  Measured on 4096 x 1000 float32: one row
+ * (4 KB) ahead 1.85x the time of a copy, 8 KB ahead 1.45x (4-12 KB tried). */
+#ifndef FA_PF_BYTES
+#define FA_PF_BYTES 8192
+#endif
+
+/* Offset (in elements) of the row to prefetch, for rows of k elements. */
+static inline int64_t FN(pf_off)(int64_t k)
+{
+    const int64_t rb = k * (int64_t)sizeof(T);
+    return ((FA_PF_BYTES + rb - 1) / rb) * k;
+}
+
 /* ---------------------------------------------------------------- exp, log */
 
 /* q(t) with exp(t) ~= 1 + t q(t) on |t| <= ln2/2.  float32: XNNPACK's degree-5
@@ -566,7 +581,7 @@ static void FN(softmax_row)(const fa_args *A, int64_t i)
         FN(special_row)(mk, y, k, (T)0);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + k, y + k);
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + FN(pf_off)(k), y + FN(pf_off)(k));
     FN(scale)(y, (T)(1.0 / s), k);
     if (mk && s != s)
         FN(reset_unselected)(mk, y, k, (T)0);
@@ -589,7 +604,7 @@ static void FN(log_softmax_row)(const fa_args *A, int64_t i)
         FN(special_row)(mk, y, k, (T)-INFINITY);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + k, y + k);
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), y + FN(pf_off)(k));
     FN(shift_sub)(x, mk, m, (T)log(s), y, k);
     if (mk && s != s)
         FN(reset_unselected)(mk, y, k, (T)-INFINITY);
@@ -722,7 +737,7 @@ static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
             FN(logsumexp_special)(x, b, mk, k, out + i, sign ? sign + i : NULL);
             continue;
         }
-        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + k, x + k);
+        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
         if (sign) {
             double sg = s > 0 ? 1.0 : s < 0 ? -1.0 : s == 0 ? 0.0 : (double)NAN;
             out[i] = (T)(log(fabs(s)) + (double)m);
@@ -903,7 +918,7 @@ static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r
             swd += v_hsum_d(acc);
             s = sacc + v_hsum_d(se);
         } else {
-            s = FN(expsum)(x, m, gr, k, x + k, gr ? gr + k : x + k);
+            s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k));
         }
         const double logs = log(s), lse = (double)m + logs;
         if (L) {
