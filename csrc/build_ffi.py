@@ -35,9 +35,15 @@ def _rel(path, absolute):
         return path
 
 
+HEADERS = ("fastact.h", "elementwise.h")
+SOURCES = ("fastact.c", "elementwise.c")
+
+
 def _cdef():
-    with open(os.path.join(HERE, "fastact.h")) as f:
-        lines = [ln for ln in f.read().splitlines() if not ln.lstrip().startswith("#")]
+    lines = []
+    for name in HEADERS:
+        with open(os.path.join(HERE, name)) as f:
+            lines += [ln for ln in f.read().splitlines() if not ln.lstrip().startswith("#")]
     return "\n".join(lines)
 
 
@@ -55,10 +61,10 @@ def make_ffi(sanitize=False, absolute=False):
         largs = largs + san
     ffi.set_source(
         MODULE,
-        '#include "fastact.h"',
-        sources=[_rel(os.path.join(HERE, "fastact.c"), absolute)],
+        "\n".join(f'#include "{h}"' for h in HEADERS),
+        sources=[_rel(os.path.join(HERE, n), absolute) for n in SOURCES],
         include_dirs=[_rel(HERE, absolute)],
-        depends=[_rel(os.path.join(HERE, n), absolute) for n in ("fastact.h", "rows_template.c")],
+        depends=[_rel(os.path.join(HERE, n), absolute) for n in HEADERS + ("rows_template.c",)],
         extra_compile_args=cargs,
         extra_link_args=largs,
         libraries=libs,

@@ -15,7 +15,8 @@ import pytest
 
 import fastact
 
-BACKENDS = ["numpy", "numba", "c"]
+#: FASTACT_TEST_BACKENDS=c (comma-separated) narrows the matrix, e.g. for the sanitizer run.
+BACKENDS = os.environ.get("FASTACT_TEST_BACKENDS", "numpy,numba,c").split(",")
 ALLOW_MISSING = os.environ.get("FASTACT_ALLOW_MISSING_BACKENDS") == "1"
 
 

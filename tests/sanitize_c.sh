@@ -6,7 +6,7 @@
 # Builds csrc/ with -fsanitize=address,undefined into a temporary copy of the
 # package (the checkout is not touched), preloads the sanitizer runtimes into
 # the (uninstrumented) Python, and runs tests/test_c_kernels_direct.py on
-# every ISA path.  Any ASan report or UB aborts the run (non-zero exit).
+# every ISA path, then the elementwise and BCE tests on the "c" backend.  Any ASan report or UB aborts the run (non-zero exit).
 # Needs gcc or clang with libasan/libubsan; PYTHON defaults to python3.
 set -euo pipefail
 
@@ -21,7 +21,9 @@ mkdir -p "$tmp/tests"
 cp -r "$here/fastact" "$tmp/fastact"
 find "$tmp/fastact" \( -name '_fastact_c*.so' -o -name '_fastact_c*.pyd' -o -name '__pycache__' \) \
     -prune -exec rm -rf {} +
-cp "$here/tests/test_c_kernels_direct.py" "$tmp/tests/"
+for t in conftest.py test_c_kernels_direct.py test_elementwise.py test_bce.py; do
+    cp "$here/tests/$t" "$tmp/tests/"
+done
 CC="$cc" "$py" "$here/csrc/build_ffi.py" --sanitize "$tmp" >/dev/null
 
 asan="$("$cc" -print-file-name=libasan.so)"
@@ -31,6 +33,7 @@ cd "$tmp"
 env LD_PRELOAD="$asan:$ubsan" \
     ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:strict_string_checks=1" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
-    PYTHONPATH="$tmp" \
-    "$py" -m pytest -q -p no:cacheprovider --rootdir="$tmp" tests/test_c_kernels_direct.py "$@"
+    PYTHONPATH="$tmp" FASTACT_TEST_BACKENDS=c \
+    "$py" -m pytest -q -p no:cacheprovider --rootdir="$tmp" tests/test_c_kernels_direct.py \
+    tests/test_elementwise.py tests/test_bce.py "$@"
 echo "sanitizer run clean (ASan + UBSan, every ISA path)"
