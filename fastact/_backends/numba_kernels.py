@@ -563,9 +563,9 @@ def _log_softmax_tiles(x, mask, out, r0, r1, T):
 def _same(a, b):
     """``a`` and ``b`` start at the same address (``out is x``, in place).
 
-    In place, the row functions get the same view twice so that LLVM sees one
-    pointer: with two it checks for overlap at run time, finds it and runs the
-    scalar loop.
+    In place, the row functions get the same view (of ``out``, so that a
+    read-only input types as such) twice so that LLVM sees one pointer: with
+    two it checks for overlap at run time, finds it and runs the scalar loop.
     """
     return a.ctypes.data == b.ctypes.data
 
@@ -578,14 +578,15 @@ def _softmax_range(x, mask, out, r0, r1, T):
     same = _same(x, out)
     for i in range(r0, r1):
         xr = x[i]
+        orow = out[i]
         if mask is None:
             if same:
-                _softmax_row(xr, None, xr)
+                _softmax_row(orow, None, orow)
             else:
                 _softmax_row(xr, None, out[i])
         else:
             if same:
-                _softmax_row(xr, mask[i], xr)
+                _softmax_row(orow, mask[i], orow)
             else:
                 _softmax_row(xr, mask[i], out[i])
 
@@ -610,14 +611,15 @@ def _log_softmax_range(x, mask, out, r0, r1, T):
     same = _same(x, out)
     for i in range(r0, r1):
         xr = x[i]
+        orow = out[i]
         if mask is None:
             if same:
-                _log_softmax_row(xr, None, xr)
+                _log_softmax_row(orow, None, orow)
             else:
                 _log_softmax_row(xr, None, out[i])
         else:
             if same:
-                _log_softmax_row(xr, mask[i], xr)
+                _log_softmax_row(orow, mask[i], orow)
             else:
                 _log_softmax_row(xr, mask[i], out[i])
 
@@ -808,10 +810,11 @@ def _softmax_backward_range(grad, y, out, r0, r1):
     for i in range(r0, r1):
         gr = grad[i]
         yr = y[i]
+        orow = out[i]
         if same_g:
-            _softmax_backward_row(gr, yr, gr)
+            _softmax_backward_row(orow, yr, orow)
         elif same_y:
-            _softmax_backward_row(gr, yr, yr)
+            _softmax_backward_row(gr, orow, orow)
         else:
             _softmax_backward_row(gr, yr, out[i])
 
@@ -861,19 +864,20 @@ def _log_softmax_backward_range(grad, y, mask, out, r0, r1):
     for i in range(r0, r1):
         gr = grad[i]
         yr = y[i]
+        orow = out[i]
         if mask is None:
             if same_g:
-                _log_softmax_backward_row(gr, yr, None, gr)
+                _log_softmax_backward_row(orow, yr, None, orow)
             elif same_y:
-                _log_softmax_backward_row(gr, yr, None, yr)
+                _log_softmax_backward_row(gr, orow, None, orow)
             else:
                 _log_softmax_backward_row(gr, yr, None, out[i])
         else:
             mr = mask[i]
             if same_g:
-                _log_softmax_backward_row(gr, yr, mr, gr)
+                _log_softmax_backward_row(orow, yr, mr, orow)
             elif same_y:
-                _log_softmax_backward_row(gr, yr, mr, yr)
+                _log_softmax_backward_row(gr, orow, mr, orow)
             else:
                 _log_softmax_backward_row(gr, yr, mr, out[i])
 
@@ -991,8 +995,9 @@ def _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
         w_t = np.float64(w[t])
         if not want_grad:
             s, sw = _ce_exp_pass(xr, w, m, xr, False, smooth)
-        elif same:
-            s, sw = _ce_exp_pass(xr, w, m, xr, True, smooth)
+        elif same:  # through grad's view: x may be read-only only when it is not grad
+            gi = grad[i]
+            s, sw = _ce_exp_pass(gi, w, m, gi, True, smooth)
         else:
             s, sw = _ce_exp_pass(xr, w, m, grad[i], True, smooth)
         logs = np.log(s)
@@ -1177,7 +1182,8 @@ def _ce_prob_range(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
         if not want_grad:
             s, sq, sa = _ce_prob_pass(xr, tr, w, m, xr, False, one_m_eps, eps_k)
         elif same:
-            s, sq, sa = _ce_prob_pass(xr, tr, w, m, xr, True, one_m_eps, eps_k)
+            gi = grad[i]
+            s, sq, sa = _ce_prob_pass(gi, tr, w, m, gi, True, one_m_eps, eps_k)
         else:
             s, sq, sa = _ce_prob_pass(xr, tr, w, m, grad[i], True, one_m_eps, eps_k)
         logs = np.log(s)
