@@ -24,22 +24,20 @@ _APPROXIMATE = ("none", "tanh")
 def _kernels(backend):
     """The elementwise module of ``backend`` (None: the current one; "auto" as for softmax,
     falling back to the next backend if the chosen one has no elementwise kernels)."""
-    from ._backends import elementwise as _elementwise  # not at import: `import fastact` stays light
+    from ._backends import NAMES, load
 
     name = _config.resolve(backend).NAME
     try:
-        return _elementwise.load(name)
+        return load(name, "elementwise")
     except RuntimeError:
         asked = backend if backend is not None else (_config._override.get()
                                                      or _config._default_backend)
         if asked != "auto":
             raise
-        from ._backends import NAMES
-
         for other in NAMES[NAMES.index(name) + 1:]:
             try:
                 _config.resolve(other)
-                return _elementwise.load(other)
+                return load(other, "elementwise")
             except RuntimeError:
                 continue
         raise

@@ -53,13 +53,14 @@ def test_set_and_use_backend(backend):
 def test_unavailable_backend_says_why(monkeypatch):
     from fastact import _backends
 
-    monkeypatch.setitem(_backends._MODULES, "c", "fastact._backends._no_such_module")
-    monkeypatch.delitem(_backends._loaded, "c", raising=False)
-    monkeypatch.delitem(_backends._errors, "c", raising=False)
+    key = ("c", "rows")
+    monkeypatch.setitem(_backends._MODULES, key, "fastact._backends._no_such_module")
+    monkeypatch.delitem(_backends._loaded, key, raising=False)
+    monkeypatch.delitem(_backends._errors, key, raising=False)
     with pytest.raises(RuntimeError, match="not available.*_no_such_module"):
         fastact.softmax(np.ones(3), backend="c")
     assert "c" not in fastact.available_backends()
-    monkeypatch.delitem(_backends._errors, "c", raising=False)
+    monkeypatch.delitem(_backends._errors, key, raising=False)
 
 
 def test_env_backend_and_threads():

@@ -13,49 +13,55 @@ import threading
 
 #: In the order ``"auto"`` prefers them.
 NAMES = ("c", "numba", "numpy")
+#: Each backend comes in parts: its row kernels (the softmax family, contract in
+#: ``numpy_ref``) and its elementwise kernels (contract in ``numpy_elementwise``).
 _MODULES = {
-    "numpy": "fastact._backends.numpy_ref",
-    "numba": "fastact._backends.numba_kernels",
-    "c": "fastact._backends.c_kernels",
+    ("numpy", "rows"): "fastact._backends.numpy_ref",
+    ("numba", "rows"): "fastact._backends.numba_kernels",
+    ("c", "rows"): "fastact._backends.c_kernels",
+    ("numpy", "elementwise"): "fastact._backends.numpy_elementwise",
+    ("numba", "elementwise"): "fastact._backends.numba_elementwise",
+    ("c", "elementwise"): "fastact._backends.c_elementwise",
 }
+_MISSING = {"rows": "is not available", "elementwise": "has no elementwise kernels"}
 _loaded: dict = {}
 _errors: dict = {}
 _lock = threading.Lock()
 
 
-def load(name):
-    """The backend module for ``name``; ``RuntimeError`` saying why if unavailable."""
-    mod = _loaded.get(name)
+def load(name, part="rows"):
+    """The module of backend ``name``'s ``part`` ("rows" or "elementwise");
+    ``RuntimeError`` saying why if it cannot be loaded."""
+    key = (name, part)
+    mod = _loaded.get(key)
     if mod is not None:
         return mod
-    if name not in _MODULES:
+    if key not in _MODULES:
         raise ValueError(f"unknown backend {name!r}; expected one of {NAMES + ('auto',)}")
     with _lock:
-        if name in _loaded:
-            return _loaded[name]
-        if name in _errors:
-            raise RuntimeError(f"backend {name!r} is not available: {_errors[name]}")
-        try:
-            mod = importlib.import_module(_MODULES[name])
-        except Exception as e:  # ImportError, a failed build, a missing compiler ...
-            _errors[name] = f"{type(e).__name__}: {e}"
-            raise RuntimeError(f"backend {name!r} is not available: {_errors[name]}") from None
-        _loaded[name] = mod
-        return mod
+        if key in _loaded:
+            return _loaded[key]
+        if key not in _errors:
+            try:
+                _loaded[key] = importlib.import_module(_MODULES[key])
+                return _loaded[key]
+            except Exception as e:  # ImportError, a failed build, a missing compiler ...
+                _errors[key] = f"{type(e).__name__}: {e}"
+        raise RuntimeError(f"backend {name!r} {_MISSING[part]}: {_errors[key]}") from None
 
 
-def is_available(name):
+def is_available(name, part="rows"):
     try:
-        load(name)
+        load(name, part)
         return True
     except RuntimeError:
         return False
 
 
-def why_unavailable(name):
+def why_unavailable(name, part="rows"):
     """None if ``name`` loads, else the reason it does not."""
     try:
-        load(name)
+        load(name, part)
         return None
     except RuntimeError:
-        return _errors.get(name)
+        return _errors.get((name, part))

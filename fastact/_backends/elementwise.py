@@ -1,51 +1,18 @@
-"""Registry of the elementwise kernel modules (sigmoid family, activations, BCE).
+"""Threads for the elementwise kernels (sigmoid family, activations, BCE).
 
-``load(name)`` maps a backend name ("numpy", "numba", "c") to its elementwise
-module, imported on first use (the contract is ``numpy_elementwise``'s
-docstring).  ``chunked`` is what the native backends use for threads: their
-kernels release the GIL, so a large call is split into contiguous chunks run
-concurrently on a small shared pool.
+``chunked`` is what the native backends use: their kernels release the GIL,
+so a large call is split into contiguous chunks run concurrently on a small
+shared pool.  (The modules themselves are loaded by ``fastact._backends.load(name,
+"elementwise")``; their contract is ``numpy_elementwise``'s docstring.)
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
-
-_MODULES = {
-    "numpy": "fastact._backends.numpy_elementwise",
-    "numba": "fastact._backends.numba_elementwise",
-    "c": "fastact._backends.c_elementwise",
-}
-_loaded: dict = {}
-_errors: dict = {}
-_lock = threading.Lock()
 
 #: Below this many elements per thread a call runs on the caller's thread only
 #: (starting work on the pool costs ~20 us; one thread does ~2e5 elements in that).
 MIN_CHUNK = 1 << 16
-
-
-def load(name):
-    """The elementwise module of backend ``name``; ``RuntimeError`` saying why if unavailable."""
-    mod = _loaded.get(name)
-    if mod is not None:
-        return mod
-    if name not in _MODULES:
-        raise ValueError(f"unknown backend {name!r}; expected one of {tuple(_MODULES)}")
-    with _lock:
-        if name in _loaded:
-            return _loaded[name]
-        if name in _errors:
-            raise RuntimeError(f"backend {name!r} has no elementwise kernels: {_errors[name]}")
-        try:
-            mod = importlib.import_module(_MODULES[name])
-        except Exception as e:  # ImportError, an extension built without the kernels ...
-            _errors[name] = f"{type(e).__name__}: {e}"
-            raise RuntimeError(
-                f"backend {name!r} has no elementwise kernels: {_errors[name]}") from None
-        _loaded[name] = mod
-        return mod
 
 
 _pool = None

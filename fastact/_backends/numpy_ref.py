@@ -64,10 +64,8 @@ row_scale, loss, grad, nthreads)``
         grad[i, c] = g * r_i * (a * (p_c sum_k w_k q_k - w_c q_c)
                                 + b * 2 z_loss lse p_c)
 
-Elementwise kernels (``x`` any shape flattened to 1-D contiguous)
------------------------------------------------------------------
-``unary(name, x, out, nthreads)`` and ``unary_backward(name, grad, x, out,
-nthreads)`` for the activations listed in ``UNARY``.
+Elementwise kernels (sigmoid family, activations, binary cross-entropy) are a
+backend's second part, with their own contract: ``numpy_elementwise``.
 
 The reference computes in the compute dtype (a float32 input stays float32, as
 a NumPy user would write it) with NumPy's pairwise sums.
