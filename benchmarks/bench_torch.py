@@ -1,6 +1,6 @@
 """fastact.torch vs torch.nn.functional on CPU tensors: forward + backward time.
 
-    python docs/bench_torch.py [--threads N]
+    python benchmarks/bench_torch.py [--threads N]
 
 Each case runs `loss(x).backward()` (cross_entropy, index targets, mean) or
 `f(x, dim=-1).backward(g)` (softmax, log_softmax); the two implementations are
