@@ -305,44 +305,56 @@ def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None
 # public: cross-entropy
 # ----------------------------------------------------------------------------
 
+def _check_ce(x, t, weight, reduction, label_smoothing, z_loss):
+    """The cross-entropy checks of SPEC.md on array-likes with ``shape``/``dtype``
+    (NumPy or dask): ``(cdtype, rdtype, index_targets, label_smoothing, z_loss)``."""
+    if x.ndim < 1:
+        raise ValueError(f"fastact: logits must have a class axis, got shape {x.shape}")
+    cdtype, rdtype = _dtypes(x.dtype, "logits")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"fastact: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"fastact: label_smoothing must be in [0, 1], got {label_smoothing}")
+    z_loss = float(z_loss)
+    if not z_loss >= 0.0:
+        raise ValueError(f"fastact: z_loss must be >= 0, got {z_loss}")
+    lead = x.shape[:-1]
+    if t.dtype.kind in "iu":
+        index = True
+        if t.shape != lead:
+            raise ValueError(f"fastact: index target has shape {t.shape}, expected {lead} "
+                             f"for logits of shape {x.shape}")
+    elif t.dtype.kind == "f" or t.dtype.name == "bfloat16":
+        index = False
+        if t.shape != x.shape:
+            raise ValueError(f"fastact: probability target has shape {t.shape}, expected "
+                             f"the logits' shape {x.shape}")
+    else:
+        raise TypeError(f"fastact: target must hold integer class indices or float "
+                        f"probabilities, got dtype {t.dtype}")
+    if weight is not None:
+        _dtypes(weight.dtype, "weight")
+        if weight.shape != (x.shape[-1],):
+            raise ValueError(f"fastact: weight has shape {weight.shape}, expected "
+                             f"({x.shape[-1]},) for logits of shape {x.shape}")
+    return cdtype, rdtype, index, label_smoothing, z_loss
+
+
 class _CE:
     """Validated cross-entropy arguments, as flat rows for the kernels."""
 
     def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
                  z_loss, backend):
         x = _asarray(logits, "logits")
-        if x.ndim < 1:
-            raise ValueError(f"fastact: logits must have a class axis, got shape {x.shape}")
-        cdtype, rdtype = _dtypes(x.dtype, "logits")
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"fastact: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        label_smoothing = float(label_smoothing)
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"fastact: label_smoothing must be in [0, 1], got {label_smoothing}")
-        z_loss = float(z_loss)
-        if not z_loss >= 0.0:
-            raise ValueError(f"fastact: z_loss must be >= 0, got {z_loss}")
-        k = x.shape[-1]
-        lead = x.shape[:-1]
         t = np.asarray(target)
-        if t.dtype.kind in "iu":
-            self.index = True
-            if t.shape != lead:
-                raise ValueError(f"fastact: index target has shape {t.shape}, expected {lead} "
-                                 f"for logits of shape {x.shape}")
-        elif t.dtype.kind == "f" or t.dtype.name == "bfloat16":
-            self.index = False
-            if t.shape != x.shape:
-                raise ValueError(f"fastact: probability target has shape {t.shape}, expected "
-                                 f"the logits' shape {x.shape}")
-        else:
-            raise TypeError(f"fastact: target must hold integer class indices or float "
-                            f"probabilities, got dtype {t.dtype}")
         if weight is not None:
             weight = _asarray(weight, "weight")
-            if weight.shape != (k,):
-                raise ValueError(f"fastact: weight has shape {weight.shape}, expected ({k},) "
-                                 f"for logits of shape {x.shape}")
+        (cdtype, rdtype, self.index, label_smoothing,
+         z_loss) = _check_ce(x, t, weight, reduction, label_smoothing, z_loss)
+        k = x.shape[-1]
+        lead = x.shape[:-1]
+        if weight is not None:
             weight = np.ascontiguousarray(weight, dtype=cdtype)
         self.x, self.k, self.lead = x, k, lead
         self.n = math.prod(lead)

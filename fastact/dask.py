@@ -31,7 +31,7 @@ import dask.array as da
 import numpy as np
 
 from . import _api
-from ._api import _REDUCTIONS, _axes, _dtypes, _loss_dtype, _Rows
+from ._api import _axes, _check_ce, _dtypes, _loss_dtype, _Rows
 
 __all__ = [
     "softmax",
@@ -458,42 +458,20 @@ class _CEArgs:
     def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
                  z_loss, backend):
         x = _as_dask(logits, "logits")
-        if x.ndim < 1:
-            raise ValueError(f"fastact: logits must have a class axis, got shape {x.shape}")
-        self.cdtype, self.rdtype = _dtypes(x.dtype, "logits")
-        self.ldtype = _loss_dtype(self.cdtype, self.rdtype)
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"fastact: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self.label_smoothing = float(label_smoothing)
-        if not 0.0 <= self.label_smoothing <= 1.0:
-            raise ValueError(f"fastact: label_smoothing must be in [0, 1], got {label_smoothing}")
-        self.z_loss = float(z_loss)
-        if not self.z_loss >= 0.0:
-            raise ValueError(f"fastact: z_loss must be >= 0, got {z_loss}")
-        self.k = k = x.shape[-1]
-        self.lead = lead = x.shape[:-1]
         t = target if isinstance(target, da.Array) else np.asarray(target)
-        if t.dtype.kind in "iu":
-            self.index = True
-            if t.shape != lead:
-                raise ValueError(f"fastact: index target has shape {t.shape}, expected {lead} "
-                                 f"for logits of shape {x.shape}")
-            t = _as_dask_any(t).rechunk(x.chunks[:-1])
-        elif t.dtype.kind == "f" or t.dtype.name == "bfloat16":
-            self.index = False
-            if t.shape != x.shape:
-                raise ValueError(f"fastact: probability target has shape {t.shape}, expected "
-                                 f"the logits' shape {x.shape}")
-            t = _as_dask_any(t).rechunk(x.chunks)
-        else:
-            raise TypeError(f"fastact: target must hold integer class indices or float "
-                            f"probabilities, got dtype {t.dtype}")
+        w = None
         if weight is not None:
             w = weight if isinstance(weight, da.Array) else np.asarray(weight)
-            _dtypes(w.dtype, "weight")
-            if w.shape != (k,):
-                raise ValueError(f"fastact: weight has shape {w.shape}, expected ({k},) "
-                                 f"for logits of shape {x.shape}")
+        (self.cdtype, self.rdtype, self.index, self.label_smoothing,
+         self.z_loss) = _check_ce(x, t, w, reduction, label_smoothing, z_loss)
+        self.ldtype = _loss_dtype(self.cdtype, self.rdtype)
+        self.k = x.shape[-1]
+        self.lead = x.shape[:-1]
+        if self.index:
+            t = _as_dask_any(t).rechunk(x.chunks[:-1])
+        else:
+            t = _as_dask_any(t).rechunk(x.chunks)
+        if w is not None:
             weight = _as_dask_any(w).astype(self.cdtype).rechunk((x.chunks[-1],))
         self.x, self.t, self.weight = x, t, weight
         self.ignore_index = int(ignore_index)
