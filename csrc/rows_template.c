@@ -364,6 +364,62 @@ static void FN(scale)(T *y, T c, int64_t k)
     }
 }
 
+/* Elements before y + j is aligned for v_stream (all of k if y is not even
+ * T-aligned, or when not streaming). */
+static inline int64_t FN(stream_head)(const T *y, int64_t k, const int stream)
+{
+    const uintptr_t a = (uintptr_t)y, al = (uintptr_t)(VL * sizeof(T));
+    if (!stream || VL == 1 || a % sizeof(T) != 0)
+        return stream && VL == 1 ? 0 : k;
+    const int64_t h = (int64_t)(((al - a % al) % al) / sizeof(T));
+    return h < k ? h : k;
+}
+
+/* y[j] = src[j] * c; with stream, non-temporal stores (the result bypasses
+ * the caches: for outputs larger than the last-level cache, which saves the
+ * read-for-ownership of y).  src may be y when not streaming. */
+static void FN(scale_to)(const T *src, T *y, T c, int64_t k, const int stream)
+{
+    const int64_t h = FN(stream_head)(y, k, stream);
+    if (h > 0) {
+        if (src == y)
+            FN(scale)(y, c, h);
+        else
+            for (int64_t j = 0; j < h; j++)
+                y[j] = src[j] * c;
+    }
+    const V vc = v_set1(c);
+    int64_t j = h;
+    for (; j + 4 * VL <= k; j += 4 * VL) {
+        v_stream(y + j, v_mul(v_load(src + j), vc));
+        v_stream(y + j + VL, v_mul(v_load(src + j + VL), vc));
+        v_stream(y + j + 2 * VL, v_mul(v_load(src + j + 2 * VL), vc));
+        v_stream(y + j + 3 * VL, v_mul(v_load(src + j + 3 * VL), vc));
+    }
+    for (; j + VL <= k; j += VL)
+        v_stream(y + j, v_mul(v_load(src + j), vc));
+    for (; j < k; j++)
+        y[j] = src[j] * c;
+}
+
+/* y[j] = (x[j] - m) - ls, unmasked, with non-temporal stores. */
+static void FN(shift_sub_stream)(const T *x, T m, T ls, T *y, int64_t k)
+{
+    const int64_t h = FN(stream_head)(y, k, 1);
+    for (int64_t j = 0; j < h; j++)
+        y[j] = (x[j] - m) - ls;
+    const V vm = v_set1(m), vl = v_set1(ls);
+    int64_t j = h;
+    for (; j + 2 * VL <= k; j += 2 * VL) {
+        v_stream(y + j, v_sub(v_sub(v_load(x + j), vm), vl));
+        v_stream(y + j + VL, v_sub(v_sub(v_load(x + j + VL), vm), vl));
+    }
+    for (; j + VL <= k; j += VL)
+        v_stream(y + j, v_sub(v_sub(v_load(x + j), vm), vl));
+    for (; j < k; j++)
+        y[j] = (x[j] - m) - ls;
+}
+
 /* y[j] = (x[j] - m) - ls, with unselected entries at -inf (mask may be NULL). */
 static void FN(shift_sub)(const T *x, const unsigned char *mask, T m, T ls, T *y, int64_t k)
 {
@@ -514,8 +570,11 @@ static void FN(fill)(T *y, T v, int64_t k)
 #define LONG_K 16384
 #define LONG_CHUNK 4096
 
-static void FN(long_row)(const T *x, T *y, int64_t k, const int take_log)
+static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log)
 {
+    const int stream = tmp != NULL;
+    if (!tmp)
+        tmp = y;
     int64_t chunk = LONG_CHUNK;
     while ((k + chunk - 1) / chunk > 256)
         chunk *= 2;
@@ -538,8 +597,8 @@ static void FN(long_row)(const T *x, T *y, int64_t k, const int take_log)
             continue;
         }
         const T *pf = x + j0 + len; /* the next chunk (one past the row at the end) */
-        cs[nc] = FN(expsum)(x + j0, m, take_log ? NULL : y + j0, len, pf,
-                            take_log ? pf : y + j0 + len);
+        cs[nc] = FN(expsum)(x + j0, m, take_log ? NULL : tmp + j0, len, pf,
+                            take_log || stream ? pf : y + j0 + len);
     }
     if (!isfinite(m)) { /* +inf, or all -inf/NaN: NaN everywhere (unmasked) */
         FN(fill)(y, (T)NAN, k);
@@ -550,7 +609,10 @@ static void FN(long_row)(const T *x, T *y, int64_t k, const int take_log)
         if (cm[c] != (T)-INFINITY)
             s += cs[c] * exp((double)cm[c] - (double)m);
     if (take_log) {
-        FN(shift_sub)(x, NULL, m, (T)log(s), y, k);
+        if (stream)
+            FN(shift_sub_stream)(x, m, (T)log(s), y, k);
+        else
+            FN(shift_sub)(x, NULL, m, (T)log(s), y, k);
         return;
     }
     const double inv = 1.0 / s;
@@ -560,11 +622,14 @@ static void FN(long_row)(const T *x, T *y, int64_t k, const int take_log)
         if (cm[c] == (T)-INFINITY)
             FN(fill)(y + j0, (T)(0.0 * inv), len);
         else
-            FN(scale)(y + j0, (T)(exp((double)cm[c] - (double)m) * inv), len);
+            FN(scale_to)(tmp + j0, y + j0, (T)(exp((double)cm[c] - (double)m) * inv), len, stream);
     }
 }
 
-static void FN(softmax_row)(const fa_args *A, int64_t i)
+/* tmp: NULL, or (streaming mode: large unmasked outputs) k elements of
+ * scratch for the exp terms, the result then written once with
+ * non-temporal stores. */
+static void FN(softmax_row)(const fa_args *A, int64_t i, T *tmp)
 {
     const int64_t k = A->k;
     const T *x = (const T *)A->x + i * k;
@@ -573,12 +638,17 @@ static void FN(softmax_row)(const fa_args *A, int64_t i)
     if (!mk && k <= SHORT_K && FN(short_row)(x, y, k, 0))
         return;
     if (!mk && k > LONG_K) {
-        FN(long_row)(x, y, k, 0);
+        FN(long_row)(x, y, tmp, k, 0);
         return;
     }
     T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
     if (!isfinite(m)) {
         FN(special_row)(mk, y, k, (T)0);
+        return;
+    }
+    if (tmp) {
+        const double st = FN(expsum)(x, m, tmp, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
+        FN(scale_to)(tmp, y, (T)(1.0 / st), k, 1);
         return;
     }
     double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + FN(pf_off)(k), y + FN(pf_off)(k));
@@ -587,7 +657,7 @@ static void FN(softmax_row)(const fa_args *A, int64_t i)
         FN(reset_unselected)(mk, y, k, (T)0);
 }
 
-static void FN(log_softmax_row)(const fa_args *A, int64_t i)
+static void FN(log_softmax_row)(const fa_args *A, int64_t i, const int stream)
 {
     const int64_t k = A->k;
     const T *x = (const T *)A->x + i * k;
@@ -596,7 +666,7 @@ static void FN(log_softmax_row)(const fa_args *A, int64_t i)
     if (!mk && k <= SHORT_K && FN(short_row)(x, y, k, 1))
         return;
     if (!mk && k > LONG_K) {
-        FN(long_row)(x, y, k, 1);
+        FN(long_row)(x, y, stream ? y : NULL, k, 1);
         return;
     }
     T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
@@ -604,7 +674,12 @@ static void FN(log_softmax_row)(const fa_args *A, int64_t i)
         FN(special_row)(mk, y, k, (T)-INFINITY);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), y + FN(pf_off)(k));
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k)
+                  : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), (stream ? x : y) + FN(pf_off)(k));
+    if (stream) {
+        FN(shift_sub_stream)(x, m, (T)log(s), y, k);
+        return;
+    }
     FN(shift_sub)(x, mk, m, (T)log(s), y, k);
     if (mk && s != s)
         FN(reset_unselected)(mk, y, k, (T)-INFINITY);
@@ -623,7 +698,7 @@ static void FN(softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
             V m = FN(tile_load)(&ti, (const T *)A->x + i * k, k, buf);
             if (!FN(all_finite)(m)) {
                 for (int r = 0; r < VL; r++)
-                    FN(softmax_row)(A, i + r);
+                    FN(softmax_row)(A, i + r, NULL);
                 continue;
             }
             V s = v_zero();
@@ -642,8 +717,15 @@ static void FN(softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
         }
     }
 #endif
+    T *tmp = NULL;
+    if (A->stream && !A->mask && A->k > SHORT_K)
+        tmp = (T *)malloc((size_t)A->k * sizeof(T));
     for (; i < r1; i++)
-        FN(softmax_row)(A, i);
+        FN(softmax_row)(A, i, tmp);
+    if (tmp) {
+        v_sfence();
+        free(tmp);
+    }
 }
 
 static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
@@ -659,7 +741,7 @@ static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
             V m = FN(tile_load)(&ti, (const T *)A->x + i * k, k, buf);
             if (!FN(all_finite)(m)) {
                 for (int r = 0; r < VL; r++)
-                    FN(log_softmax_row)(A, i + r);
+                    FN(log_softmax_row)(A, i + r, 0);
                 continue;
             }
             V s = v_zero();
@@ -676,8 +758,11 @@ static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
         }
     }
 #endif
+    const int stream = A->stream && !A->mask && A->k > SHORT_K;
     for (; i < r1; i++)
-        FN(log_softmax_row)(A, i);
+        FN(log_softmax_row)(A, i, stream);
+    if (stream)
+        v_sfence();
 }
 
 /* logsumexp of a row whose max is not finite, as the reference. */
@@ -1124,6 +1209,8 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef v_tailmask
 #undef v_load_tail
 #undef v_store_tail
+#undef v_stream
+#undef v_sfence
 #undef v_gather
 #undef v_exp_field
 #undef v_mant_half
