@@ -626,6 +626,118 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
     }
 }
 
+/* Long rows in streaming mode, pipelined across rows: the final pass of row
+ * i - 1 (scale the stored exp terms, or (x - m) - log s, written with
+ * non-temporal stores) is done chunk by chunk between the chunks of row i's
+ * first pass (chunk max, exp stored and summed).  So reading the input and
+ * writing the output overlap each other and the arithmetic, instead of a
+ * read-and-compute phase followed by a write phase per 0.5 MB row.  Chunk c
+ * of the scratch row is read by row i - 1's final pass before row i's first
+ * pass overwrites it, so one scratch row serves both. */
+typedef struct {
+    const T *x;
+    T *y;
+    T m, ls;         /* row max; log s (log_softmax) */
+    double inv;      /* 1/s (softmax) */
+    int nc, nan_early, stopped, skip_b;
+    T cm[256];       /* running max after each chunk */
+    double cs[256];  /* each chunk's sum relative to its cm */
+} FN(lr_st);
+
+static int64_t FN(lr_chunk)(int64_t k)
+{
+    int64_t chunk = LONG_CHUNK;
+    while ((k + chunk - 1) / chunk > 256)
+        chunk *= 2;
+    return chunk;
+}
+
+static void FN(lr_a)(FN(lr_st) *st, int c, int64_t j0, int64_t len, T *tmp, const int take_log)
+{
+    if (st->stopped)
+        return;
+    const T *x = st->x;
+    const T mc = FN(row_max)(x + j0, len);
+    if (mc > st->m)
+        st->m = mc;
+    st->cm[c] = st->m;
+    st->cs[c] = 0.0;
+    st->nc = c + 1;
+    if (st->m == (T)INFINITY) {
+        st->stopped = 1;
+        return;
+    }
+    if (st->m == (T)-INFINITY) { /* only -inf or NaN so far */
+        for (int64_t j = j0; j < j0 + len; j++)
+            st->nan_early |= x[j] != x[j];
+        return;
+    }
+    const T *pf = x + j0 + len;
+    st->cs[c] = FN(expsum)(x + j0, st->m, take_log ? NULL : tmp + j0, len, pf, pf);
+}
+
+static void FN(lr_finish)(FN(lr_st) *st, int64_t k, const int take_log)
+{
+    const T m = st->m;
+    if (!isfinite(m)) { /* +inf, or all -inf/NaN: NaN everywhere (unmasked) */
+        FN(fill)(st->y, (T)NAN, k);
+        st->skip_b = 1;
+        return;
+    }
+    double s = st->nan_early ? (double)NAN : 0.0;
+    for (int c = 0; c < st->nc; c++)
+        if (st->cm[c] != (T)-INFINITY)
+            s += st->cs[c] * exp((double)st->cm[c] - (double)m);
+    if (take_log)
+        st->ls = (T)log(s);
+    else
+        st->inv = 1.0 / s;
+}
+
+static void FN(lr_b)(const FN(lr_st) *st, int c, int64_t j0, int64_t len, const T *tmp,
+                     const int take_log)
+{
+    if (st->skip_b)
+        return;
+    if (take_log) {
+        FN(shift_sub_stream)(st->x + j0, st->m, st->ls, st->y + j0, len);
+        return;
+    }
+    const double inv = st->inv;
+    if (st->cm[c] == (T)-INFINITY)
+        FN(fill)(st->y + j0, (T)(0.0 * inv), len);
+    else
+        FN(scale_to)(tmp + j0, st->y + j0, (T)(exp((double)st->cm[c] - (double)st->m) * inv), len, 1);
+}
+
+static void FN(long_rows_stream)(const fa_args *A, int64_t r0, int64_t r1, T *tmp, const int take_log)
+{
+    const int64_t k = A->k, chunk = FN(lr_chunk)(k);
+    FN(lr_st) st[2];
+    FN(lr_st) *prev = NULL;
+    for (int64_t i = r0; i < r1; i++) {
+        FN(lr_st) *cur = &st[i & 1];
+        memset(cur, 0, sizeof *cur);
+        cur->x = (const T *)A->x + i * k;
+        cur->y = (T *)A->out + i * k;
+        cur->m = (T)-INFINITY;
+        int c = 0;
+        for (int64_t j0 = 0; j0 < k; j0 += chunk, c++) {
+            const int64_t len = k - j0 < chunk ? k - j0 : chunk;
+            if (prev)
+                FN(lr_b)(prev, c, j0, len, tmp, take_log);
+            FN(lr_a)(cur, c, j0, len, tmp, take_log);
+        }
+        FN(lr_finish)(cur, k, take_log);
+        prev = cur;
+    }
+    if (prev) {
+        int c = 0;
+        for (int64_t j0 = 0; j0 < k; j0 += chunk, c++)
+            FN(lr_b)(prev, c, j0, k - j0 < chunk ? k - j0 : chunk, tmp, take_log);
+    }
+}
+
 /* tmp: NULL, or (streaming mode: large unmasked outputs) k elements of
  * scratch for the exp terms, the result then written once with
  * non-temporal stores. */
@@ -720,6 +832,10 @@ static void FN(softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
     T *tmp = NULL;
     if (A->stream && !A->mask && A->k > SHORT_K)
         tmp = (T *)malloc((size_t)A->k * sizeof(T));
+    if (tmp && A->k > LONG_K) {
+        FN(long_rows_stream)(A, i, r1, tmp, 0);
+        i = r1;
+    }
     for (; i < r1; i++)
         FN(softmax_row)(A, i, tmp);
     if (tmp) {
@@ -759,6 +875,10 @@ static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
     }
 #endif
     const int stream = A->stream && !A->mask && A->k > SHORT_K;
+    if (stream && A->k > LONG_K) {
+        FN(long_rows_stream)(A, i, r1, NULL, 1);
+        i = r1;
+    }
     for (; i < r1; i++)
         FN(log_softmax_row)(A, i, stream);
     if (stream)
