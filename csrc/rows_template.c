@@ -251,12 +251,13 @@ static T FN(row_max_sel)(const T *x, const unsigned char *mask, const T *b, int6
 }
 
 /* sum_j exp(x[j] - m), storing the terms in y unless y is NULL.  While the
- * row is in cache, the next row's input and output (pf_x, pf_y: the same
- * offsets one row on) are prefetched, so that their memory traffic overlaps
- * this row's arithmetic instead of following it. */
+ * row is in cache, a later row's input and output (pf_x, pf_y: the same
+ * offsets FA_PF_BYTES on; pf_y == pf_x for none) are prefetched, so that their
+ * memory traffic overlaps this row's arithmetic instead of following it. */
 static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y)
 {
     const V vm = v_set1(m);
+    const int pfy = pf_y != pf_x;
     double total = 0.0;
     int64_t j = 0;
     for (;;) {
@@ -269,7 +270,8 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
         if (y) {
             for (; j < end; j += 4 * VL) {
                 FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
-                FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
+                if (pfy)
+                    FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
                 V e0 = FN(vexp)(v_sub(v_load(x + j), vm), 0);
                 V e1 = FN(vexp)(v_sub(v_load(x + j + VL), vm), 0);
                 V e2 = FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0);
@@ -286,7 +288,8 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
         } else {
             for (; j < end; j += 4 * VL) {
                 FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
-                FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
+                if (pfy)
+                    FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
                 s0 = v_add(s0, FN(vexp)(v_sub(v_load(x + j), vm), 0));
                 s1 = v_add(s1, FN(vexp)(v_sub(v_load(x + j + VL), vm), 0));
                 s2 = v_add(s2, FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0));
