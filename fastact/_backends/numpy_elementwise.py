@@ -183,6 +183,15 @@ def _periodic(a, n):
     return np.broadcast_to(a, (n // a.shape[0], a.shape[0])).reshape(-1) if a.shape[0] != n else a
 
 
+def tile_periodic(a, min_len=1024):
+    """A periodic weight (element ``i`` uses ``a[i % L]``) repeated to a length that is a
+    multiple of ``L`` and at least ``min_len``: the same weights for every ``i``, in
+    longer contiguous runs (what the native kernels walk without a modulo)."""
+    if a is None or a.shape[0] >= min_len:
+        return a
+    return np.tile(a, -(-min_len // a.shape[0]))
+
+
 def bce(x, t, w, pw, c, gscale, loss, grad, nthreads=1):
     n = x.shape[0]
     dt = x.dtype.type
