@@ -423,50 +423,93 @@ FA_EW_LOOP static void NM(ew_silu_bwd)(const T *grad, const T *x, T *out, int64_
     }
 }
 
-/* ---- binary cross-entropy with logits (see elementwise.h) */
+/* ---- binary cross-entropy with logits (see elementwise.h)
+ *
+ * In blocks of EW_BLK elements that never cross the end of w or pw, so that
+ * their elements are read contiguously (no modulo per element).  A block's
+ * loss and gradient go to stack buffers first (the loop then reads only its
+ * inputs and writes only memory it owns: it vectorises without run-time alias
+ * checks, also when grad is x) and are copied out; the block's losses are
+ * summed in EW_LANES float64 partial sums (a vectorised sum that does not
+ * reassociate), folded at the end.  One loop per (pos_weight?, grad?) case;
+ * a missing w or gscale reads a block of ones (multiplying by 1 is exact). */
+
+#ifndef EW_BLK
+#define EW_BLK 256
+#define EW_LANES 8
+#endif
+
+static inline __attribute__((always_inline)) void NM(ew_bce_block)(
+    const T *restrict x, const T *restrict t, const T *restrict w, const T *restrict pw,
+    const T *restrict gs, T cc, T *restrict lbuf, T *restrict gbuf, int64_t m,
+    const int has_pw, const int has_grad)
+{
+    for (int64_t k = 0; k < m; k++) {
+        T v = x[k], ti = t[k];
+        T sp = NM(ew_softplus_neg)(v);
+        T lw = has_pw ? (T)1 + (pw[k] - (T)1) * ti : (T)1;
+        T el = (((T)1 - ti) * v + lw * sp) * w[k];
+        lbuf[k] = el;
+        if (has_grad) {
+            T s = NM(ew_sig)(v);
+            T d = has_pw ? lw * s - pw[k] * ti : s - ti;
+            gbuf[k] = d * w[k] * cc * gs[k];
+        }
+    }
+}
 
 FA_EW_LOOP static double NM(ew_bce)(const T *x, const T *t, const T *w, int64_t w_len,
                          const T *pw, int64_t pw_len, int64_t offset, double c,
                          const T *gscale, T *loss, T *grad, int64_t n)
 {
     const T cc = (T)c;
+    T ones[EW_BLK], lbuf[EW_BLK], gbuf[EW_BLK];
+    double acc[EW_LANES];
+    for (int k = 0; k < EW_BLK; k++)
+        ones[k] = (T)1;
+    for (int l = 0; l < EW_LANES; l++)
+        acc[l] = 0.0;
     int64_t jw = w ? offset % w_len : 0;
     int64_t jp = pw ? offset % pw_len : 0;
-    double total = 0.0, block = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        T v = x[i], ti = t[i];
-        T sp = NM(ew_softplus_neg)(v);
-        T lw = (T)1, p = (T)1;
+    for (int64_t i0 = 0; i0 < n;) {
+        int64_t m = n - i0 < EW_BLK ? n - i0 : EW_BLK;
+        if (w && w_len - jw < m)
+            m = w_len - jw;
+        if (pw && pw_len - jp < m)
+            m = pw_len - jp;
+        const T *wb = w ? w + jw : ones;
+        const T *gs = gscale ? gscale + i0 : ones;
         if (pw) {
-            p = pw[jp];
-            lw = (T)1 + (p - (T)1) * ti;
+            if (grad)
+                NM(ew_bce_block)(x + i0, t + i0, wb, pw + jp, gs, cc, lbuf, gbuf, m, 1, 1);
+            else
+                NM(ew_bce_block)(x + i0, t + i0, wb, pw + jp, gs, cc, lbuf, gbuf, m, 1, 0);
+        } else {
+            if (grad)
+                NM(ew_bce_block)(x + i0, t + i0, wb, ones, gs, cc, lbuf, gbuf, m, 0, 1);
+            else
+                NM(ew_bce_block)(x + i0, t + i0, wb, ones, gs, cc, lbuf, gbuf, m, 0, 0);
         }
-        T el = ((T)1 - ti) * v + lw * sp;
-        T wi = w ? w[jw] : (T)1;
-        el *= wi;
-        block += (double)el;
-        if ((i & 255) == 255) { /* two-level sum: blocks of 256 */
-            total += block;
-            block = 0.0;
-        }
-        if (grad) {
-            T s = NM(ew_sig)(v);
-            T d = pw ? lw * s - p * ti : s - ti;
-            d = d * wi * cc;
-            if (gscale)
-                d *= gscale[i];
-            if (loss)
-                loss[i] = el;
-            grad[i] = d;
-        } else if (loss) {
-            loss[i] = el;
-        }
-        if (w && ++jw == w_len)
+        int64_t k = 0;
+        for (; k + EW_LANES <= m; k += EW_LANES)
+            for (int l = 0; l < EW_LANES; l++)
+                acc[l] += (double)lbuf[k + l];
+        for (int l = 0; k < m; k++, l++)
+            acc[l] += (double)lbuf[k];
+        if (loss)
+            memcpy(loss + i0, lbuf, (size_t)m * sizeof(T));
+        if (grad)
+            memcpy(grad + i0, gbuf, (size_t)m * sizeof(T));
+        i0 += m;
+        if (w && (jw += m) == w_len)
             jw = 0;
-        if (pw && ++jp == pw_len)
+        if (pw && (jp += m) == pw_len)
             jp = 0;
     }
-    return total + block;
+    double total = 0.0;
+    for (int l = 0; l < EW_LANES; l++)
+        total += acc[l];
+    return total;
 }
 
 #undef NM

@@ -9,6 +9,7 @@ reason when the extension is missing or was built without these kernels.
 from __future__ import annotations
 
 from .elementwise import chunked
+from .numpy_elementwise import tile_periodic
 
 try:
     from fastact._fastact_c import ffi as _ffi, lib as _lib
@@ -67,6 +68,8 @@ def bce_chunk(x, t, w, pw, offset, c, gscale, loss, grad):
 
 
 def bce(x, t, w, pw, c, gscale, loss, grad, nthreads=1):
+    w, pw = tile_periodic(w), tile_periodic(pw)  # contiguous runs of >= 1024 weights
+
     def part(a, b):
         return bce_chunk(x[a:b], t[a:b], w, pw, a, c,
                          None if gscale is None else gscale[a:b],
