@@ -40,6 +40,13 @@ def backend(request):
     return request.param
 
 
+@pytest.fixture(params=[p for p in backend_params() if p.values[0] != "numpy"])
+def native_backend(request):
+    """The compiled backends only, for properties the NumPy reference does not have
+    by design (no temporaries: it computes through them)."""
+    return request.param
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
