@@ -54,36 +54,27 @@ def _dim(input, dim, name, stacklevel):
     return dim
 
 
-class _Softmax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        y = torch.from_numpy(fastact.softmax(_np(x), axis=dim))
+def _row_function(name, forward, backward):
+    """An autograd Function for ``y = forward(x, axis)`` whose vector-Jacobian
+    product is ``backward(grad, y, axis)`` (fastact's row kernels, zero-copy)."""
+
+    def fwd(ctx, x, dim):
+        y = torch.from_numpy(forward(_np(x), axis=dim))
         ctx.dim = dim
         ctx.save_for_backward(y)
         return y
 
-    @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
+    def bwd(ctx, grad):
         (y,) = ctx.saved_tensors
-        gx = fastact.softmax_backward(_np(grad), _np(y), axis=ctx.dim)
-        return torch.from_numpy(gx), None
+        return torch.from_numpy(backward(_np(grad), _np(y), axis=ctx.dim)), None
+
+    return type(name, (torch.autograd.Function,),
+                {"forward": staticmethod(fwd), "backward": staticmethod(bwd)})
 
 
-class _LogSoftmax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        y = torch.from_numpy(fastact.log_softmax(_np(x), axis=dim))
-        ctx.dim = dim
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        gx = fastact.log_softmax_backward(_np(grad), _np(y), axis=ctx.dim)
-        return torch.from_numpy(gx), None
+_Softmax = _row_function("_Softmax", fastact.softmax, fastact.softmax_backward)
+_LogSoftmax = _row_function("_LogSoftmax", fastact.log_softmax, fastact.log_softmax_backward)
 
 
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
