@@ -1140,10 +1140,17 @@ static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r
         }
         if (gr) {
             const double Gi = R ? g * (double)R[i] : g;
-            double cp = a * ((1 - eps) * wt + eps * Wsum / (double)k);
-            if (z != 0)
-                cp += 2 * bz * z * lse;
-            cp *= Gi / s;
+            /* Without smoothing and z-loss, cp = (G a) wt / s and the target's term
+             * (G a) wt below are rounded alike: a one-class row gets exactly 0. */
+            double cp;
+            if (eps == 0 && z == 0) {
+                cp = Gi * a * wt / s;
+            } else {
+                cp = a * ((1 - eps) * wt + eps * Wsum / (double)k);
+                if (z != 0)
+                    cp += 2 * bz * z * lse;
+                cp *= Gi / s;
+            }
             const double cw = -Gi * a * eps / (double)k;
             if (eps != 0 && W) {
                 const V vcp = v_set1((T)cp), vcw = v_set1((T)cw);
@@ -1167,7 +1174,7 @@ static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r
             } else {
                 FN(scale)(gr, (T)cp, k);
             }
-            gr[t] = (T)((double)gr[t] - Gi * a * (1 - eps) * wt);
+            gr[t] = gr[t] - (T)(Gi * a * (1 - eps) * wt);
         }
     }
 }
@@ -1251,11 +1258,15 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
         }
         if (gr) {
             const double Gi = R ? g * (double)R[i] : g;
-            double cp = a * swq;
+            /* grad = e (cp) - q w (G a): without z-loss cp = (swq / s) (G a), rounded
+             * as the second term is, so a one-class row gets exactly 0 */
+            const T ga = (T)(Gi * a);
+            T cpt;
             if (z != 0)
-                cp += 2 * bz * z * lse;
-            cp *= Gi / s;
-            const V vcp = v_set1((T)cp), vca = v_set1((T)(-Gi * a));
+                cpt = (T)((a * swq + 2 * bz * z * lse) * (Gi / s));
+            else
+                cpt = (T)(swq / s) * ga;
+            const V vcp = v_set1(cpt), vca = v_set1(-ga);
             for (int64_t j = 0; j < k; j += VL) {
                 const int64_t n = k - j;
                 if (n >= VL) {
