@@ -55,11 +55,11 @@ def _dim(input, dim, name, stacklevel):
 
 
 def _row_function(name, forward, backward):
-    """An autograd Function for ``y = forward(x, axis)`` whose vector-Jacobian
-    product is ``backward(grad, y, axis)`` (fastact's row kernels, zero-copy)."""
+    """An autograd Function for ``y = fastact.<forward>(x, axis)`` whose vector-Jacobian
+    product is ``fastact.<backward>(grad, y, axis)`` (looked up per call), zero-copy."""
 
     def fwd(ctx, x, dim):
-        y = torch.from_numpy(forward(_np(x), axis=dim))
+        y = torch.from_numpy(getattr(fastact, forward)(_np(x), axis=dim))
         ctx.dim = dim
         ctx.save_for_backward(y)
         return y
@@ -67,14 +67,14 @@ def _row_function(name, forward, backward):
     @once_differentiable
     def bwd(ctx, grad):
         (y,) = ctx.saved_tensors
-        return torch.from_numpy(backward(_np(grad), _np(y), axis=ctx.dim)), None
+        return torch.from_numpy(getattr(fastact, backward)(_np(grad), _np(y), axis=ctx.dim)), None
 
     return type(name, (torch.autograd.Function,),
                 {"forward": staticmethod(fwd), "backward": staticmethod(bwd)})
 
 
-_Softmax = _row_function("_Softmax", fastact.softmax, fastact.softmax_backward)
-_LogSoftmax = _row_function("_LogSoftmax", fastact.log_softmax, fastact.log_softmax_backward)
+_Softmax = _row_function("_Softmax", "softmax", "softmax_backward")
+_LogSoftmax = _row_function("_LogSoftmax", "log_softmax", "log_softmax_backward")
 
 
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
