@@ -7,7 +7,9 @@ What is timed
   ``logsumexp``, ``softmax_backward``, ``log_softmax_backward``,
   ``cross_entropy`` (index targets, ``reduction="mean"``) and
   ``cross_entropy_with_grad`` (loss and d loss / d logits in one call); the
-  sigmoid family joins as soon as ``fastact`` exports it.  All on ``(n, k)``
+  sigmoid family and the hidden-layer activations (``relu``, ``tanh``,
+  ``softsign``, ``gelu``, ``gelu_tanh`` = ``approximate="tanh"``, ``silu`` and
+  their ``<name>_backward(grad, x)``) join as soon as ``fastact`` exports them.  All on ``(n, k)``
   arrays, the op along the last axis.
 * **implementations** — every available fastact backend (``c``, ``numba``)
   and the NumPy reference (fastact with ``backend="numpy"``, the baseline of
@@ -223,6 +225,7 @@ class Op:
     out: Callable | None  # inputs -> the out= buffer; None: no out= variant
     peers: Mapping[str, Peer] = field(default_factory=dict)
     what: str = ""
+    kwargs: Mapping = field(default_factory=dict)  # extra keywords, e.g. approximate="tanh"
 
     @property
     def modes(self):
@@ -239,10 +242,11 @@ class Op:
 
         f = getattr(fastact, self.func)
         args = tuple(getattr(inputs, a) for a in self.args)
+        kw = dict(self.kwargs)
         if mode == "out":
             out = self.out(inputs)
-            return lambda: f(*args, out=out, backend=backend)
-        return lambda: f(*args, backend=backend)
+            return lambda: f(*args, out=out, backend=backend, **kw)
+        return lambda: f(*args, backend=backend, **kw)
 
     def peer_call(self, peer_name, peer, inputs, mode):
         spec = self.peers.get(peer_name)
@@ -370,11 +374,11 @@ _JAX = {
 }
 
 
-def _op(name, family, func, args, out, what, **peers):
+def _op(name, family, func, args, out, what, kwargs=None, **peers):
     peers = {k: v for k, v in peers.items() if v is not None}
     if name in _JAX:
         peers["jax"] = _JAX[name]
-    return Op(name, family, func, tuple(args), out, peers, what)
+    return Op(name, family, func, tuple(args), out, peers, what, dict(kwargs or {}))
 
 
 
@@ -399,6 +403,70 @@ def _torch_sigmoid_backward(P, inp, mode):
         o, fo = P.torch.empty_like(g), f.grad_input
         return lambda: fo(g, y, grad_input=o)
     return lambda: f(g, y)
+
+
+def _torch_unary(fname, out=True, **kw):
+    """``<fname>(x[, out=], **kw)`` (``fname`` dotted from ``torch``, e.g. ``torch._C._nn.gelu``,
+    the kernel ``F.gelu`` runs, which takes ``out=``)."""
+    def make(P, inp, mode):
+        f, x = P.resolve(fname), inp.torch("x")
+        if mode == "out":
+            o = P.torch.empty_like(x)
+            return lambda: f(x, out=o, **kw)
+        return lambda: f(x, **kw)
+    return Peer(MODES if out else ("alloc",), make)
+
+
+def _torch_act_backward(name, **kw):
+    """The kernel torch's autograd runs for ``<name>_backward(grad, x)``:
+    ``aten.<name>_backward`` (``threshold_backward`` for relu; ``tanh_backward`` from
+    the saved output ``tanh(x)``, made before timing, as autograd saves it)."""
+    def make(P, inp, mode):
+        A = P.torch.ops.aten
+        g, x = inp.torch("grad"), inp.torch("x")
+        if name == "relu":
+            f, args = A.threshold_backward, (g, x, 0.0)
+        elif name == "tanh":
+            f, args = A.tanh_backward, (g, P.torch.tanh(x))
+        else:
+            f, args = getattr(A, name + "_backward"), (g, x)
+        if mode == "out":
+            o, fo = P.torch.empty_like(g), f.grad_input
+            return lambda: fo(*args, grad_input=o, **kw)
+        return lambda: f(*args, **kw)
+    return Peer(MODES, make)
+
+
+def _torch_softsign_backward(P, inp, mode):
+    # F.softsign is composite (x / (1 + |x|)): no backward kernel; its derivative in torch ops
+    g, x = inp.torch("grad"), inp.torch("x")
+    return lambda: g / (x.abs() + 1).square()
+
+
+def _acts():
+    """relu, tanh, softsign, gelu, gelu_tanh, silu and their ``<name>_backward(grad, x)``."""
+    fwd = {"relu": ("relu", "max(x, 0)", _torch_unary("torch.relu", out=False), {}),
+           "tanh": ("tanh", "tanh(x)", _torch_unary("torch.tanh"), {}),
+           "softsign": ("softsign", "x / (1 + |x|)",
+                        _torch_unary("torch.nn.functional.softsign", out=False), {}),
+           "gelu": ("gelu", "x Phi(x) (erf)", _torch_unary("torch._C._nn.gelu"), {}),
+           "gelu_tanh": ("gelu", "gelu, approximate='tanh'",
+                         _torch_unary("torch._C._nn.gelu", approximate="tanh"),
+                         {"approximate": "tanh"}),
+           "silu": ("silu", "x sigmoid(x)", _torch_unary("torch._C._nn.silu"), {})}
+    ops = []
+    for name, (func, what, peer, kw) in fwd.items():
+        ops.append(_op(name, "activation", func, ["x"], _out_like_x, what, kwargs=kw, torch=peer))
+    for name, (func, what, _, kw) in fwd.items():
+        if name == "softsign":
+            tp = Peer(("alloc",), _torch_softsign_backward)
+        elif name == "gelu_tanh":
+            tp = _torch_act_backward("gelu", approximate="tanh")
+        else:
+            tp = _torch_act_backward(name)
+        ops.append(_op(name + "_backward", "activation", func + "_backward", ["grad", "x"],
+                       _out_like_x, f"grad * d/dx [{what}]", kwargs=kw, torch=tp))
+    return ops
 
 
 #: Every case, in the order shown.  The sigmoid family is offered as soon as
@@ -434,6 +502,7 @@ OPS = {op.name: op for op in (
     _op("sigmoid_bce_with_grad", "sigmoid", "sigmoid_binary_cross_entropy_with_grad",
         ["x", "prob"], _out_like_x, "(loss, d loss / d logits) in one call; torch: autograd",
         torch=_torch_bce(True)),
+    *_acts(),
 )}
 
 
