@@ -617,7 +617,9 @@ static fa_rows_fn fa_pick(const fa_rows_fn tab[3][2], int itemsize, int isa)
  * safe: a call that finds the pool busy runs on its own thread alone. */
 #define FA_MIN_ELEMS_PER_THREAD ((int64_t)1 << 16)
 #define FA_MIN_ELEMS_PER_PART ((int64_t)1 << 15)
+#ifndef FA_PARTS_PER_THREAD
 #define FA_PARTS_PER_THREAD 4
+#endif
 #define FA_MAX_THREADS 64
 
 #if FA_HAVE_PTHREADS

@@ -571,7 +571,9 @@ static void FN(fill)(T *y, T v, int64_t k)
  * chunk is scaled by exp(m_chunk - m) / s.  softmax (take_log = 0) or
  * log_softmax (1: sums only, then (x - m) - log(s)).  y may be x. */
 #define LONG_K 16384
+#ifndef LONG_CHUNK
 #define LONG_CHUNK 4096
+#endif
 
 static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log)
 {
