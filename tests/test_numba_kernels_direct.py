@@ -18,6 +18,8 @@ from fastact._backends import numba_kernels as K  # noqa: E402
 DTYPES = [np.float32, np.float64]
 # short rows take the tile path (k < K._TILE_K), the others the row path
 KS = [1, 5, K._TILE_K - 1, K._TILE_K, 517, 1100]
+# rows longer than K._ONLINE: max and sum in one pass, chunk by chunk
+KS_SOFTMAX = KS + [K._ONLINE, 2 * K._ONLINE + 37]
 
 
 def tol(dtype):
@@ -124,7 +126,7 @@ def check_same(got, want):
 # ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("k", KS_SOFTMAX)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("name", ["softmax_rows", "log_softmax_rows"])
 def test_softmax_like(name, masked, k, dtype):
@@ -180,6 +182,39 @@ def test_in_place_and_threads(name, k, dtype):
         getattr(K, name)(y, None, y, nt)    # out is x
         # in place runs other machine code (one pointer): equal to rounding
         check_same(y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["softmax_rows", "log_softmax_rows"])
+def test_long_rows_growing_max(name, dtype):
+    """Long rows whose max grows chunk by chunk (spread > 88 and < 88 between
+    chunks): the online rescaling of log_softmax, in place and threaded."""
+    k = 3 * K._ONLINE + 11
+    rng = np.random.default_rng(5)
+    rows = [np.linspace(-300.0, 0.0, k), np.linspace(-60.0, 0.0, k),
+            np.linspace(0.0, -300.0, k), rng.standard_normal(k) * 30]
+    r = rng.standard_normal(k); r[: 2 * K._ONLINE] = -np.inf; rows.append(r)
+    r = rng.standard_normal(k); r[-1] = np.nan; rows.append(r)
+    r = rng.standard_normal(k); r[-1] = np.inf; rows.append(r)
+    rows.append(np.full(k, -np.inf))
+    x = np.array(rows * 6, dtype=dtype)
+    want64 = np.empty(x.shape)
+    getattr(R, name)(x.astype(np.float64), None, want64)
+    want = np.empty_like(x)
+    getattr(R, name)(x, None, want)
+    got = np.empty_like(x)
+    getattr(K, name)(x, None, got, 1)
+    check_pattern(got, want)
+    # float32 x - max is inexact beyond 16 below the max: check the values there
+    near = x >= np.max(x, axis=1, keepdims=True) - 16
+    if name == "softmax_rows":
+        check_values(got[near], want64[near], rtol=tol(dtype))
+    else:
+        check_log_values(got[near], want64[near], dtype)
+    for nt in (1, 2):
+        y = x.copy()
+        getattr(K, name)(y, None, y, nt)
+        check_same(y, got)
 
 
 # ----------------------------------------------------------------------------

@@ -18,6 +18,9 @@ How the kernels are fast:
 * The fused passes write through a small scratch block: LLVM checks at run
   time that input and output do not overlap before it runs the vector loop,
   and ``out is x`` (in place) would otherwise fall back to scalar code.
+* Long log_softmax rows (``k > _ONLINE``) take two passes, not three: per
+  chunk of ``_ONLINE`` elements (in L1) its max, then its exp-sum with the
+  running max; the float64 running sum is rescaled when the max grows.
 * Short rows (``k < _TILE_K``) are transposed tile by tile into a
   column-major scratch buffer so that the exp pass vectorises across rows.
 * Threads: ``prange`` over blocks of rows, only when the work is large enough
@@ -49,6 +52,10 @@ _FASTMATH_POLY = {"nsz", "arcp", "contract", "afn"}
 _BLOCK = 512
 #: Rows shorter than this take the transposed-tile path.
 _TILE_K = 40
+#: log_softmax rows longer than this compute max and sum in one pass over
+#: memory, chunk by chunk (online softmax); shorter rows are in L1 anyway and
+#: the plain passes win.
+_ONLINE = 4096
 #: Below this many elements a call stays on the calling thread.
 _PAR_MIN_ELEMS = 1 << 15
 
@@ -389,6 +396,85 @@ def _log_softmax_row(xr, mr, out_r):
                 ob[j] = v if mb[j] else ninf
 
 
+# long log_softmax rows (k > _ONLINE): max and sum in one pass
+
+@_inline
+def _online_block_max(xb, mb_, m):
+    """max(m, max of the selected entries of the chunk)."""
+    mb = m
+    if mb_ is None:
+        for j in range(xb.shape[0]):
+            mb = _maximum(mb, xb[j])
+    else:
+        ninf = _to(xb, -np.inf)
+        for j in range(xb.shape[0]):
+            v = xb[j] if mb_[j] else ninf
+            mb = _maximum(mb, v)
+    return mb
+
+
+@_inline
+def _online_max_sum(xr, mr):
+    """(max, sum exp(x - max)) of the selected entries in one pass over memory.
+
+    Per chunk of ``_ONLINE`` elements (in L1): its max, then its exp-sum with
+    the running max, the running sum rescaled when the max grows.  A NaN or
+    +inf max is returned at once (the caller fills the row).
+    """
+    k = xr.shape[0]
+    m = _to(xr, -np.inf)
+    s = 0.0
+    for b0 in range(0, k, _ONLINE):
+        xb = xr[b0:b0 + _ONLINE]
+        mbk = None if mr is None else mr[b0:b0 + _ONLINE]
+        mb = _online_block_max(xb, mbk, m)
+        if not _finite(mb):
+            if mb == -np.inf:
+                continue
+            return mb, s
+        if mb > m:
+            if s != 0.0:
+                s = s * math.exp(np.float64(m) - np.float64(mb))
+            m = mb
+        for c0 in range(0, xb.shape[0], _BLOCK):
+            xc = xb[c0:c0 + _BLOCK]
+            sb = _to(xr, 0.0)
+            if mr is None:
+                for j in range(xc.shape[0]):
+                    sb += _exp(xc[j] - m)
+            else:
+                mc = mbk[c0:c0 + _BLOCK]
+                zero = _to(xr, 0.0)
+                for j in range(xc.shape[0]):
+                    e = _exp(xc[j] - m)
+                    sb += e if mc[j] else zero
+            s += sb
+    return m, s
+
+
+@_inline
+def _log_softmax_row_online(xr, mr, out_r):
+    m, s = _online_max_sum(xr, mr)
+    if not _finite(m):
+        _fill_special(mr, out_r, -np.inf)
+        return
+    ls = _to(xr, np.log(s))
+    k = xr.shape[0]
+    ninf = _to(xr, -np.inf)
+    for b0 in range(0, k, _BLOCK):
+        xb = xr[b0:b0 + _BLOCK]
+        ob = out_r[b0:b0 + _BLOCK]
+        nb = xb.shape[0]
+        if mr is None:
+            for j in range(nb):
+                ob[j] = _sub_sub(xb[j], m, ls)
+        else:
+            mb = mr[b0:b0 + _BLOCK]
+            for j in range(nb):
+                v = _sub_sub(xb[j], m, ls)
+                ob[j] = v if mb[j] else ninf
+
+
 # ----------------------------------------------------------------------------
 # short rows: transposed tiles
 # ----------------------------------------------------------------------------
@@ -609,6 +695,20 @@ def _log_softmax_range(x, mask, out, r0, r1, T):
         _log_softmax_tiles(x, mask, out, r0, r1, T)
         return
     same = _same(x, out)
+    if x.shape[1] > _ONLINE:
+        for i in range(r0, r1):
+            orow = out[i]
+            if mask is None:
+                if same:
+                    _log_softmax_row_online(orow, None, orow)
+                else:
+                    _log_softmax_row_online(x[i], None, orow)
+            else:
+                if same:
+                    _log_softmax_row_online(orow, mask[i], orow)
+                else:
+                    _log_softmax_row_online(x[i], mask[i], orow)
+        return
     for i in range(r0, r1):
         xr = x[i]
         orow = out[i]
