@@ -151,6 +151,18 @@ static inline V FN(vexp)(V x, const int check_hi)
 #endif
 }
 
+/* exp(x) for x <= 0 where -inf lanes are expected (row tails, masked-out
+ * entries): the table exp would take its slow path for every such vector, so
+ * AVX-512 goes straight to the vscalef exp. */
+static inline V FN(vexp_tail)(V x)
+{
+#if HAVE_SCALEF
+    return FN(vexp_scalef)(x, 0);
+#else
+    return FN(vexp)(x, 0);
+#endif
+}
+
 #if HAVE_TILES
 /* log(s) for s >= 1 (a sum whose largest term is 1) or NaN.  float32: Cephes
  * logf (mantissa in [sqrt(1/2), sqrt(2)), degree-8 polynomial, ~1 ulp);
@@ -307,7 +319,7 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
     }
     if (j < k) {
         VTM tm = v_tailmask(k - j);
-        V e = FN(vexp)(v_sub(v_load_tail(x + j, tm, (T)-INFINITY), vm), 0);
+        V e = FN(vexp_tail)(v_sub(v_load_tail(x + j, tm, (T)-INFINITY), vm));
         if (y)
             v_store_tail(y + j, tm, e);
         s = v_add(s, e);
@@ -327,7 +339,7 @@ static double FN(expsum_sel)(const T *x, const unsigned char *mask, const T *b,
     for (int64_t j = 0; j < k; j += VL) {
         const int64_t n = k - j;
         VM sel = FN(sel_at)(mask, b, j, n);
-        V e = FN(vexp)(v_sub(FN(load_sel)(x, sel, j, n), vm), 0);
+        V e = FN(vexp_tail)(v_sub(FN(load_sel)(x, sel, j, n), vm));
         if (b) {
             V bv = n >= VL ? v_load(b + j) : v_load_tail(b + j, v_tailmask(n), (T)0);
             e = v_select(sel, v_mul(e, bv), v_zero());
@@ -1225,7 +1237,7 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
             if (n < VL)
                 q = v_select(FN(sel_at)(NULL, NULL, 0, n), q, v_zero());
             V wq = W ? v_mul(q, wv) : q;
-            V e = FN(vexp)(v_sub(xv, vm), 0);
+            V e = n >= VL ? FN(vexp)(v_sub(xv, vm), 0) : FN(vexp_tail)(v_sub(xv, vm));
             if (gr) {
                 if (n >= VL)
                     v_store(gr + j, e);
