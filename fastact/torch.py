@@ -77,24 +77,24 @@ _Softmax = _row_function("_Softmax", "softmax", "softmax_backward")
 _LogSoftmax = _row_function("_LogSoftmax", "log_softmax", "log_softmax_backward")
 
 
-def softmax(input, dim=None, _stacklevel=3, dtype=None):
-    """``torch.nn.functional.softmax`` computed by fastact (CPU float32/float64)."""
+def _row_call(name, function, input, dim, stacklevel, dtype):
+    """``F.<name>`` through ``function`` on CPU float32/float64, torch's own elsewhere
+    (``stacklevel`` counts from the public function's caller, as torch's does)."""
     if dtype is not None:
         input = input.to(dtype)
     if not _fast(input):
-        return _F.softmax(input, dim=dim, _stacklevel=_stacklevel + 1)
-    dim = _dim(input, dim, "softmax", _stacklevel)
-    return _Softmax.apply(input, dim)
+        return getattr(_F, name)(input, dim=dim, _stacklevel=stacklevel + 2)
+    return function.apply(input, _dim(input, dim, name, stacklevel + 1))
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """``torch.nn.functional.softmax`` computed by fastact (CPU float32/float64)."""
+    return _row_call("softmax", _Softmax, input, dim, _stacklevel, dtype)
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """``torch.nn.functional.log_softmax`` computed by fastact (CPU float32/float64)."""
-    if dtype is not None:
-        input = input.to(dtype)
-    if not _fast(input):
-        return _F.log_softmax(input, dim=dim, _stacklevel=_stacklevel + 1)
-    dim = _dim(input, dim, "log_softmax", _stacklevel)
-    return _LogSoftmax.apply(input, dim)
+    return _row_call("log_softmax", _LogSoftmax, input, dim, _stacklevel, dtype)
 
 
 class _CrossEntropy(torch.autograd.Function):
