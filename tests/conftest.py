@@ -167,6 +167,25 @@ def truth_logsumexp(x, axis=-1, where=None, keepdims=False):
 
 
 # ---------------------------------------------------------------------------
+# Cross-entropy cases
+# ---------------------------------------------------------------------------
+
+def ce_case(rng, dtype, lead=(13,), c=7, index=True, ignored=0.2, spread=3.0,
+            ignore_index=-100):
+    """Logits ``lead + (c,)`` and index targets (a fraction ``ignored`` set to
+    ``ignore_index``) or probability targets."""
+    x = (rng.standard_normal(lead + (c,)) * spread).astype(dtype)
+    if index:
+        t = rng.integers(0, c, size=lead)
+        t[rng.random(lead) < ignored] = ignore_index
+    else:
+        t = rng.random(lead + (c,))
+        t /= t.sum(-1, keepdims=True)
+        t = t.astype(dtype)
+    return x, t
+
+
+# ---------------------------------------------------------------------------
 # Layouts
 # ---------------------------------------------------------------------------
 

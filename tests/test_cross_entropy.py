@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastact
+from conftest import ce_case
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -48,17 +49,6 @@ def torch_ce(logits, target, *, weight=None, ignore_index=IGNORE, reduction="mea
     return float(loss.detach()), x.grad.numpy().reshape(logits.shape)
 
 
-def make_case(rng, dtype, lead=(13,), c=7, index=True, ignored=0.2, spread=3.0):
-    x = (rng.standard_normal(lead + (c,)) * spread).astype(dtype)
-    if index:
-        t = rng.integers(0, c, size=lead)
-        t[rng.random(lead) < ignored] = IGNORE
-    else:
-        t = rng.random(lead + (c,))
-        t /= t.sum(-1, keepdims=True)
-        t = t.astype(dtype)
-    return x, t
-
 
 def check(got_loss, got_grad, exp_loss, exp_grad, dtype):
     rtol = 2e-5 if dtype == np.float32 else 1e-11
@@ -81,7 +71,7 @@ OPTIONS = list(itertools.product(
 @pytest.mark.parametrize("index,use_w,ls,reduction,z", OPTIONS)
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_cross_entropy_vs_torch(backend, rng, dtype, index, use_w, ls, reduction, z):
-    x, t = make_case(rng, dtype, index=index)
+    x, t = ce_case(rng, dtype, index=index)
     w = rng.random(x.shape[-1]).astype(dtype) + 0.1 if use_w else None
     opts = dict(weight=w, reduction=reduction, label_smoothing=ls, z_loss=z)
     exp_loss, exp_grad = torch_ce(x, t, **opts)
@@ -106,12 +96,12 @@ def test_cross_entropy_vs_torch(backend, rng, dtype, index, use_w, ls, reduction
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_multi_dim_and_long_rows(backend, rng, dtype):
-    x, t = make_case(rng, dtype, lead=(2, 3, 4), c=5)
+    x, t = ce_case(rng, dtype, lead=(2, 3, 4), c=5)
     for opts in (dict(), dict(reduction="none", label_smoothing=0.2)):
         el, eg = torch_ce(x, t, **opts)
         l, g = fastact.softmax_cross_entropy_with_grad(x, t, backend=backend, **opts)
         check(l, g, el, eg, dtype)
-    x, t = make_case(rng, dtype, lead=(3,), c=50000, spread=10)
+    x, t = ce_case(rng, dtype, lead=(3,), c=50000, spread=10)
     el, eg = torch_ce(x, t, label_smoothing=0.05, weight=None)
     l, g = fastact.softmax_cross_entropy_with_grad(x, t, label_smoothing=0.05, backend=backend)
     check(l, g, el, eg, dtype)
@@ -132,7 +122,7 @@ def test_large_spread_and_neg_inf_logits(backend, rng, dtype):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_all_rows_ignored(backend, rng, reduction):
-    x, _ = make_case(rng, np.float32)
+    x, _ = ce_case(rng, np.float32)
     t = np.full(x.shape[:-1], IGNORE)
     l, g = fastact.softmax_cross_entropy_with_grad(x, t, reduction=reduction, z_loss=1e-2,
                                                    label_smoothing=0.1, backend=backend)
@@ -147,7 +137,7 @@ def test_all_rows_ignored(backend, rng, reduction):
 
 def test_custom_ignore_index_and_combination(backend, rng):
     """weight + label_smoothing + ignore_index together (broke PyTorch more than once)."""
-    x, t = make_case(rng, np.float64, lead=(40,), c=6, ignored=0.0)
+    x, t = ce_case(rng, np.float64, lead=(40,), c=6, ignored=0.0)
     t[::3] = 2
     w = rng.random(6) + 0.2
     for ii in (2, -1, 5):
@@ -158,7 +148,7 @@ def test_custom_ignore_index_and_combination(backend, rng):
 
 
 def test_in_place_gradient(backend, rng):
-    x, t = make_case(rng, np.float32, lead=(9,), c=11)
+    x, t = ce_case(rng, np.float32, lead=(9,), c=11)
     el, eg = torch_ce(x, t, label_smoothing=0.1)
     xx = x.copy()
     l, g = fastact.softmax_cross_entropy_with_grad(xx, t, label_smoothing=0.1, out=xx,
@@ -176,7 +166,7 @@ def test_in_place_gradient(backend, rng):
 
 
 def test_half_precision_losses_are_float32(backend, rng):
-    x, t = make_case(rng, np.float32)
+    x, t = ce_case(rng, np.float32)
     xh = x.astype(np.float16)
     l = fastact.softmax_cross_entropy(xh, t, backend=backend)
     assert l.dtype == np.float32
@@ -201,7 +191,7 @@ def test_unbatched_and_empty(backend, rng):
 
 
 def test_target_out_of_range_nothing_written(backend, rng):
-    x, t = make_case(rng, np.float32, ignored=0)
+    x, t = ce_case(rng, np.float32, ignored=0)
     for bad in (7, -1, 1000, -101):
         tt = t.copy()
         tt[5] = bad
@@ -218,7 +208,7 @@ def test_target_out_of_range_nothing_written(backend, rng):
 
 
 def test_logits_not_modified(backend, rng):
-    x, t = make_case(rng, np.float64)
+    x, t = ce_case(rng, np.float64)
     keep = x.copy()
     fastact.softmax_cross_entropy_with_grad(x, t, backend=backend)
     fastact.softmax_cross_entropy_backward(x, t, backend=backend)
@@ -228,7 +218,7 @@ def test_logits_not_modified(backend, rng):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_many_rows_span_several_blocks(backend, rng, reduction):
     """More rows than one kernel block (the API runs the kernels block by block)."""
-    x, t = make_case(rng, np.float32, lead=(300_000,), c=4, ignored=0.1)
+    x, t = ce_case(rng, np.float32, lead=(300_000,), c=4, ignored=0.1)
     w = np.array([0.5, 1.0, 2.0, 1.5], np.float32)
     opts = dict(weight=w, reduction=reduction, label_smoothing=0.1, z_loss=1e-3)
     el, eg = torch_ce(x, t, **opts)

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+import conftest
 import fastact
 from conftest import assert_close, assert_special_equal, special_matrix, truth_logsumexp, \
     truth_softmax
@@ -235,16 +236,9 @@ def test_import_fastact_does_not_import_dask():
 # cross-entropy
 # ---------------------------------------------------------------------------
 
-def ce_case(rng, dtype, lead=(11,), c=13, index=True, ignored=0.2, spread=4.0):
-    x = (rng.standard_normal(lead + (c,)) * spread).astype(dtype)
-    if index:
-        t = rng.integers(0, c, size=lead)
-        t[rng.random(lead) < ignored] = IGNORE
-    else:
-        t = rng.random(lead + (c,))
-        t /= t.sum(-1, keepdims=True)
-        t = t.astype(dtype)
-    return x, t
+def ce_case(rng, dtype, **kw):
+    kw = {"lead": (11,), "c": 13, "spread": 4.0, "ignore_index": IGNORE, **kw}
+    return conftest.ce_case(rng, dtype, **kw)
 
 
 def close(got, want, dtype):
