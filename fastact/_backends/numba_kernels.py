@@ -669,12 +669,12 @@ def _softmax_range(x, mask, out, r0, r1, T):
             if same:
                 _softmax_row(orow, None, orow)
             else:
-                _softmax_row(xr, None, out[i])
+                _softmax_row(xr, None, orow)
         else:
             if same:
                 _softmax_row(orow, mask[i], orow)
             else:
-                _softmax_row(xr, mask[i], out[i])
+                _softmax_row(xr, mask[i], orow)
 
 
 @_jit
@@ -716,12 +716,12 @@ def _log_softmax_range(x, mask, out, r0, r1, T):
             if same:
                 _log_softmax_row(orow, None, orow)
             else:
-                _log_softmax_row(xr, None, out[i])
+                _log_softmax_row(xr, None, orow)
         else:
             if same:
                 _log_softmax_row(orow, mask[i], orow)
             else:
-                _log_softmax_row(xr, mask[i], out[i])
+                _log_softmax_row(xr, mask[i], orow)
 
 
 @_jit
@@ -916,7 +916,7 @@ def _softmax_backward_range(grad, y, out, r0, r1):
         elif same_y:
             _softmax_backward_row(gr, orow, orow)
         else:
-            _softmax_backward_row(gr, yr, out[i])
+            _softmax_backward_row(gr, yr, orow)
 
 
 @_jit
@@ -971,7 +971,7 @@ def _log_softmax_backward_range(grad, y, mask, out, r0, r1):
             elif same_y:
                 _log_softmax_backward_row(gr, orow, None, orow)
             else:
-                _log_softmax_backward_row(gr, yr, None, out[i])
+                _log_softmax_backward_row(gr, yr, None, orow)
         else:
             mr = mask[i]
             if same_g:
@@ -979,7 +979,7 @@ def _log_softmax_backward_range(grad, y, mask, out, r0, r1):
             elif same_y:
                 _log_softmax_backward_row(gr, orow, mr, orow)
             else:
-                _log_softmax_backward_row(gr, yr, mr, out[i])
+                _log_softmax_backward_row(gr, yr, mr, orow)
 
 
 @_jit
