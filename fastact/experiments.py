@@ -36,21 +36,11 @@ import fastact
 # A NumPy MLP that allocates nothing per step
 # ----------------------------------------------------------------------------
 
-_ACT = {
-    # name: (forward(z, out), backward(grad_a, z, a, out))
-    "relu": (lambda z, o, be: fastact.relu(z, out=o, backend=be),
-             lambda g, z, a, o, be: fastact.relu_backward(g, z, out=o, backend=be)),
-    "softmax": (lambda z, o, be: fastact.softmax(z, out=o, backend=be),
-                lambda g, z, a, o, be: fastact.softmax_backward(g, a, out=o, backend=be)),
-    "sigmoid": (lambda z, o, be: fastact.sigmoid(z, out=o, backend=be),
-                lambda g, z, a, o, be: fastact.sigmoid_backward(g, a, out=o, backend=be)),
-    "tanh": (lambda z, o, be: fastact.tanh(z, out=o, backend=be),
-             lambda g, z, a, o, be: fastact.tanh_backward(g, z, out=o, backend=be)),
-    "gelu": (lambda z, o, be: fastact.gelu(z, out=o, backend=be),
-             lambda g, z, a, o, be: fastact.gelu_backward(g, z, out=o, backend=be)),
-    "silu": (lambda z, o, be: fastact.silu(z, out=o, backend=be),
-             lambda g, z, a, o, be: fastact.silu_backward(g, z, out=o, backend=be)),
-}
+#: The activations an MLP layer may use; True where the backward takes the forward's
+#: output (``softmax_backward(g, y)``, ``sigmoid_backward(g, y)``), False where it takes
+#: the input (``<name>_backward(g, z)``).
+_BACKWARD_FROM_OUTPUT = {"relu": False, "softmax": True, "sigmoid": True, "tanh": False,
+                         "gelu": False, "silu": False}
 
 
 class MLP:
@@ -113,7 +103,8 @@ class MLP:
             if act == "linear":
                 self.a[i + 1][:n] = z
             else:
-                _ACT[act][0](z, self.a[i + 1][:n], be)
+                _BACKWARD_FROM_OUTPUT[act]  # KeyError for an unknown activation
+                getattr(fastact, act)(z, out=self.a[i + 1][:n], backend=be)
         return self.a[-1][:n]
 
     def backward(self, grad_out):
@@ -127,7 +118,8 @@ class MLP:
             if act == "linear":
                 gz[...] = self.ga[i + 1][:n]
             else:
-                _ACT[act][1](self.ga[i + 1][:n], self.z[i][:n], self.a[i + 1][:n], gz, be)
+                s = self.a[i + 1][:n] if _BACKWARD_FROM_OUTPUT[act] else self.z[i][:n]
+                getattr(fastact, act + "_backward")(self.ga[i + 1][:n], s, out=gz, backend=be)
             np.matmul(self.a[i][:n].T, gz, out=self.dW[i])
             np.sum(gz, axis=0, out=self.db[i])
             if i:
