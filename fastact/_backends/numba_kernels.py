@@ -61,21 +61,25 @@ _PAR_MIN_ELEMS = 1 << 15
 
 
 def _jit(fn):
-    return njit(fastmath=_FASTMATH, cache=True, nogil=True)(fn)
+    return njit(fastmath=_FASTMATH, cache=True, nogil=True,
+                error_model="numpy")(fn)
 
 
 def _jit_poly(fn):
-    return njit(fastmath=_FASTMATH_POLY, cache=True, nogil=True)(fn)
+    return njit(fastmath=_FASTMATH_POLY, cache=True, nogil=True,
+                error_model="numpy")(fn)
 
 
 def _inline(fn):
     # Numba-level inlining: as separate functions these helpers cost up to 25%
     # (LLVM no longer sees that the scratch buffers are fresh allocations).
-    return njit(fastmath=_FASTMATH, cache=True, nogil=True, inline="always")(fn)
+    return njit(fastmath=_FASTMATH, cache=True, nogil=True, inline="always",
+                error_model="numpy")(fn)
 
 
 def _jit_par(fn):
-    return njit(fastmath=_FASTMATH, cache=True, nogil=True, parallel=True)(fn)
+    return njit(fastmath=_FASTMATH, cache=True, nogil=True, parallel=True,
+                error_model="numpy")(fn)
 
 
 # ----------------------------------------------------------------------------
