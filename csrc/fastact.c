@@ -260,6 +260,30 @@ static inline __m256d avx2_mbytes_f64(const unsigned char *p)
     return _mm256_castsi256_pd(_mm256_xor_si256(z, _mm256_set1_epi64x(-1)));
 }
 
+/* Columns of a tile of 8 rows of k <= 8 floats (see avx512_tile_cols_f32):
+ * 8 masked row loads and an 8x8 transpose (3 x 8 shuffles). */
+static inline void avx2_tile_cols_f32(const float *x, int64_t k, float *buf)
+{
+    const __m256i km = _mm256_loadu_si256((const __m256i *)(fa_tail32 + 8 - k));
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_maskload_ps(x + i * k, km);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) { /* r[i + m], half h: column 4 h + m of rows i..i+3 */
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int m = 0; m < 4; m++) {
+        _mm256_storeu_ps(buf + 8 * m, _mm256_permute2f128_ps(r[m], r[4 + m], 0x20));
+        _mm256_storeu_ps(buf + 8 * (4 + m), _mm256_permute2f128_ps(r[m], r[4 + m], 0x31));
+    }
+}
+
 #define T float
 #define IS_F64 0
 #define SFX f32_avx2
@@ -280,6 +304,8 @@ static inline __m256d avx2_mbytes_f64(const unsigned char *p)
 #define HAVE_TILES 1
 #define HAVE_SCALEF 0
 #define HAVE_EXP_LUT 0
+#define HAVE_TILE_COLS 1
+#define v_tile_cols(x, k, buf) avx2_tile_cols_f32((x), (k), (buf))
 #define v_permute(idx, v) _mm256_permutevar8x32_ps((v), _mm256_loadu_si256((const __m256i *)(idx)))
 #define v_zero() _mm256_setzero_ps()
 #define v_set1(a) _mm256_set1_ps((float)(a))
@@ -423,6 +449,40 @@ static inline __m512 avx512_exp_lut_f32(__m512 n)
     return _mm512_castsi512_ps(_mm512_add_epi32(tb, _mm512_slli_epi32(nb, 18)));
 }
 
+/* Columns of a tile of 16 rows of k <= 16 floats at x (row r at x + r k):
+ * column j (lanes = rows) stored at buf + 16 j, for all 16 j (columns at or
+ * past k hold zeros).  16 masked row loads and a 16x16 transpose in registers
+ * (4 x 16 shuffles) instead of k gathers (~5x faster per column here). */
+static inline void avx512_tile_cols_f32(const float *x, int64_t k, float *buf)
+{
+    const __mmask16 km = (__mmask16)((1u << k) - 1u);
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_maskz_loadu_ps(km, x + i * k);
+    for (int i = 0; i < 16; i += 2) { /* per 128-bit lane: a0 b0 a1 b1 / a2 b2 a3 b3 */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* r[i + m], lane L: column 4 L + m of rows i..i+3 */
+        const __m512d t0 = _mm512_castps_pd(t[i]), t1 = _mm512_castps_pd(t[i + 1]);
+        const __m512d t2 = _mm512_castps_pd(t[i + 2]), t3 = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (int m = 0; m < 4; m++) {
+        const __m512 ab0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);   /* lanes 0, 2 */
+        const __m512 ab1 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xdd);   /* lanes 1, 3 */
+        const __m512 cd0 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
+        const __m512 cd1 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xdd);
+        _mm512_storeu_ps(buf + 16 * m, _mm512_shuffle_f32x4(ab0, cd0, 0x88));
+        _mm512_storeu_ps(buf + 16 * (8 + m), _mm512_shuffle_f32x4(ab0, cd0, 0xdd));
+        _mm512_storeu_ps(buf + 16 * (4 + m), _mm512_shuffle_f32x4(ab1, cd1, 0x88));
+        _mm512_storeu_ps(buf + 16 * (12 + m), _mm512_shuffle_f32x4(ab1, cd1, 0xdd));
+    }
+}
+
 #define T float
 #define IS_F64 0
 #define SFX f32_avx512
@@ -443,6 +503,8 @@ static inline __m512 avx512_exp_lut_f32(__m512 n)
 #define HAVE_TILES 1
 #define HAVE_SCALEF 1
 #define HAVE_EXP_LUT 1
+#define HAVE_TILE_COLS 1
+#define v_tile_cols(x, k, buf) avx512_tile_cols_f32((x), (k), (buf))
 #define v_exp_lut(n) avx512_exp_lut_f32(n)
 #define v_permute(idx, v) _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(idx)), (v))
 #define v_round(v) _mm512_roundscale_ps((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
@@ -630,20 +692,24 @@ typedef struct {
     uint64_t gen;       /* bumped per job */
     fa_rows_fn fn;
     const fa_args *a;
-    int64_t n, nparts, next, remaining;
+    int64_t n, align, nparts, next, remaining;
 } fa_pool_t;
 
 static fa_pool_t fa_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                            PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0, 0};
+                            PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 1, 0, 0, 0};
 static pthread_mutex_t fa_pool_owner = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fa_pool_once = PTHREAD_ONCE_INIT;
 
-/* Part p of nparts over n rows. */
-static void fa_part(int64_t n, int64_t nparts, int64_t p, int64_t *r0, int64_t *r1)
+/* Part p of nparts over n rows, in units of `align` rows (the last part
+ * takes the remainder): short rows (k <= FA_TILE_ROWS) are split at multiples
+ * of FA_TILE_ROWS, so that every row falls in the same row tile (or the same
+ * tail) whatever the number of threads, and results do not depend on it. */
+#define FA_TILE_ROWS 16
+static void fa_part(int64_t n, int64_t align, int64_t nparts, int64_t p, int64_t *r0, int64_t *r1)
 {
-    const int64_t q = n / nparts, r = n % nparts;
-    *r0 = q * p + (p < r ? p : r);
-    *r1 = *r0 + q + (p < r);
+    const int64_t nb = n / align, q = nb / nparts, r = nb % nparts;
+    *r0 = (q * p + (p < r ? p : r)) * align;
+    *r1 = p == nparts - 1 ? n : *r0 + (q + (p < r)) * align;
 }
 
 /* Takes and runs parts of the current job until none is left; called and
@@ -655,7 +721,7 @@ static void fa_pool_drain(void)
         const fa_rows_fn fn = fa_pool.fn;
         const fa_args *a = fa_pool.a;
         int64_t r0, r1;
-        fa_part(fa_pool.n, fa_pool.nparts, p, &r0, &r1);
+        fa_part(fa_pool.n, fa_pool.align, fa_pool.nparts, p, &r0, &r1);
         pthread_mutex_unlock(&fa_pool.mu);
         fn(a, r0, r1);
         pthread_mutex_lock(&fa_pool.mu);
@@ -718,6 +784,7 @@ static int fa_pool_run(fa_rows_fn fn, const fa_args *a, int64_t nt, int64_t npar
     fa_pool.fn = fn;
     fa_pool.a = a;
     fa_pool.n = a->n;
+    fa_pool.align = a->k <= FA_TILE_ROWS ? FA_TILE_ROWS : 1;
     fa_pool.nparts = nparts;
     fa_pool.next = 0;
     fa_pool.remaining = nparts;

@@ -511,15 +511,23 @@ static void FN(tile_idx_init)(FN(tile_idx) *ti, int64_t k)
         ti->rix[p] = (int32_t)(p / k);
 }
 
-/* Loads a tile into buf (column j at buf + j * VL); returns the row maxima. */
+/* Loads a tile into buf (column j at buf + j * VL); returns the row maxima.
+ * With v_tile_cols (float32): row loads and a transpose in registers. */
 static inline V FN(tile_load)(const FN(tile_idx) *ti, const T *x, int64_t k, T *buf)
 {
     V m = v_set1((T)-INFINITY);
+#if HAVE_TILE_COLS
+    (void)ti;
+    v_tile_cols(x, k, buf);
+    for (int64_t j = 0; j < k; j++)
+        m = v_max(v_load(buf + j * VL), m);
+#else
     for (int64_t j = 0; j < k; j++) {
         V c = v_gather(x + j, ti->gin);
         v_store(buf + j * VL, c);
         m = v_max(c, m);
     }
+#endif
     return m;
 }
 
@@ -1067,7 +1075,7 @@ static void FN(log_softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t 
 /* One fused pass per row: max; exp stored into grad while summing (and, with
  * label smoothing, sum_c w_c (m - x_c)); then grad scaled in place.  grad may
  * be x: x[t] is read first, and each x[c] is read before grad[c] is written. */
-static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r1)
+static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1)
 {
     const int64_t k = A->k;
     const T *W = (const T *)A->weight;
@@ -1191,6 +1199,110 @@ static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r
             gr[t] = gr[t] - (T)(Gi * a * (1 - eps) * wt);
         }
     }
+}
+
+#if HAVE_TILES
+/* Index-target cross entropy without label smoothing on a tile of VL rows of
+ * k <= VL (as softmax_rows' tiles): max and sum column-wise, log of the sums
+ * (vlog_sum), the per-row terms (target logit, weight, scale) in lanes, the
+ * gradient written in row order (exp recomputed, times the row's factor
+ * moved to each lane by a permute), then the target entries and ignored rows
+ * fixed per row.  Returns 0 (nothing written) if a row's max is not finite. */
+static int FN(ce_index_tile)(const fa_args *A, const FN(tile_idx) *ti, int64_t i, T *buf)
+{
+    const int64_t k = A->k;
+    const T *W = (const T *)A->weight;
+    const T *R = (const T *)A->row_scale;
+    T *L = (T *)A->loss;
+    T *G = (T *)A->grad;
+    const T *x = (const T *)A->x + i * k;
+    const int64_t *tg = A->target + i;
+    const V m = FN(tile_load)(ti, x, k, buf);
+    if (!FN(all_finite)(m))
+        return 0;
+    V s = v_zero();
+    for (int64_t j = 0; j < k; j++)
+        s = v_add(s, FN(vexp)(v_sub(v_load(buf + j * VL), m), 0));
+    const V logs = FN(vlog_sum)(s);
+    T wt[VL], xt[VL], gs[VL], mr[VL], lr[VL];
+    int any_ign = 0;
+    for (int r = 0; r < VL; r++) {
+        const int64_t t = tg[r];
+        if (t == A->ignore_index) {
+            wt[r] = 0;
+            xt[r] = 0;
+            any_ign = 1;
+        } else {
+            wt[r] = W ? W[t] : (T)1;
+            xt[r] = x[r * k + t];
+        }
+        gs[r] = R ? (T)(A->g * (double)R[i + r]) : (T)A->g;
+    }
+    const V vw = v_load(wt), va = v_set1((T)A->a);
+    const int zl = A->z_loss != 0;
+    const V vbz = v_set1((T)(A->b_coef * A->z_loss));
+    const V lse = v_add(m, logs);
+    if (L) { /* per row in double, as the row path (no overflow of m - x[t]) */
+        const double a = A->a, bzz = A->b_coef * A->z_loss;
+        T lt[VL];
+        v_store(mr, m);
+        v_store(lr, logs);
+        for (int r = 0; r < VL; r++) {
+            const double ls = (double)lr[r], lse_r = (double)mr[r] + ls;
+            double val = a * ((double)wt[r] * (((double)mr[r] - (double)xt[r]) + ls));
+            if (zl)
+                val += bzz * lse_r * lse_r;
+            lt[r] = (T)val;
+        }
+        memcpy(L + i, lt, sizeof lt);
+    }
+    if (G) {
+        const V gaw = v_mul(v_mul(v_load(gs), va), vw); /* the target's term */
+        V cp;
+        if (zl)
+            cp = v_mul(v_fma(v_add(vbz, vbz), lse, v_mul(va, vw)), v_div(v_load(gs), s));
+        else
+            cp = v_div(gaw, s);
+        T *y = G + i * k;
+        for (int64_t v = 0; v < k; v++) {
+            const int32_t *rix = ti->rix + v * VL;
+            V e = FN(vexp)(v_sub(v_load(x + v * VL), v_permute(rix, m)), 0);
+            v_store(y + v * VL, v_mul(e, v_permute(rix, cp)));
+        }
+        v_store(gs, gaw);
+        for (int r = 0; r < VL; r++) {
+            const int64_t t = tg[r];
+            if (t != A->ignore_index)
+                y[r * k + t] = y[r * k + t] - gs[r];
+        }
+    }
+    if (any_ign)
+        for (int r = 0; r < VL; r++)
+            if (tg[r] == A->ignore_index) {
+                if (L)
+                    L[i + r] = 0;
+                if (G)
+                    FN(fill)(G + (i + r) * k, 0, k);
+            }
+    return 1;
+}
+#endif
+
+static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    int64_t i = r0;
+#if HAVE_TILES
+    const int64_t k = A->k;
+    if (FA_USE_TILES && k <= VL && A->eps == 0 && r1 - r0 >= VL) {
+        FN(tile_idx) ti;
+        T buf[TILE_K * VL];
+        FN(tile_idx_init)(&ti, k);
+        for (; i + VL <= r1; i += VL)
+            if (!FN(ce_index_tile)(A, &ti, i, buf))
+                FN(ce_index_plain)(A, i, i + VL);
+    }
+#endif
+    FN(ce_index_plain)(A, i, r1);
 }
 
 static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1)
@@ -1325,6 +1437,8 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef IS_F64
 #undef HAVE_GATHER
 #undef HAVE_TILES
+#undef HAVE_TILE_COLS
+#undef v_tile_cols
 #undef v_permute
 #undef HAVE_SCALEF
 #undef HAVE_EXP_LUT

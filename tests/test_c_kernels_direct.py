@@ -577,3 +577,117 @@ def test_streaming_outputs(isa, dtype, k):
         xi = x.copy()
         getattr(C, name)(xi, None, xi)
         np.testing.assert_array_equal(xi, got)
+
+
+# ----------------------------- short rows in tiles: cross entropy, specials
+
+def _tile_special_rows(dtype, k, g):
+    """Rows whose max is finite but which hold special values (handled inside a
+    row tile), and rows whose max is not (the tile falls back to the row path)."""
+    fi = np.finfo(dtype)
+    big = 100.0 if dtype == np.float32 else 800.0
+    fin, bad = [], []
+
+    def row(dest, *vals, fill=None):
+        r = g.standard_normal(k) * 3 if fill is None else np.full(k, fill)
+        r[: len(vals)] = vals[:k]
+        dest.append(r)
+
+    for _ in range(20):
+        row(fin)
+    row(fin, -np.inf)
+    row(fin, 1.0, -np.inf)
+    row(fin, 1.0, np.nan, 2.0)
+    row(fin, 0.0, -big, -2 * big)
+    row(fin, 0.0, -big * 0.9, -big * 1.03, -big * 1.1, fill=-1e4)
+    row(fin, 1e4, 1e4 - 1, 1e4 - 50, fill=1e4 - 200)
+    row(fin, fi.max, -fi.max, fill=0.0)
+    row(fin, fill=5.0)
+    row(bad, fill=-np.inf)
+    row(bad, np.inf)
+    row(bad, np.nan, fill=-np.inf)
+    row(bad, fi.max, np.inf)
+    return np.array(fin, dtype), np.array(bad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 9, 10, 15, 16, 17])
+def test_short_rows_tiles_special(isa, dtype, k):
+    # enough rows for many tiles (8 rows for AVX2 float32 and AVX-512 float64,
+    # 16 for AVX-512 float32), tiles with only finite-max rows and tiles with a
+    # row the tile path hands back to the row path; targets on -inf entries,
+    # ignored rows, weights, z-loss, row scales, in place, loss or grad alone
+    g = rng(31)
+    fin, bad = _tile_special_rows(dtype, k, g)
+    x = np.concatenate([fin[g.permutation(len(fin))] for _ in range(6)] + [bad, fin[:5]])
+    n = x.shape[0]
+    t = g.integers(0, k, n)
+    t[::7] = -100
+    t[20] = 0 if k == 1 else 1     # rows 20, 21: the -inf entry is the target
+    t[21] = 0
+    for name in ("softmax_rows", "log_softmax_rows"):
+        want, got = np.empty_like(x), np.full_like(x, 7.0)
+        with np.errstate(all="ignore"):
+            getattr(R, name)(x, None, want)
+        getattr(C, name)(x, None, got)
+        assert_close(got, want, dtype, scale=4, what=f"{name} {isa} k={k}")
+        exact = (want == 0) | np.isinf(want)
+        np.testing.assert_array_equal(got[exact], want[exact])
+    w = (g.random(k) + 0.5).astype(dtype)
+    for weight in (None, w):
+        for z in (0.0, 1e-2):
+            for rs in (None, g.random(n).astype(dtype)):
+                args = (weight, -100, 0.0, z, 0.5, 0.25, 2.0, rs)
+                # the reference in float64, rounded to dtype (so that a loss
+                # beyond the float32 range is inf, as the kernel rounds it)
+                lw, gw = np.empty(n), np.empty(x.shape)
+                with np.errstate(all="ignore"):
+                    R.cross_entropy_index_rows(
+                        x.astype(np.float64), t, None if weight is None else weight.astype(np.float64),
+                        -100, 0.0, z, 0.5, 0.25, 2.0, None if rs is None else rs.astype(np.float64),
+                        lw, gw)
+                    lw, gw = lw.astype(dtype), gw.astype(dtype)
+                lg, gg = np.full(n, 7.0, dtype), np.full_like(x, 7.0)
+                C.cross_entropy_index_rows(x, t, *args, lg, gg)
+                what = f"ce tile k={k} w={weight is not None} z={z} rs={rs is not None}"
+                assert_close(lg, lw, dtype, scale=16, what=what + " loss")
+                assert_close(gg, gw, dtype, scale=16, what=what + " grad")
+                np.testing.assert_array_equal(gg[t == -100], 0)
+                np.testing.assert_array_equal(lg[t == -100], 0)
+                l2, g2 = np.empty(n, dtype), np.empty_like(x)
+                C.cross_entropy_index_rows(x, t, *args, l2, None)
+                C.cross_entropy_index_rows(x, t, *args, None, g2)
+                np.testing.assert_array_equal(l2, lg)
+                np.testing.assert_array_equal(g2, gg)
+                xi, l3 = x.copy(), np.empty(n, dtype)
+                C.cross_entropy_index_rows(xi, t, *args, l3, xi)
+                np.testing.assert_array_equal(l3, lg)
+                np.testing.assert_array_equal(xi, gg)
+    # one-class rows: a gradient of exactly 0
+    if k == 1:
+        gg = np.full_like(x, 7.0)
+        C.cross_entropy_index_rows(x[:40], np.zeros(40, np.int64), None, -100, 0.0, 0.0,
+                                   0.5, 0.0, 2.0, None, None, gg[:40])
+        np.testing.assert_array_equal(gg[:40][np.isfinite(x[:40])], 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [3, 10, 16])
+def test_short_rows_tiles_nthreads(isa, dtype, k):
+    # parts of the rows split at tile boundaries: the same results on any
+    # number of threads (rows in a tile on one thread, in the tail on another)
+    n = (1 << 17) // k + 5
+    g = rng(32)
+    x = (g.standard_normal((n, k)) * 3).astype(dtype)
+    t = g.integers(0, k, n)
+    for name in ("softmax_rows", "log_softmax_rows"):
+        a, b = np.empty_like(x), np.empty_like(x)
+        getattr(C, name)(x, None, a, 1)
+        getattr(C, name)(x, None, b, 3)
+        np.testing.assert_array_equal(a, b)
+    la, lb = np.empty(n, dtype), np.empty(n, dtype)
+    ga, gb = np.empty_like(x), np.empty_like(x)
+    C.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0, 1.0, 1.0, None, la, ga, 1)
+    C.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0, 1.0, 1.0, None, lb, gb, 3)
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(ga, gb)
