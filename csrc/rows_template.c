@@ -151,6 +151,26 @@ static inline V FN(vexp)(V x, const int check_hi)
 #endif
 }
 
+/* exp(x) for EXP_FAST_LO <= x <= 0 (or NaN): no range check. */
+static inline V FN(vexp_inrange)(V x)
+{
+#if HAVE_EXP_LUT
+    V n = v_fma(x, v_set1(0x1.715476p+5f), v_set1(EXP_MAGIC));
+    V t = v_fma(v_sub(n, v_set1(EXP_MAGIC)), v_set1(-0x1.62e430p-6f), x);
+    V s = v_exp_lut(n);
+    return v_fma(v_mul(s, t), v_fma(t, v_set1(0.5f), v_set1(1.0f)), s);
+#elif HAVE_SCALEF
+    return FN(vexp_scalef)(x, 0);
+#else
+    V nm = v_fma(x, v_set1(EXP_LOG2E), v_set1(EXP_MAGIC_BIAS));
+    V s = v_shl_exp(nm);
+    V n = v_sub(nm, v_set1(EXP_MAGIC_BIAS));
+    V t = v_fma(n, v_set1(-EXP_LN2_HI), x);
+    t = v_fma(n, v_set1(-EXP_LN2_LO), t);
+    return v_fma(v_mul(t, s), FN(exp_poly)(t), s);
+#endif
+}
+
 /* exp(x) for x <= 0 where -inf lanes are expected (row tails, masked-out
  * entries): the table exp would take its slow path for every such vector, so
  * AVX-512 goes straight to the vscalef exp. */
@@ -203,22 +223,53 @@ static inline V FN(vlog_sum)(V s)
 
 /* ------------------------------------------------------------- reductions */
 
-/* Max over a row, skipping NaN; -inf for an all-NaN/-inf row. */
-static T FN(row_max)(const T *x, int64_t k)
+/* Max over a row, skipping NaN; -inf for an all-NaN/-inf row.  With lo, also
+ * the min (skipping NaN; +inf if none) in *lo: the same pass, where loading
+ * the row from memory leaves time for the second compare. */
+static inline T FN(row_max_impl)(const T *x, int64_t k, T *lo, const int want_lo)
 {
     V a0 = v_set1((T)-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    V b0 = v_set1((T)INFINITY), b1 = b0, b2 = b0, b3 = b0;
     int64_t j = 0;
     for (; j + 4 * VL <= k; j += 4 * VL) {
-        a0 = v_max(v_load(x + j), a0);
-        a1 = v_max(v_load(x + j + VL), a1);
-        a2 = v_max(v_load(x + j + 2 * VL), a2);
-        a3 = v_max(v_load(x + j + 3 * VL), a3);
+        const V x0 = v_load(x + j), x1 = v_load(x + j + VL);
+        const V x2 = v_load(x + j + 2 * VL), x3 = v_load(x + j + 3 * VL);
+        a0 = v_max(x0, a0);
+        a1 = v_max(x1, a1);
+        a2 = v_max(x2, a2);
+        a3 = v_max(x3, a3);
+        if (want_lo) {
+            b0 = v_min(x0, b0);
+            b1 = v_min(x1, b1);
+            b2 = v_min(x2, b2);
+            b3 = v_min(x3, b3);
+        }
     }
-    for (; j + VL <= k; j += VL)
-        a0 = v_max(v_load(x + j), a0);
-    if (j < k)
-        a1 = v_max(v_load_tail(x + j, v_tailmask(k - j), (T)-INFINITY), a1);
+    for (; j + VL <= k; j += VL) {
+        const V x0 = v_load(x + j);
+        a0 = v_max(x0, a0);
+        if (want_lo)
+            b0 = v_min(x0, b0);
+    }
+    if (j < k) {
+        const VTM tm = v_tailmask(k - j);
+        a1 = v_max(v_load_tail(x + j, tm, (T)-INFINITY), a1);
+        if (want_lo)
+            b1 = v_min(v_load_tail(x + j, tm, (T)INFINITY), b1);
+    }
+    if (want_lo)
+        *lo = -v_hmax(v_sub(v_zero(), v_min(v_min(b0, b1), v_min(b2, b3))));
     return v_hmax(v_max(v_max(a0, a1), v_max(a2, a3)));
+}
+
+static T FN(row_max)(const T *x, int64_t k)
+{
+    return FN(row_max_impl)(x, k, NULL, 0);
+}
+
+static T FN(row_minmax)(const T *x, int64_t k, T *lo)
+{
+    return FN(row_max_impl)(x, k, lo, 1);
 }
 
 /* Selection mask of the VL entries at j: mask[j] != 0 and b[j] != 0 (either
@@ -262,11 +313,14 @@ static T FN(row_max_sel)(const T *x, const unsigned char *mask, const T *b, int6
     return v_hmax(a);
 }
 
+#define EXPSUM_EXP(d) (fast ? FN(vexp_inrange)(d) : FN(vexp)((d), 0))
+
 /* sum_j exp(x[j] - m), storing the terms in y unless y is NULL.  While the
  * row is in cache, a later row's input and output (pf_x, pf_y: the same
  * offsets FA_PF_BYTES on; pf_y == pf_x for none) are prefetched, so that their
  * memory traffic overlaps this row's arithmetic instead of following it. */
-static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y)
+static inline double FN(expsum_impl)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y,
+                                     const int fast)
 {
     const V vm = v_set1(m);
     const int pfy = pf_y != pf_x;
@@ -284,10 +338,10 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
                 FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
                 if (pfy)
                     FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
-                V e0 = FN(vexp)(v_sub(v_load(x + j), vm), 0);
-                V e1 = FN(vexp)(v_sub(v_load(x + j + VL), vm), 0);
-                V e2 = FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0);
-                V e3 = FN(vexp)(v_sub(v_load(x + j + 3 * VL), vm), 0);
+                V e0 = EXPSUM_EXP(v_sub(v_load(x + j), vm));
+                V e1 = EXPSUM_EXP(v_sub(v_load(x + j + VL), vm));
+                V e2 = EXPSUM_EXP(v_sub(v_load(x + j + 2 * VL), vm));
+                V e3 = EXPSUM_EXP(v_sub(v_load(x + j + 3 * VL), vm));
                 v_store(y + j, e0);
                 v_store(y + j + VL, e1);
                 v_store(y + j + 2 * VL, e2);
@@ -302,17 +356,17 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
                 FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
                 if (pfy)
                     FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
-                s0 = v_add(s0, FN(vexp)(v_sub(v_load(x + j), vm), 0));
-                s1 = v_add(s1, FN(vexp)(v_sub(v_load(x + j + VL), vm), 0));
-                s2 = v_add(s2, FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0));
-                s3 = v_add(s3, FN(vexp)(v_sub(v_load(x + j + 3 * VL), vm), 0));
+                s0 = v_add(s0, EXPSUM_EXP(v_sub(v_load(x + j), vm)));
+                s1 = v_add(s1, EXPSUM_EXP(v_sub(v_load(x + j + VL), vm)));
+                s2 = v_add(s2, EXPSUM_EXP(v_sub(v_load(x + j + 2 * VL), vm)));
+                s3 = v_add(s3, EXPSUM_EXP(v_sub(v_load(x + j + 3 * VL), vm)));
             }
         }
         total += v_hsum_d(v_add(v_add(s0, s1), v_add(s2, s3)));
     }
     V s = v_zero();
     for (; j + VL <= k; j += VL) {
-        V e = FN(vexp)(v_sub(v_load(x + j), vm), 0);
+        V e = EXPSUM_EXP(v_sub(v_load(x + j), vm));
         if (y)
             v_store(y + j, e);
         s = v_add(s, e);
@@ -325,6 +379,18 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
         s = v_add(s, e);
     }
     return total + v_hsum_d(s);
+}
+
+#undef EXPSUM_EXP
+
+/* expsum with lo <= every x[j] (or -inf if unknown): when x - m cannot fall
+ * below the exp's fast range, its range check (a compare and a branch per
+ * vector) is left out. */
+static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y, T lo)
+{
+    if (lo - m >= EXP_FAST_LO)
+        return FN(expsum_impl)(x, m, y, k, pf_x, pf_y, 1);
+    return FN(expsum_impl)(x, m, y, k, pf_x, pf_y, 0);
 }
 
 /* sum over selected j of exp(x[j] - m) (times b[j] if b), terms stored in y
@@ -609,7 +675,8 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
     int nc = 0, nan_early = 0;
     for (int64_t j0 = 0; j0 < k; j0 += chunk, nc++) {
         const int64_t len = k - j0 < chunk ? k - j0 : chunk;
-        const T mc = FN(row_max)(x + j0, len);
+        T lo;
+        const T mc = FN(row_minmax)(x + j0, len, &lo);
         if (mc > m)
             m = mc;
         cm[nc] = m;
@@ -623,7 +690,7 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
         }
         const T *pf = x + j0 + len; /* the next chunk (one past the row at the end) */
         cs[nc] = FN(expsum)(x + j0, m, take_log ? NULL : tmp + j0, len, pf,
-                            take_log || stream ? pf : y + j0 + len);
+                            take_log || stream ? pf : y + j0 + len, lo);
     }
     if (!isfinite(m)) { /* +inf, or all -inf/NaN: NaN everywhere (unmasked) */
         FN(fill)(y, (T)NAN, k);
@@ -682,7 +749,8 @@ static void FN(lr_a)(FN(lr_st) *st, int c, int64_t j0, int64_t len, T *tmp, cons
     if (st->stopped)
         return;
     const T *x = st->x;
-    const T mc = FN(row_max)(x + j0, len);
+    T lo;
+    const T mc = FN(row_minmax)(x + j0, len, &lo);
     if (mc > st->m)
         st->m = mc;
     st->cm[c] = st->m;
@@ -698,7 +766,7 @@ static void FN(lr_a)(FN(lr_st) *st, int c, int64_t j0, int64_t len, T *tmp, cons
         return;
     }
     const T *pf = x + j0 + len;
-    st->cs[c] = FN(expsum)(x + j0, st->m, take_log ? NULL : tmp + j0, len, pf, pf);
+    st->cs[c] = FN(expsum)(x + j0, st->m, take_log ? NULL : tmp + j0, len, pf, pf, lo);
 }
 
 static void FN(lr_finish)(FN(lr_st) *st, int64_t k, const int take_log)
@@ -778,17 +846,18 @@ static void FN(softmax_row)(const fa_args *A, int64_t i, T *tmp)
         FN(long_row)(x, y, tmp, k, 0);
         return;
     }
-    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
+    T lo = (T)-INFINITY;
+    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_minmax)(x, k, &lo);
     if (!isfinite(m)) {
         FN(special_row)(mk, y, k, (T)0);
         return;
     }
     if (tmp) {
-        const double st = FN(expsum)(x, m, tmp, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
+        const double st = FN(expsum)(x, m, tmp, k, x + FN(pf_off)(k), x + FN(pf_off)(k), lo);
         FN(scale_to)(tmp, y, (T)(1.0 / st), k, 1);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + FN(pf_off)(k), y + FN(pf_off)(k));
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + FN(pf_off)(k), y + FN(pf_off)(k), lo);
     FN(scale)(y, (T)(1.0 / s), k);
     if (mk && s != s)
         FN(reset_unselected)(mk, y, k, (T)0);
@@ -806,13 +875,14 @@ static void FN(log_softmax_row)(const fa_args *A, int64_t i, const int stream)
         FN(long_row)(x, y, stream ? y : NULL, k, 1);
         return;
     }
-    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
+    T lo = (T)-INFINITY;
+    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_minmax)(x, k, &lo);
     if (!isfinite(m)) {
         FN(special_row)(mk, y, k, (T)-INFINITY);
         return;
     }
     double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k)
-                  : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), (stream ? x : y) + FN(pf_off)(k));
+                  : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), (stream ? x : y) + FN(pf_off)(k), lo);
     if (stream) {
         FN(shift_sub_stream)(x, m, (T)log(s), y, k);
         return;
@@ -962,12 +1032,13 @@ static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
         const T *b = B ? B + i * k : NULL;
         const unsigned char *mk = M ? M + i * k : NULL;
         const int sel = mk || b;
-        T m = sel ? FN(row_max_sel)(x, mk, b, k) : FN(row_max)(x, k);
+        T lo = (T)-INFINITY;
+        T m = sel ? FN(row_max_sel)(x, mk, b, k) : FN(row_minmax)(x, k, &lo);
         if (!isfinite(m)) {
             FN(logsumexp_special)(x, b, mk, k, out + i, sign ? sign + i : NULL);
             continue;
         }
-        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
+        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), x + FN(pf_off)(k), lo);
         if (sign) {
             double sg = s > 0 ? 1.0 : s < 0 ? -1.0 : s == 0 ? 0.0 : (double)NAN;
             out[i] = (T)(log(fabs(s)) + (double)m);
@@ -1097,7 +1168,8 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1)
         }
         const double wt = W ? (double)W[t] : 1.0;
         const T xt = x[t];
-        const T m = FN(row_max)(x, k);
+        T lo;
+        const T m = FN(row_minmax)(x, k, &lo);
         if (!isfinite(m)) {
             if (L)
                 L[i] = (T)NAN;
@@ -1148,7 +1220,7 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1)
             swd += v_hsum_d(acc);
             s = sacc + v_hsum_d(se);
         } else {
-            s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k));
+            s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k), lo);
         }
         const double logs = log(s), lse = (double)m + logs;
         if (L) {
