@@ -125,11 +125,19 @@ def check_same(got, want):
 # softmax / log_softmax
 # ----------------------------------------------------------------------------
 
+@pytest.fixture(params=[False, True], ids=["cached", "streamed"])
+def stream(request, monkeypatch):
+    """Streamed: every output large enough for the non-temporal stores."""
+    if request.param:
+        monkeypatch.setattr(K, "_NT_BYTES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", KS_SOFTMAX)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("name", ["softmax_rows", "log_softmax_rows"])
-def test_softmax_like(name, masked, k, dtype):
+def test_softmax_like(name, masked, k, dtype, stream):
     rng = np.random.default_rng(k)
     x = special_rows(k, dtype, rng)
     mask = masks_for(x, rng) if masked else None
@@ -186,7 +194,7 @@ def test_in_place_and_threads(name, k, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["softmax_rows", "log_softmax_rows"])
-def test_long_rows_growing_max(name, dtype):
+def test_long_rows_growing_max(name, dtype, stream):
     """Long rows whose max grows chunk by chunk (spread > 88 and < 88 between
     chunks): the online rescaling of log_softmax, in place and threaded."""
     k = 3 * K._ONLINE + 11
@@ -215,6 +223,37 @@ def test_long_rows_growing_max(name, dtype):
         y = x.copy()
         getattr(K, name)(y, None, y, nt)
         check_same(y, got)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["log_softmax_rows"])
+@pytest.mark.parametrize("k", [K._ONLINE + 1, K._ONLINE + 16, 2 * K._ONLINE + 37])
+def test_streamed_unaligned_out(name, k, dtype, monkeypatch):
+    """Non-temporal stores into rows at every alignment (scalar head and tail
+    around the 64-byte vectors), out of place and in place."""
+    monkeypatch.setattr(K, "_NT_BYTES", 0)
+    rng = np.random.default_rng(k)
+    n = 5
+    x = (rng.standard_normal((n, k)) * 5).astype(dtype)
+    x[1, k // 2] = -np.inf
+    want64 = np.empty(x.shape)
+    getattr(R, name)(x.astype(np.float64), None, want64)
+    for off in (0, 1, 3, 7):
+        buf = np.full(n * k + 16, 77.0, dtype)
+        out = buf[off:off + n * k].reshape(n, k)
+        getattr(K, name)(x, None, out, 1)
+        assert np.all(buf[:off] == 77) and np.all(buf[off + n * k:] == 77)
+        assert np.all(out[1, k // 2] == (0 if name == "softmax_rows" else -np.inf))
+        if name == "softmax_rows":
+            check_values(out, want64, rtol=tol(dtype))
+        else:
+            check_log_values(out, want64, dtype)
+        buf[off:off + n * k] = x.reshape(-1)
+        getattr(K, name)(out, None, out, 1)
+        if name == "softmax_rows":
+            check_values(out, want64, rtol=tol(dtype))
+        else:
+            check_log_values(out, want64, dtype)
 
 
 # ----------------------------------------------------------------------------

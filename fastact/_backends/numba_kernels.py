@@ -18,9 +18,12 @@ How the kernels are fast:
 * The fused passes write through a small scratch block: LLVM checks at run
   time that input and output do not overlap before it runs the vector loop,
   and ``out is x`` (in place) would otherwise fall back to scalar code.
-* Long log_softmax rows (``k > _ONLINE``) take two passes, not three: per
-  chunk of ``_ONLINE`` elements (in L1) its max, then its exp-sum with the
-  running max; the float64 running sum is rescaled when the max grows.
+* Long log_softmax rows (``k > _ONLINE``) take two passes, not three: chunk
+  by chunk (``_ONLINE`` elements, in L1) the exp-sum with the running max, in
+  the same loop as the next chunk's max (so memory and arithmetic overlap);
+  the float64 running sum is rescaled when the max grows.  Large results are
+  then written with non-temporal stores (``_nt_map``, LLVM IR: the vectoriser
+  does not emit them).
 * Short rows (``k < _TILE_K``) are transposed tile by tile into a
   column-major scratch buffer so that the exp pass vectorises across rows.
 * Threads: ``prange`` over blocks of rows, only when the work is large enough
@@ -39,6 +42,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 NAME = "numba"
@@ -58,6 +62,10 @@ _TILE_K = 40
 _ONLINE = 4096
 #: Below this many elements a call stays on the calling thread.
 _PAR_MIN_ELEMS = 1 << 15
+#: Outputs of at least this many bytes (half the L3 here) that are written
+#: once go straight to memory (non-temporal stores); a module global read at
+#: call time, so tests can lower it.
+_NT_BYTES = 16 << 20
 
 
 def _jit(fn):
@@ -133,6 +141,96 @@ def _bits_f64(typingctx, a):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
     return types.float64(types.int64), codegen
+
+
+def _nt_map(kind):
+    """``dst[j] = f(src[j])`` over two 1-D C-contiguous arrays of one float dtype
+    with non-temporal 64-byte vector stores (a scalar head up to dst's 64-byte
+    alignment, a scalar tail): f = (s - b) - c (kind 0) or s * b (kind 1).
+
+    Large outputs written once: the stores go to memory without first reading
+    the lines in (as memcpy does for large copies).  LLVM's vectoriser will not
+    emit such stores from a loop (it wants 64-byte aligned elements), hence IR.
+    Callers end with ``_store_fence()``.
+    """
+    def impl(typingctx, src, dst, b, c):
+        if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
+                and src.ndim == 1 and dst.ndim == 1 and src.layout == "C"
+                and dst.layout == "C" and src.dtype == dst.dtype
+                and src.dtype in (types.float32, types.float64)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            sv, dv, bv, cv = args
+            dt = signature.args[0].dtype
+            sa = context.make_array(signature.args[0])(context, builder, sv)
+            da = context.make_array(signature.args[1])(context, builder, dv)
+            n = builder.extract_value(da.shape, 0)
+            ft = context.get_value_type(dt)
+            size = 4 if dt == types.float32 else 8
+            vl = 64 // size
+            i64 = ir.IntType(64)
+            vt = ir.VectorType(ft, vl)
+            bv = context.cast(builder, bv, signature.args[2], dt)
+            cv = context.cast(builder, cv, signature.args[3], dt)
+
+            # a flag of our own, so that Numba's fastmath pass adds none: with
+            # reassoc, (v - b) - c may become v - (b + c)
+            fl = ("arcp",)
+
+            def f(v, bb, cc):
+                if kind == 0:
+                    return builder.fsub(builder.fsub(v, bb, flags=fl), cc, flags=fl)
+                return builder.fmul(v, bb, flags=fl)
+
+            def scalar(lo, hi):
+                with cgutils.for_range_slice(builder, lo, hi, ir.Constant(i64, 1)) as (j, _):
+                    v = builder.load(builder.gep(sa.data, [j]))
+                    builder.store(f(v, bv, cv), builder.gep(da.data, [j]))
+
+            addr = builder.ptrtoint(da.data, i64)
+            mis = builder.and_(builder.sub(ir.Constant(i64, 0), addr), ir.Constant(i64, 63))
+            h = builder.udiv(mis, ir.Constant(i64, size))
+            odd = builder.icmp_unsigned("!=", builder.and_(addr, ir.Constant(i64, size - 1)),
+                                        ir.Constant(i64, 0))
+            h = builder.select(odd, n, h)       # never 64-byte aligned: all scalar
+            h = builder.select(builder.icmp_signed("<", n, h), n, h)
+            nv = builder.sdiv(builder.sub(n, h), ir.Constant(i64, vl))
+            t0 = builder.add(h, builder.mul(nv, ir.Constant(i64, vl)))
+            scalar(ir.Constant(i64, 0), h)
+            vb = ir.Constant(vt, ir.Undefined)
+            vc = ir.Constant(vt, ir.Undefined)
+            for q in range(vl):
+                vb = builder.insert_element(vb, bv, ir.Constant(ir.IntType(32), q))
+                vc = builder.insert_element(vc, cv, ir.Constant(ir.IntType(32), q))
+            nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+            with cgutils.for_range(builder, nv) as loop:
+                j = builder.add(h, builder.mul(loop.index, ir.Constant(i64, vl)))
+                v = builder.load(builder.bitcast(builder.gep(sa.data, [j]), vt.as_pointer()),
+                                 align=size)
+                st = builder.store(f(v, vb, vc),
+                                   builder.bitcast(builder.gep(da.data, [j]), vt.as_pointer()),
+                                   align=64)
+                st.set_metadata("nontemporal", nontemporal)
+            scalar(t0, n)
+            return context.get_dummy_value()
+        return types.void(src, dst, b, c), codegen
+    return impl
+
+
+#: dst = (src - b) - c, streamed to memory.
+_nt_sub_sub = intrinsic(_nt_map(0))
+#: dst = src * b, streamed to memory (c unused).
+_nt_scale = intrinsic(_nt_map(1))
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """Orders the non-temporal stores before whatever follows (mfence on x86)."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.void(), codegen
 
 
 # ----------------------------------------------------------------------------
@@ -418,46 +516,79 @@ def _online_block_max(xb, mb_, m):
 
 
 @_inline
+def _sl(a, lo, hi):
+    return None if a is None else a[lo:hi]
+
+
+@_inline
+def _online_exp_sum_max(xc, mc, m, xn, mn, mx):
+    """(sum exp(xc - m) over the selected entries of xc in the working dtype,
+    max(mx, selected entries of xn)); xn is no longer than xc.  One loop does
+    both, so the next chunk streams in from memory while this one's exps are
+    computed."""
+    n2 = xn.shape[0]
+    sb = _to(xc, 0.0)
+    if mc is None:
+        for j in range(n2):
+            sb += _exp(xc[j] - m)
+            mx = _maximum(mx, xn[j])
+        for j in range(n2, xc.shape[0]):
+            sb += _exp(xc[j] - m)
+    else:
+        zero = _to(xc, 0.0)
+        ninf = _to(xc, -np.inf)
+        for j in range(n2):
+            e = _exp(xc[j] - m)
+            sb += e if mc[j] else zero
+            v = xn[j] if mn[j] else ninf
+            mx = _maximum(mx, v)
+        for j in range(n2, xc.shape[0]):
+            e = _exp(xc[j] - m)
+            sb += e if mc[j] else zero
+    return sb, mx
+
+
+@_inline
 def _online_max_sum(xr, mr):
     """(max, sum exp(x - max)) of the selected entries in one pass over memory.
 
-    Per chunk of ``_ONLINE`` elements (in L1): its max, then its exp-sum with
-    the running max, the running sum rescaled when the max grows.  A NaN or
-    +inf max is returned at once (the caller fills the row).
+    Chunks of ``_ONLINE`` elements: chunk c's exp-sum (from L1, with the
+    running max) runs in the same loop as chunk c+1's max (from memory); the
+    float64 running sum is rescaled when the max grows.  A NaN or +inf max is
+    returned at once (the caller fills the row).
     """
     k = xr.shape[0]
-    m = _to(xr, -np.inf)
+    ninf = _to(xr, -np.inf)
+    m = ninf
     s = 0.0
-    for b0 in range(0, k, _ONLINE):
-        xb = xr[b0:b0 + _ONLINE]
-        mbk = None if mr is None else mr[b0:b0 + _ONLINE]
-        mb = _online_block_max(xb, mbk, m)
-        if not _finite(mb):
-            if mb == -np.inf:
-                continue
+    mx = _online_block_max(xr[0:_ONLINE], _sl(mr, 0, _ONLINE), ninf)
+    for c0 in range(0, k, _ONLINE):
+        c1 = min(c0 + _ONLINE, k)
+        mb = _maximum(m, mx)          # mx: this chunk's max
+        if not _finite(mb) and mb != -np.inf:
             return mb, s
         if mb > m:
             if s != 0.0:
                 s = s * math.exp(np.float64(m) - np.float64(mb))
             m = mb
-        for c0 in range(0, xb.shape[0], _BLOCK):
-            xc = xb[c0:c0 + _BLOCK]
-            sb = _to(xr, 0.0)
-            if mr is None:
-                for j in range(xc.shape[0]):
-                    sb += _exp(xc[j] - m)
+        mx = ninf
+        n1 = min(c1 + _ONLINE, k)     # next chunk [c1, n1)
+        for b0 in range(c0, c1, _BLOCK):
+            b1 = min(b0 + _BLOCK, c1)
+            q0 = min(c1 + (b0 - c0), n1)   # the part of the next chunk paired with this block
+            q1 = min(c1 + (b1 - c0), n1)
+            if m == -np.inf:          # nothing but -inf so far: no exps
+                mx = _online_block_max(xr[q0:q1], _sl(mr, q0, q1), mx)
             else:
-                mc = mbk[c0:c0 + _BLOCK]
-                zero = _to(xr, 0.0)
-                for j in range(xc.shape[0]):
-                    e = _exp(xc[j] - m)
-                    sb += e if mc[j] else zero
-            s += sb
+                sb, mx = _online_exp_sum_max(xr[b0:b1], _sl(mr, b0, b1), m,
+                                             xr[q0:q1], _sl(mr, q0, q1), mx)
+                s += sb
     return m, s
 
 
 @_inline
-def _log_softmax_row_online(xr, mr, out_r):
+def _log_softmax_row_online(xr, mr, out_r, nt):
+    """``nt``: the result (no mask) is streamed to memory (non-temporal stores)."""
     m, s = _online_max_sum(xr, mr)
     if not _finite(m):
         _fill_special(mr, out_r, -np.inf)
@@ -465,6 +596,9 @@ def _log_softmax_row_online(xr, mr, out_r):
     ls = _to(xr, np.log(s))
     k = xr.shape[0]
     ninf = _to(xr, -np.inf)
+    if nt and mr is None:
+        _nt_sub_sub(xr, out_r, m, ls)
+        return
     for b0 in range(0, k, _BLOCK):
         xb = xr[b0:b0 + _BLOCK]
         ob = out_r[b0:b0 + _BLOCK]
@@ -694,7 +828,7 @@ def _softmax_parallel(x, mask, out, T, nchunks):
 
 
 @_jit
-def _log_softmax_range(x, mask, out, r0, r1, T):
+def _log_softmax_range(x, mask, out, r0, r1, T, nt):
     if T > 0:
         _log_softmax_tiles(x, mask, out, r0, r1, T)
         return
@@ -704,14 +838,16 @@ def _log_softmax_range(x, mask, out, r0, r1, T):
             orow = out[i]
             if mask is None:
                 if same:
-                    _log_softmax_row_online(orow, None, orow)
+                    _log_softmax_row_online(orow, None, orow, nt)
                 else:
-                    _log_softmax_row_online(x[i], None, orow)
+                    _log_softmax_row_online(x[i], None, orow, nt)
             else:
                 if same:
-                    _log_softmax_row_online(orow, mask[i], orow)
+                    _log_softmax_row_online(orow, mask[i], orow, nt)
                 else:
-                    _log_softmax_row_online(x[i], mask[i], orow)
+                    _log_softmax_row_online(x[i], mask[i], orow, nt)
+        if nt:
+            _store_fence()
         return
     for i in range(r0, r1):
         xr = x[i]
@@ -729,15 +865,15 @@ def _log_softmax_range(x, mask, out, r0, r1, T):
 
 
 @_jit
-def _log_softmax_serial(x, mask, out, T):
-    _log_softmax_range(x, mask, out, 0, x.shape[0], T)
+def _log_softmax_serial(x, mask, out, T, nt):
+    _log_softmax_range(x, mask, out, 0, x.shape[0], T, nt)
 
 
 @_jit_par
-def _log_softmax_parallel(x, mask, out, T, nchunks):
+def _log_softmax_parallel(x, mask, out, T, nt, nchunks):
     n = x.shape[0]
     for c in prange(nchunks):
-        _log_softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks, T)
+        _log_softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks, T, nt)
 
 
 # ----------------------------------------------------------------------------
@@ -1366,13 +1502,20 @@ def softmax_rows(x, mask, out, nthreads=1):
         _softmax_serial(x, mask, out, T)
 
 
+def _stream(mask, out):
+    """Write the result with non-temporal stores: large outputs (in no cache
+    anyway) of rows long enough for the one-pass-then-write path, no mask."""
+    return mask is None and out.shape[1] > _ONLINE and out.nbytes >= _NT_BYTES
+
+
 def log_softmax_rows(x, mask, out, nthreads=1):
     T = _tile_rows(x.shape[1])
+    st = _stream(mask, out)
     nt = _threads(nthreads, x)
     if nt > 1:
-        _log_softmax_parallel(x, mask, out, T, nt)
+        _log_softmax_parallel(x, mask, out, T, st, nt)
     else:
-        _log_softmax_serial(x, mask, out, T)
+        _log_softmax_serial(x, mask, out, T, st)
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
