@@ -809,18 +809,25 @@ static int fa_pool_run(fa_rows_fn fn, const fa_args *a, int64_t nt, int64_t npar
 }
 #endif
 
-static void fa_run(fa_rows_fn fn, const fa_args *a, int nthreads)
+/* Threads for n rows of k elements (at most nthreads). */
+static int64_t fa_threads(int64_t n, int64_t k, int nthreads)
 {
-    const int64_t n = a->n;
     int64_t nt = nthreads < 1 ? 1 : nthreads;
-    const int64_t work = n * a->k;
-    const int64_t by_work = work / FA_MIN_ELEMS_PER_THREAD;
+    const int64_t by_work = n * k / FA_MIN_ELEMS_PER_THREAD;
     if (nt > by_work)
         nt = by_work;
     if (nt > n)
         nt = n;
     if (nt > FA_MAX_THREADS)
         nt = FA_MAX_THREADS;
+    return nt < 1 ? 1 : nt;
+}
+
+static void fa_run(fa_rows_fn fn, const fa_args *a, int nthreads)
+{
+    const int64_t n = a->n;
+    const int64_t nt = fa_threads(n, a->k, nthreads);
+    const int64_t work = n * a->k;
 #if FA_HAVE_PTHREADS
     if (nt > 1) {
         int64_t nparts = nt * FA_PARTS_PER_THREAD;
@@ -847,7 +854,10 @@ static void fa_run(fa_rows_fn fn, const fa_args *a, int nthreads)
  * VMs are unreliable; this one reported 384 MB for a 32 MB L3.)  Measured
  * (1 thread, time vs np.copyto): 512x32000 softmax 1.40x -> 1.26x, 64x128256
  * 1.70x -> 1.51x, 4096x1000 (16 MB) 1.51x -> 1.40x.  Smaller results stay in
- * cache for whoever reads them next. */
+ * cache for whoever reads them next.  (Tried: a threshold per thread, so
+ * that 16 MB results are not streamed on 2 threads and stay in the L3: on
+ * this shared VM, with another job on one of the 2 cores, 4096x1000 and
+ * 8192x512 on 2 threads were 0.95-1.1x as fast as streamed, not faster.) */
 #ifndef FA_STREAM_BYTES
 #define FA_STREAM_BYTES ((int64_t)12 << 20)
 #endif
@@ -981,6 +991,7 @@ void fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
     a.n = n;
     a.k = k;
     a.wsum = label_smoothing != 0 ? fa_weight_sum(itemsize, weight, k) : 0.0;
+    a.stream = grad != NULL && fa_stream_out(n, k, itemsize);
     if (!loss && !grad)
         return;
     fa_run(fa_pick(cross_entropy_index_rows_tab, itemsize, isa), &a, nthreads);

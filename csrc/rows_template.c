@@ -1146,7 +1146,71 @@ static void FN(log_softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t 
 /* One fused pass per row: max; exp stored into grad while summing (and, with
  * label smoothing, sum_c w_c (m - x_c)); then grad scaled in place.  grad may
  * be x: x[t] is read first, and each x[c] is read before grad[c] is written. */
-static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1)
+/* Long rows for cross entropy (as long_row): one pass over L1-sized chunks,
+ * each chunk's max, then its exp terms relative to the running max stored in
+ * y (unless NULL) and summed; chunk_sum rescales the chunk sums to the final
+ * max, chunk_scale writes y = src * (c exp(cm - m)) chunk by chunk. */
+typedef struct {
+    T m;
+    int nc, nan_early;
+    int64_t chunk;
+    T cm[256];
+    double cs[256];
+} FN(chunks_t);
+
+static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
+{
+    const int64_t chunk = FN(lr_chunk)(k);
+    T m = (T)-INFINITY;
+    int nc = 0, nan_early = 0;
+    for (int64_t j0 = 0; j0 < k; j0 += chunk, nc++) {
+        const int64_t len = k - j0 < chunk ? k - j0 : chunk;
+        T lo;
+        const T mc = FN(row_minmax)(x + j0, len, &lo);
+        if (mc > m)
+            m = mc;
+        ch->cm[nc] = m;
+        ch->cs[nc] = 0.0;
+        if (m == (T)INFINITY)
+            break;
+        if (m == (T)-INFINITY) { /* only -inf or NaN so far */
+            for (int64_t j = j0; j < j0 + len; j++)
+                nan_early |= x[j] != x[j];
+            continue;
+        }
+        const T *pf = x + j0 + len;
+        ch->cs[nc] = FN(expsum)(x + j0, m, y ? y + j0 : NULL, len, pf, y ? y + j0 + len : pf, lo);
+    }
+    ch->m = m;
+    ch->nc = nc;
+    ch->nan_early = nan_early;
+    ch->chunk = chunk;
+    return m;
+}
+
+static double FN(chunk_sum)(const FN(chunks_t) *ch)
+{
+    double s = ch->nan_early ? (double)NAN : 0.0;
+    for (int c = 0; c < ch->nc; c++)
+        if (ch->cm[c] != (T)-INFINITY)
+            s += ch->cs[c] * exp((double)ch->cm[c] - (double)ch->m);
+    return s;
+}
+
+static void FN(chunk_scale)(const FN(chunks_t) *ch, const T *src, T *y, int64_t k, double c,
+                            const int stream)
+{
+    int ci = 0;
+    for (int64_t j0 = 0; j0 < k; j0 += ch->chunk, ci++) {
+        const int64_t len = k - j0 < ch->chunk ? k - j0 : ch->chunk;
+        if (ch->cm[ci] == (T)-INFINITY)
+            FN(fill)(y + j0, (T)(0.0 * c), len);
+        else
+            FN(scale_to)(src + j0, y + j0, (T)(exp((double)ch->cm[ci] - (double)ch->m) * c), len, stream);
+    }
+}
+
+static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
 {
     const int64_t k = A->k;
     const T *W = (const T *)A->weight;
@@ -1168,8 +1232,15 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1)
         }
         const double wt = W ? (double)W[t] : 1.0;
         const T xt = x[t];
-        T lo;
-        const T m = FN(row_minmax)(x, k, &lo);
+        /* rows longer than LONG_K without smoothing: in chunks, the exp terms
+         * into tmp (streamed output) or gr */
+        const int chunked = eps == 0 && k > LONG_K;
+        FN(chunks_t) ch;
+        T lo = (T)-INFINITY, m;
+        if (chunked)
+            m = FN(chunk_expsum)(x, gr ? (tmp ? tmp : gr) : NULL, k, &ch);
+        else
+            m = FN(row_minmax)(x, k, &lo);
         if (!isfinite(m)) {
             if (L)
                 L[i] = (T)NAN;
@@ -1178,7 +1249,9 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1)
             continue;
         }
         double s, swd = 0.0;
-        if (eps != 0) {
+        if (chunked) {
+            s = FN(chunk_sum)(&ch);
+        } else if (eps != 0) {
             /* sum_c w_c (m - x_c), in the same pass as the exp sum */
             const V vm = v_set1(m);
             V acc = v_zero(), se = v_zero();
@@ -1265,6 +1338,8 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1)
                     VTM tm = v_tailmask(k - j);
                     v_store_tail(gr + j, tm, v_fma(v_load_tail(gr + j, tm, (T)0), vcp, vcw));
                 }
+            } else if (chunked) {
+                FN(chunk_scale)(&ch, tmp ? tmp : gr, gr, k, cp, tmp != NULL);
             } else {
                 FN(scale)(gr, (T)cp, k);
             }
@@ -1371,10 +1446,19 @@ static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r
         FN(tile_idx_init)(&ti, k);
         for (; i + VL <= r1; i += VL)
             if (!FN(ce_index_tile)(A, &ti, i, buf))
-                FN(ce_index_plain)(A, i, i + VL);
+                FN(ce_index_plain)(A, i, i + VL, NULL);
     }
 #endif
-    FN(ce_index_plain)(A, i, r1);
+    /* long rows with a large gradient: exp terms in a scratch row, the
+     * gradient written once with non-temporal stores (as softmax_rows) */
+    T *tmp = NULL;
+    if (A->stream && A->grad && A->eps == 0 && A->k > LONG_K)
+        tmp = (T *)malloc((size_t)A->k * sizeof(T));
+    FN(ce_index_plain)(A, i, r1, tmp);
+    if (tmp) {
+        v_sfence();
+        free(tmp);
+    }
 }
 
 static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1)

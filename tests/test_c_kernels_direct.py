@@ -572,8 +572,10 @@ def test_streaming_outputs(isa, dtype, k):
             getattr(R, name)(x[:64].astype(np.float64), None, want)
         assert_close(got[:64], want, dtype, scale=4, what=f"{name} streamed")
         un = buf[1:].reshape(n, k)                    # out not vector-aligned
-        getattr(C, name)(x, None, un, 2)
-        np.testing.assert_array_equal(un, got)
+        for nt in (1, 2):
+            un[...] = 7
+            getattr(C, name)(x, None, un, nt)
+            np.testing.assert_array_equal(un, got)
         xi = x.copy()
         getattr(C, name)(xi, None, xi)
         np.testing.assert_array_equal(xi, got)
@@ -691,3 +693,54 @@ def test_short_rows_tiles_nthreads(isa, dtype, k):
     C.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0, 1.0, 1.0, None, lb, gb, 3)
     np.testing.assert_array_equal(la, lb)
     np.testing.assert_array_equal(ga, gb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [16385, 70001])
+@pytest.mark.parametrize("n", [6, "stream"])
+def test_cross_entropy_long_rows(isa, dtype, k, n):
+    # rows longer than 16384 without label smoothing: one pass over L1 chunks
+    # (running max, chunk sums rescaled), the gradient scaled per chunk; with
+    # a gradient of >= 12 MB per thread, exp terms in a scratch row and the
+    # gradient streamed.  Special values in early and late chunks, ignored
+    # rows, a target on a -inf entry, weights, z-loss, aliasing, loss alone.
+    if n == "stream":
+        n = (12 << 20) // (k * np.dtype(dtype).itemsize) + 2
+    g = rng(33)
+    x = (g.standard_normal((n, k)) * 3).astype(dtype)
+    x[0, 5] = np.nan
+    x[1, :] = -np.inf
+    x[2, k - 3] = np.inf
+    x[3, : k // 2] = -np.inf          # first chunks all -inf, max found later
+    x[4, k - 1] = 80.0                # a late max: earlier chunks rescaled
+    x[5, 10] = -np.inf
+    x[5, 11] = -200.0
+    t = g.integers(0, k, n)
+    t[1] = 0
+    t[3] = 2                          # target on a -inf entry
+    t[n - 1] = -100
+    w = (g.random(k) + 0.5).astype(dtype)
+    for weight in (None, w):
+        for z in (0.0, 1e-2):
+            args = (weight, -100, 0.0, z, 0.5, 0.25, 2.0, None)
+            lw, gw = np.empty(n), np.empty(x.shape)
+            with np.errstate(all="ignore"):
+                R.cross_entropy_index_rows(x.astype(np.float64), t,
+                                           None if weight is None else weight.astype(np.float64),
+                                           -100, 0.0, z, 0.5, 0.25, 2.0, None, lw, gw)
+            lg, gg = np.full(n, 7.0, dtype), np.full_like(x, 7.0)
+            C.cross_entropy_index_rows(x, t, *args, lg, gg)
+            what = f"ce long k={k} n={n} w={weight is not None} z={z}"
+            assert_close(lg, lw.astype(dtype), dtype, scale=16, what=what + " loss")
+            assert_close(gg, gw.astype(dtype), dtype, scale=16, what=what + " grad")
+            l2 = np.empty(n, dtype)
+            C.cross_entropy_index_rows(x, t, *args, l2, None)
+            np.testing.assert_array_equal(l2, lg)
+            xi, l3 = x.copy(), np.empty(n, dtype)
+            C.cross_entropy_index_rows(xi, t, *args, l3, xi)
+            np.testing.assert_array_equal(l3, lg)
+            np.testing.assert_array_equal(xi, gg)
+            for nt in (2, 3):
+                g2 = np.full_like(x, 7.0)
+                C.cross_entropy_index_rows(x, t, *args, None, g2, nt)
+                np.testing.assert_array_equal(g2, gg)
