@@ -311,6 +311,29 @@ def test_logsumexp_threads():
         check_same(b, a)
 
 
+def test_exp_nonpos_f32():
+    """The softmax exp (x - max <= 0): ~3e-7 relative down to finfo.tiny,
+    exact 0 below (an error of at most tiny), NaN kept, -inf -> 0, 0 -> 1."""
+    from numba import njit
+
+    @njit
+    def apply(z, o):
+        for j in range(z.shape[0]):
+            o[j] = K._exp_nonpos_f32(z[j])
+
+    z = np.concatenate([-np.linspace(0.0, 110.0, 400_001),
+                        [np.nan, -np.inf, -0.0, 0.0, -87.0, -87.3365, -87.3366, -103.5]]).astype(np.float32)
+    o = np.empty_like(z)
+    apply(z, o)
+    want = np.exp(z.astype(np.float64))
+    tiny = np.finfo(np.float32).tiny
+    ok = (o != 0) & ~np.isnan(z)
+    assert np.max(np.abs(o[ok] - want[ok]) / want[ok]) < 3e-7
+    assert np.all(want[o == 0] <= tiny * (1 + 1e-5))      # flushed: exp(z) <= tiny
+    assert np.all(o[z >= -87.33] != 0)
+    assert np.isnan(o[-8]) and o[-7] == 0 and o[-6] == 1 and o[-5] == 1
+
+
 # ----------------------------------------------------------------------------
 # long rows do not drift
 # ----------------------------------------------------------------------------

@@ -10,7 +10,9 @@ How the kernels are fast:
 * ``exp`` is our own polynomial (``_exp_f32``/``_exp_f64``) built from
   operations LLVM vectorises: round, Cody-Waite reduction, Horner, and
   ``llvm.ldexp`` for ``2**n`` (one ``vscalefps`` on AVX-512); NumPy's
-  ``np.exp`` in a Numba loop is a scalar libm call.
+  ``np.exp`` in a Numba loop is a scalar libm call.  Where the argument is
+  ``x - max`` (<= 0), float32 uses ``_exp_nonpos_f32``: no clamps, ``2**n``
+  from the rounding's own bits, a quarter fewer instructions.
 * Long rows follow XNNPACK: a max pass, one fused pass that computes
   ``exp(x - max)``, stores it and sums it, then a scale pass.  Sums are
   blocked: a vectorised float32 sum over at most ``_BLOCK`` elements, the
@@ -141,6 +143,20 @@ def _bits_f64(typingctx, a):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
     return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _f32_bits(typingctx, a):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _bits_f32(typingctx, a):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
 
 
 def _nt_map(kind):
@@ -275,6 +291,30 @@ def _exp_f32(z):
     return _ldexp(p, n)
 
 
+# float32 exp(z) for z <= 0 (or NaN), the softmax case: the same polynomial,
+# with n rounded by the magic-number add, whose low bits then give 2**n
+# directly (a shift into the exponent field).  Results below finfo.tiny (z < -87.34,
+# -inf) are 0: an error of at most tiny.  About 25% fewer instructions
+# than _exp_f32 (no clamps, no float -> int -> float round trip).
+_E32_MAGIC = _f32(float.fromhex("0x1.8p23") + 127.0)
+_E32_NP_LO = _f32(-87.33654)     # log(finfo(float32).tiny)
+
+
+@_jit_poly
+def _exp_nonpos_f32(z):
+    nm = z * _E32_LOG2E + _E32_MAGIC
+    n = nm - _E32_MAGIC
+    t = z - n * _E32_LN2_HI
+    t = t - n * _E32_LN2_LO
+    p = _E32_C5 * t + _E32_C4
+    p = p * t + _E32_C3
+    p = p * t + _E32_C2
+    p = p * t + _E32_C1
+    p = p * t + _E32_ONE
+    e = p * _bits_f32(_f32_bits(nm) << np.int32(23))
+    return _f32(0.0) if z < _E32_NP_LO else e
+
+
 @_jit_poly
 def _exp_f64(z):
     z = _E64_LO if z < _E64_LO else z
@@ -354,6 +394,19 @@ def _ol_exp(z):
         return lambda z: _exp_f64(z)
 
 
+def _expn(z):
+    """exp(z) for z <= 0, NaN or -inf (x - max): other z give garbage."""
+    raise NotImplementedError
+
+
+@overload(_expn)
+def _ol_expn(z):
+    if z == types.float32:
+        return lambda z: _exp_nonpos_f32(z)
+    if z == types.float64:
+        return lambda z: _exp_f64(z)
+
+
 def _to(a, v):
     raise NotImplementedError
 
@@ -425,12 +478,12 @@ def _exp_sum(xr, mr, m):
         sb = _to(xr, 0.0)
         if mr is None:
             for j in range(xb.shape[0]):
-                sb += _exp(xb[j] - m)
+                sb += _expn(xb[j] - m)
         else:
             mb = mr[b0:b0 + _BLOCK]
             zero = _to(xr, 0.0)
             for j in range(xb.shape[0]):
-                e = _exp(xb[j] - m)
+                e = _expn(xb[j] - m)
                 sb += e if mb[j] else zero
         s += sb
     return s
@@ -448,14 +501,14 @@ def _exp_store_sum(xr, mr, m, out_r):
         sb = _to(xr, 0.0)
         if mr is None:
             for j in range(nb):
-                e = _exp(xb[j] - m)
+                e = _expn(xb[j] - m)
                 ob[j] = e
                 sb += e
         else:
             mb = mr[b0:b0 + _BLOCK]
             zero = _to(xr, 0.0)
             for j in range(nb):
-                e = _exp(xb[j] - m)
+                e = _expn(xb[j] - m)
                 e = e if mb[j] else zero
                 ob[j] = e
                 sb += e
@@ -530,20 +583,20 @@ def _online_exp_sum_max(xc, mc, m, xn, mn, mx):
     sb = _to(xc, 0.0)
     if mc is None:
         for j in range(n2):
-            sb += _exp(xc[j] - m)
+            sb += _expn(xc[j] - m)
             mx = _maximum(mx, xn[j])
         for j in range(n2, xc.shape[0]):
-            sb += _exp(xc[j] - m)
+            sb += _expn(xc[j] - m)
     else:
         zero = _to(xc, 0.0)
         ninf = _to(xc, -np.inf)
         for j in range(n2):
-            e = _exp(xc[j] - m)
+            e = _expn(xc[j] - m)
             sb += e if mc[j] else zero
             v = xn[j] if mn[j] else ninf
             mx = _maximum(mx, v)
         for j in range(n2, xc.shape[0]):
-            e = _exp(xc[j] - m)
+            e = _expn(xc[j] - m)
             sb += e if mc[j] else zero
     return sb, mx
 
@@ -661,12 +714,12 @@ def _tile_exp_sum(buf, mrow, srow, k, tw, T, store):
         bj = buf[j * T:j * T + T]
         if store:
             for r in range(tw):
-                e = _exp(bj[r] - mrow[r])
+                e = _expn(bj[r] - mrow[r])
                 bj[r] = e
                 srow[r] += e
         else:
             for r in range(tw):
-                srow[r] += _exp(bj[r] - mrow[r])
+                srow[r] += _expn(bj[r] - mrow[r])
 
 
 @_inline
@@ -1167,18 +1220,18 @@ def _ce_exp_pass(xr, wr, m, out_r, store, smooth):
                 wb = wr[b0:b0 + _BLOCK]
                 for j in range(nb):
                     xj = xb[j]
-                    e = _exp(xj - m)
+                    e = _expn(xj - m)
                     ab += wb[j] * (m - xj)
                     ob[j] = e
                     sb += e
             else:
                 for j in range(nb):
-                    e = _exp(xb[j] - m)
+                    e = _expn(xb[j] - m)
                     ob[j] = e
                     sb += e
         else:
             for j in range(nb):
-                sb += _exp(xb[j] - m)
+                sb += _expn(xb[j] - m)
             if smooth:
                 wb = wr[b0:b0 + _BLOCK]
                 for j in range(nb):
@@ -1386,7 +1439,7 @@ def _ce_prob_pass(xr, tr, w, m, out_r, store, one_m_eps, eps_k):
         ab = _to(xr, 0.0)
         for j in range(nb):
             xj = xb[j]
-            e = _exp(xj - m)
+            e = _expn(xj - m)
             if store:
                 ob[j] = e
             sb += e
