@@ -223,53 +223,22 @@ static inline V FN(vlog_sum)(V s)
 
 /* ------------------------------------------------------------- reductions */
 
-/* Max over a row, skipping NaN; -inf for an all-NaN/-inf row.  With lo, also
- * the min (skipping NaN; +inf if none) in *lo: the same pass, where loading
- * the row from memory leaves time for the second compare. */
-static inline T FN(row_max_impl)(const T *x, int64_t k, T *lo, const int want_lo)
-{
-    V a0 = v_set1((T)-INFINITY), a1 = a0, a2 = a0, a3 = a0;
-    V b0 = v_set1((T)INFINITY), b1 = b0, b2 = b0, b3 = b0;
-    int64_t j = 0;
-    for (; j + 4 * VL <= k; j += 4 * VL) {
-        const V x0 = v_load(x + j), x1 = v_load(x + j + VL);
-        const V x2 = v_load(x + j + 2 * VL), x3 = v_load(x + j + 3 * VL);
-        a0 = v_max(x0, a0);
-        a1 = v_max(x1, a1);
-        a2 = v_max(x2, a2);
-        a3 = v_max(x3, a3);
-        if (want_lo) {
-            b0 = v_min(x0, b0);
-            b1 = v_min(x1, b1);
-            b2 = v_min(x2, b2);
-            b3 = v_min(x3, b3);
-        }
-    }
-    for (; j + VL <= k; j += VL) {
-        const V x0 = v_load(x + j);
-        a0 = v_max(x0, a0);
-        if (want_lo)
-            b0 = v_min(x0, b0);
-    }
-    if (j < k) {
-        const VTM tm = v_tailmask(k - j);
-        a1 = v_max(v_load_tail(x + j, tm, (T)-INFINITY), a1);
-        if (want_lo)
-            b1 = v_min(v_load_tail(x + j, tm, (T)INFINITY), b1);
-    }
-    if (want_lo)
-        *lo = -v_hmax(v_sub(v_zero(), v_min(v_min(b0, b1), v_min(b2, b3))));
-    return v_hmax(v_max(v_max(a0, a1), v_max(a2, a3)));
-}
-
+/* Max over a row, skipping NaN; -inf for an all-NaN/-inf row. */
 static T FN(row_max)(const T *x, int64_t k)
 {
-    return FN(row_max_impl)(x, k, NULL, 0);
-}
-
-static T FN(row_minmax)(const T *x, int64_t k, T *lo)
-{
-    return FN(row_max_impl)(x, k, lo, 1);
+    V a0 = v_set1((T)-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    int64_t j = 0;
+    for (; j + 4 * VL <= k; j += 4 * VL) {
+        a0 = v_max(v_load(x + j), a0);
+        a1 = v_max(v_load(x + j + VL), a1);
+        a2 = v_max(v_load(x + j + 2 * VL), a2);
+        a3 = v_max(v_load(x + j + 3 * VL), a3);
+    }
+    for (; j + VL <= k; j += VL)
+        a0 = v_max(v_load(x + j), a0);
+    if (j < k)
+        a1 = v_max(v_load_tail(x + j, v_tailmask(k - j), (T)-INFINITY), a1);
+    return v_hmax(v_max(v_max(a0, a1), v_max(a2, a3)));
 }
 
 /* Selection mask of the VL entries at j: mask[j] != 0 and b[j] != 0 (either
@@ -313,17 +282,19 @@ static T FN(row_max_sel)(const T *x, const unsigned char *mask, const T *b, int6
     return v_hmax(a);
 }
 
-#define EXPSUM_EXP(d) (fast ? FN(vexp_inrange)(d) : FN(vexp)((d), 0))
-
 /* sum_j exp(x[j] - m), storing the terms in y unless y is NULL.  While the
  * row is in cache, a later row's input and output (pf_x, pf_y: the same
  * offsets FA_PF_BYTES on; pf_y == pf_x for none) are prefetched, so that their
- * memory traffic overlaps this row's arithmetic instead of following it. */
-static inline double FN(expsum_impl)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y,
-                                     const int fast)
+ * memory traffic overlaps this row's arithmetic instead of following it.
+ * Each block is first computed with the exp without its range check (a
+ * compare and a branch per vector) while keeping the least x - m; a block
+ * where that falls below the exp's fast range (-inf entries, spreads > 87)
+ * is computed again with the checked exp (in place, y == x, only the latter). */
+static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y)
 {
     const V vm = v_set1(m);
     const int pfy = pf_y != pf_x;
+    const int inplace = y == x; /* no second try: the terms overwrite x */
     double total = 0.0;
     int64_t j = 0;
     for (;;) {
@@ -331,42 +302,54 @@ static inline double FN(expsum_impl)(const T *x, T m, T *y, int64_t k, const T *
         lim -= lim % (4 * VL);
         if (lim == 0)
             break;
-        const int64_t end = j + lim;
-        V s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero();
-        if (y) {
-            for (; j < end; j += 4 * VL) {
-                FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
-                if (pfy)
-                    FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
-                V e0 = EXPSUM_EXP(v_sub(v_load(x + j), vm));
-                V e1 = EXPSUM_EXP(v_sub(v_load(x + j + VL), vm));
-                V e2 = EXPSUM_EXP(v_sub(v_load(x + j + 2 * VL), vm));
-                V e3 = EXPSUM_EXP(v_sub(v_load(x + j + 3 * VL), vm));
+        const int64_t j0 = j, end = j + lim;
+        V s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero(), lo = v_zero();
+        for (; !inplace && j < end; j += 4 * VL) {
+            FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
+            if (pfy)
+                FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
+            const V d0 = v_sub(v_load(x + j), vm), d1 = v_sub(v_load(x + j + VL), vm);
+            const V d2 = v_sub(v_load(x + j + 2 * VL), vm), d3 = v_sub(v_load(x + j + 3 * VL), vm);
+            const V e0 = FN(vexp_inrange)(d0), e1 = FN(vexp_inrange)(d1);
+            const V e2 = FN(vexp_inrange)(d2), e3 = FN(vexp_inrange)(d3);
+            if (y) {
                 v_store(y + j, e0);
                 v_store(y + j + VL, e1);
                 v_store(y + j + 2 * VL, e2);
                 v_store(y + j + 3 * VL, e3);
+            }
+            s0 = v_add(s0, e0);
+            s1 = v_add(s1, e1);
+            s2 = v_add(s2, e2);
+            s3 = v_add(s3, e3);
+            lo = v_min(v_min(d0, d1), lo); /* v_min(d, acc) skips NaN */
+            lo = v_min(v_min(d2, d3), lo);
+        }
+        if (inplace || m_any(v_lt(lo, v_set1(EXP_FAST_LO)))) {
+            j = j0;
+            s0 = s1 = s2 = s3 = v_zero();
+            for (; j < end; j += 4 * VL) {
+                const V e0 = FN(vexp)(v_sub(v_load(x + j), vm), 0);
+                const V e1 = FN(vexp)(v_sub(v_load(x + j + VL), vm), 0);
+                const V e2 = FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0);
+                const V e3 = FN(vexp)(v_sub(v_load(x + j + 3 * VL), vm), 0);
+                if (y) {
+                    v_store(y + j, e0);
+                    v_store(y + j + VL, e1);
+                    v_store(y + j + 2 * VL, e2);
+                    v_store(y + j + 3 * VL, e3);
+                }
                 s0 = v_add(s0, e0);
                 s1 = v_add(s1, e1);
                 s2 = v_add(s2, e2);
                 s3 = v_add(s3, e3);
-            }
-        } else {
-            for (; j < end; j += 4 * VL) {
-                FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
-                if (pfy)
-                    FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
-                s0 = v_add(s0, EXPSUM_EXP(v_sub(v_load(x + j), vm)));
-                s1 = v_add(s1, EXPSUM_EXP(v_sub(v_load(x + j + VL), vm)));
-                s2 = v_add(s2, EXPSUM_EXP(v_sub(v_load(x + j + 2 * VL), vm)));
-                s3 = v_add(s3, EXPSUM_EXP(v_sub(v_load(x + j + 3 * VL), vm)));
             }
         }
         total += v_hsum_d(v_add(v_add(s0, s1), v_add(s2, s3)));
     }
     V s = v_zero();
     for (; j + VL <= k; j += VL) {
-        V e = EXPSUM_EXP(v_sub(v_load(x + j), vm));
+        V e = FN(vexp)(v_sub(v_load(x + j), vm), 0);
         if (y)
             v_store(y + j, e);
         s = v_add(s, e);
@@ -379,18 +362,6 @@ static inline double FN(expsum_impl)(const T *x, T m, T *y, int64_t k, const T *
         s = v_add(s, e);
     }
     return total + v_hsum_d(s);
-}
-
-#undef EXPSUM_EXP
-
-/* expsum with lo <= every x[j] (or -inf if unknown): when x - m cannot fall
- * below the exp's fast range, its range check (a compare and a branch per
- * vector) is left out. */
-static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y, T lo)
-{
-    if (lo - m >= EXP_FAST_LO)
-        return FN(expsum_impl)(x, m, y, k, pf_x, pf_y, 1);
-    return FN(expsum_impl)(x, m, y, k, pf_x, pf_y, 0);
 }
 
 /* sum over selected j of exp(x[j] - m) (times b[j] if b), terms stored in y
@@ -675,8 +646,7 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
     int nc = 0, nan_early = 0;
     for (int64_t j0 = 0; j0 < k; j0 += chunk, nc++) {
         const int64_t len = k - j0 < chunk ? k - j0 : chunk;
-        T lo;
-        const T mc = FN(row_minmax)(x + j0, len, &lo);
+        const T mc = FN(row_max)(x + j0, len);
         if (mc > m)
             m = mc;
         cm[nc] = m;
@@ -690,7 +660,7 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
         }
         const T *pf = x + j0 + len; /* the next chunk (one past the row at the end) */
         cs[nc] = FN(expsum)(x + j0, m, take_log ? NULL : tmp + j0, len, pf,
-                            take_log || stream ? pf : y + j0 + len, lo);
+                            take_log || stream ? pf : y + j0 + len);
     }
     if (!isfinite(m)) { /* +inf, or all -inf/NaN: NaN everywhere (unmasked) */
         FN(fill)(y, (T)NAN, k);
@@ -749,8 +719,7 @@ static void FN(lr_a)(FN(lr_st) *st, int c, int64_t j0, int64_t len, T *tmp, cons
     if (st->stopped)
         return;
     const T *x = st->x;
-    T lo;
-    const T mc = FN(row_minmax)(x + j0, len, &lo);
+    const T mc = FN(row_max)(x + j0, len);
     if (mc > st->m)
         st->m = mc;
     st->cm[c] = st->m;
@@ -766,7 +735,7 @@ static void FN(lr_a)(FN(lr_st) *st, int c, int64_t j0, int64_t len, T *tmp, cons
         return;
     }
     const T *pf = x + j0 + len;
-    st->cs[c] = FN(expsum)(x + j0, st->m, take_log ? NULL : tmp + j0, len, pf, pf, lo);
+    st->cs[c] = FN(expsum)(x + j0, st->m, take_log ? NULL : tmp + j0, len, pf, pf);
 }
 
 static void FN(lr_finish)(FN(lr_st) *st, int64_t k, const int take_log)
@@ -846,18 +815,17 @@ static void FN(softmax_row)(const fa_args *A, int64_t i, T *tmp)
         FN(long_row)(x, y, tmp, k, 0);
         return;
     }
-    T lo = (T)-INFINITY;
-    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_minmax)(x, k, &lo);
+    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
     if (!isfinite(m)) {
         FN(special_row)(mk, y, k, (T)0);
         return;
     }
     if (tmp) {
-        const double st = FN(expsum)(x, m, tmp, k, x + FN(pf_off)(k), x + FN(pf_off)(k), lo);
+        const double st = FN(expsum)(x, m, tmp, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
         FN(scale_to)(tmp, y, (T)(1.0 / st), k, 1);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + FN(pf_off)(k), y + FN(pf_off)(k), lo);
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + FN(pf_off)(k), y + FN(pf_off)(k));
     FN(scale)(y, (T)(1.0 / s), k);
     if (mk && s != s)
         FN(reset_unselected)(mk, y, k, (T)0);
@@ -875,14 +843,13 @@ static void FN(log_softmax_row)(const fa_args *A, int64_t i, const int stream)
         FN(long_row)(x, y, stream ? y : NULL, k, 1);
         return;
     }
-    T lo = (T)-INFINITY;
-    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_minmax)(x, k, &lo);
+    T m = mk ? FN(row_max_sel)(x, mk, NULL, k) : FN(row_max)(x, k);
     if (!isfinite(m)) {
         FN(special_row)(mk, y, k, (T)-INFINITY);
         return;
     }
     double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k)
-                  : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), (stream ? x : y) + FN(pf_off)(k), lo);
+                  : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), (stream ? x : y) + FN(pf_off)(k));
     if (stream) {
         FN(shift_sub_stream)(x, m, (T)log(s), y, k);
         return;
@@ -1032,13 +999,12 @@ static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
         const T *b = B ? B + i * k : NULL;
         const unsigned char *mk = M ? M + i * k : NULL;
         const int sel = mk || b;
-        T lo = (T)-INFINITY;
-        T m = sel ? FN(row_max_sel)(x, mk, b, k) : FN(row_minmax)(x, k, &lo);
+        T m = sel ? FN(row_max_sel)(x, mk, b, k) : FN(row_max)(x, k);
         if (!isfinite(m)) {
             FN(logsumexp_special)(x, b, mk, k, out + i, sign ? sign + i : NULL);
             continue;
         }
-        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), x + FN(pf_off)(k), lo);
+        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
         if (sign) {
             double sg = s > 0 ? 1.0 : s < 0 ? -1.0 : s == 0 ? 0.0 : (double)NAN;
             out[i] = (T)(log(fabs(s)) + (double)m);
@@ -1165,8 +1131,7 @@ static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
     int nc = 0, nan_early = 0;
     for (int64_t j0 = 0; j0 < k; j0 += chunk, nc++) {
         const int64_t len = k - j0 < chunk ? k - j0 : chunk;
-        T lo;
-        const T mc = FN(row_minmax)(x + j0, len, &lo);
+        const T mc = FN(row_max)(x + j0, len);
         if (mc > m)
             m = mc;
         ch->cm[nc] = m;
@@ -1179,7 +1144,7 @@ static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
             continue;
         }
         const T *pf = x + j0 + len;
-        ch->cs[nc] = FN(expsum)(x + j0, m, y ? y + j0 : NULL, len, pf, y ? y + j0 + len : pf, lo);
+        ch->cs[nc] = FN(expsum)(x + j0, m, y ? y + j0 : NULL, len, pf, y ? y + j0 + len : pf);
     }
     ch->m = m;
     ch->nc = nc;
@@ -1236,11 +1201,11 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
          * into tmp (streamed output) or gr */
         const int chunked = eps == 0 && k > LONG_K;
         FN(chunks_t) ch;
-        T lo = (T)-INFINITY, m;
+        T m;
         if (chunked)
             m = FN(chunk_expsum)(x, gr ? (tmp ? tmp : gr) : NULL, k, &ch);
         else
-            m = FN(row_minmax)(x, k, &lo);
+            m = FN(row_max)(x, k);
         if (!isfinite(m)) {
             if (L)
                 L[i] = (T)NAN;
@@ -1293,7 +1258,7 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
             swd += v_hsum_d(acc);
             s = sacc + v_hsum_d(se);
         } else {
-            s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k), lo);
+            s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k));
         }
         const double logs = log(s), lse = (double)m + logs;
         if (L) {
