@@ -304,27 +304,36 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
             break;
         const int64_t j0 = j, end = j + lim;
         V s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero(), lo = v_zero();
-        for (; !inplace && j < end; j += 4 * VL) {
-            FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));
-            if (pfy)
-                FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));
-            const V d0 = v_sub(v_load(x + j), vm), d1 = v_sub(v_load(x + j + VL), vm);
-            const V d2 = v_sub(v_load(x + j + 2 * VL), vm), d3 = v_sub(v_load(x + j + 3 * VL), vm);
-            const V e0 = FN(vexp_inrange)(d0), e1 = FN(vexp_inrange)(d1);
-            const V e2 = FN(vexp_inrange)(d2), e3 = FN(vexp_inrange)(d3);
-            if (y) {
-                v_store(y + j, e0);
-                v_store(y + j + VL, e1);
-                v_store(y + j + 2 * VL, e2);
-                v_store(y + j + 3 * VL, e3);
-            }
-            s0 = v_add(s0, e0);
-            s1 = v_add(s1, e1);
-            s2 = v_add(s2, e2);
-            s3 = v_add(s3, e3);
-            lo = v_min(v_min(d0, d1), lo); /* v_min(d, acc) skips NaN */
-            lo = v_min(v_min(d2, d3), lo);
+#define EXPSUM_FAST_STEP(STORE)                                                                    \
+    do {                                                                                           \
+        FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));                                         \
+        if (pfy)                                                                                   \
+            FA_PREFETCH_LINES(pf_y, j, 1, 4 * VL * sizeof(T));                                     \
+        const V d0 = v_sub(v_load(x + j), vm), d1 = v_sub(v_load(x + j + VL), vm);                 \
+        const V d2 = v_sub(v_load(x + j + 2 * VL), vm), d3 = v_sub(v_load(x + j + 3 * VL), vm);    \
+        const V e0 = FN(vexp_inrange)(d0), e1 = FN(vexp_inrange)(d1);                              \
+        const V e2 = FN(vexp_inrange)(d2), e3 = FN(vexp_inrange)(d3);                              \
+        if (STORE) {                                                                               \
+            v_store(y + j, e0);                                                                    \
+            v_store(y + j + VL, e1);                                                               \
+            v_store(y + j + 2 * VL, e2);                                                           \
+            v_store(y + j + 3 * VL, e3);                                                           \
+        }                                                                                          \
+        s0 = v_add(s0, e0);                                                                        \
+        s1 = v_add(s1, e1);                                                                        \
+        s2 = v_add(s2, e2);                                                                        \
+        s3 = v_add(s3, e3);                                                                        \
+        lo = v_min(v_min(d0, d1), lo); /* v_min(d, acc) skips NaN */                               \
+        lo = v_min(v_min(d2, d3), lo);                                                             \
+    } while (0)
+        if (y) {
+            for (; !inplace && j < end; j += 4 * VL)
+                EXPSUM_FAST_STEP(1);
+        } else {
+            for (; j < end; j += 4 * VL)
+                EXPSUM_FAST_STEP(0);
         }
+#undef EXPSUM_FAST_STEP
         if (inplace || m_any(v_lt(lo, v_set1(EXP_FAST_LO)))) {
             j = j0;
             s0 = s1 = s2 = s3 = v_zero();
