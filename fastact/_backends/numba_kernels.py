@@ -162,10 +162,10 @@ def _bits_f32(typingctx, a):
     return types.float32(types.int32), codegen
 
 
-def _nt_map(kind):
-    """``dst[j] = f(src[j])`` over two 1-D C-contiguous arrays of one float dtype
-    with non-temporal 64-byte vector stores (a scalar head up to dst's 64-byte
-    alignment, a scalar tail): f = (s - b) - c (kind 0) or s * b (kind 1).
+def _nt_map():
+    """``dst[j] = (src[j] - b) - c`` over two 1-D C-contiguous arrays of one
+    float dtype with non-temporal 64-byte vector stores (a scalar head up to
+    dst's 64-byte alignment, a scalar tail).
 
     Large outputs written once: the stores go to memory without first reading
     the lines in (as memcpy does for large copies).  LLVM's vectoriser will not
@@ -198,9 +198,7 @@ def _nt_map(kind):
             fl = ("arcp",)
 
             def f(v, bb, cc):
-                if kind == 0:
-                    return builder.fsub(builder.fsub(v, bb, flags=fl), cc, flags=fl)
-                return builder.fmul(v, bb, flags=fl)
+                return builder.fsub(builder.fsub(v, bb, flags=fl), cc, flags=fl)
 
             def scalar(lo, hi):
                 with cgutils.for_range_slice(builder, lo, hi, ir.Constant(i64, 1)) as (j, _):
@@ -238,9 +236,7 @@ def _nt_map(kind):
 
 
 #: dst = (src - b) - c, streamed to memory.
-_nt_sub_sub = intrinsic(_nt_map(0))
-#: dst = src * b, streamed to memory (c unused).
-_nt_scale = intrinsic(_nt_map(1))
+_nt_sub_sub = intrinsic(_nt_map())
 
 
 @intrinsic
