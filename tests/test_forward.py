@@ -95,6 +95,31 @@ def test_finfo_max_row(backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("k", [3, 10, 40, 1000, 5000, 20000])
+def test_subnormal_probabilities_kept(backend, dtype, k):
+    """Entries whose probability is below finfo.tiny come out as the subnormals
+    the float64 truth rounds to (within a few subnormal steps), not flushed to 0
+    — in short-row tiles, mid-length rows and the long-row paths alike."""
+    fi = np.finfo(dtype)
+    lo = float(np.log(fi.tiny))                      # -87.3 (f32), -708.4 (f64)
+    sub = float(np.log(fi.smallest_subnormal))       # -103.3 (f32), -744.4 (f64)
+    rng = np.random.default_rng(k)
+    x = rng.uniform(-1.0, 0.0, (4, k))
+    x[:, 0] = 0.0                                    # a row max of 0, so x - max = x
+    tail = np.linspace(lo - 0.5, sub + 1.0, k - 1)   # every such entry subnormal
+    x[1:3, 1:] = tail[rng.permutation(k - 1)]
+    x = x.astype(dtype)
+    y = fastact.softmax(x, backend=backend)
+    want = sps.softmax(x.astype(np.float64), axis=-1)
+    small = want < fi.tiny
+    assert small.sum() >= 2 * (k - 1) - 2
+    assert np.all(y[small] > 0), "subnormal probabilities flushed to 0"
+    step = float(fi.smallest_subnormal)
+    np.testing.assert_array_less(np.abs(y[small] - want[small]), 4 * step + 1e-6 * want[small])
+    assert_close(y[~small], want[~small], dtype, "prob")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_special_values_every_position(backend, dtype):
     """A special value at every position of rows of several lengths (every tail and
     vector lane of the native kernels)."""
