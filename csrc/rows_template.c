@@ -171,16 +171,15 @@ static inline V FN(vexp_inrange)(V x)
 #endif
 }
 
-/* exp(x) for x <= 0 where -inf lanes are expected (row tails, masked-out
- * entries): the table exp would take its slow path for every such vector, so
- * AVX-512 goes straight to the vscalef exp. */
-static inline V FN(vexp_tail)(V x)
+/* exp(x - m) on the lanes in sel, 0 on the others (lanes past a row end,
+ * unselected entries), x - m <= 0 or NaN on the selected lanes.  The other
+ * lanes are computed as exp(0) and zeroed after the exp: loaded or set to
+ * -inf they would send every such vector (every short row, every row tail)
+ * to the exp's slow path, which only lanes really below the fast range
+ * (-inf entries, large spreads) should take. */
+static inline V FN(vexp_sel)(V x, V vm, VM sel)
 {
-#if HAVE_SCALEF
-    return FN(vexp_scalef)(x, 0);
-#else
-    return FN(vexp)(x, 0);
-#endif
+    return v_select(sel, FN(vexp)(v_sub(v_select(sel, x, vm), vm), 0), v_zero());
 }
 
 #if HAVE_TILES
@@ -365,7 +364,9 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
     }
     if (j < k) {
         VTM tm = v_tailmask(k - j);
-        V e = FN(vexp_tail)(v_sub(v_load_tail(x + j, tm, (T)-INFINITY), vm));
+        /* lanes past the end loaded as m: exp(0), zeroed after */
+        V e = FN(vexp)(v_sub(v_load_tail(x + j, tm, m), vm), 0);
+        e = v_select(m_tail(tm), e, v_zero());
         if (y)
             v_store_tail(y + j, tm, e);
         s = v_add(s, e);
@@ -385,10 +386,11 @@ static double FN(expsum_sel)(const T *x, const unsigned char *mask, const T *b,
     for (int64_t j = 0; j < k; j += VL) {
         const int64_t n = k - j;
         VM sel = FN(sel_at)(mask, b, j, n);
-        V e = FN(vexp_tail)(v_sub(FN(load_sel)(x, sel, j, n), vm));
+        V xv = n >= VL ? v_load(x + j) : v_load_tail(x + j, v_tailmask(n), m);
+        V e = FN(vexp_sel)(xv, vm, sel);
         if (b) {
             V bv = n >= VL ? v_load(b + j) : v_load_tail(b + j, v_tailmask(n), (T)0);
-            e = v_select(sel, v_mul(e, bv), v_zero());
+            e = v_select(sel, v_mul(e, bv), v_zero()); /* b may be inf/NaN where unselected */
         }
         if (y) {
             if (n >= VL)
@@ -608,7 +610,8 @@ static inline int FN(short_row)(const T *x, T *y, int64_t k, const int take_log)
     const V vm = v_set1(m);
     V s = v_zero();
     for (int u = 0; u < nv; u++) {
-        V e = FN(vexp)(v_sub(v[u], vm), 0);
+        /* the last vector's lanes past the end (-inf for the max) as exp(0), zeroed */
+        V e = u < nv - 1 ? FN(vexp)(v_sub(v[u], vm), 0) : FN(vexp_sel)(v[u], vm, m_tail(tm));
         s = v_add(s, e);
         if (!take_log)
             v[u] = e;
@@ -1105,7 +1108,8 @@ static void FN(log_softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t 
             V r;
             if (mk) {
                 VM sel = FN(sel_at)(mk, NULL, j, n);
-                r = v_sub(gv, v_mul(FN(vexp)(v_select(sel, yv, v_set1((T)-INFINITY)), 1), vs));
+                /* unselected lanes as exp(0) (-inf would take the exp's slow path), zeroed */
+                r = v_sub(gv, v_mul(FN(vexp)(v_select(sel, yv, v_zero()), 1), vs));
                 r = v_select(sel, r, v_zero());
             } else {
                 r = v_sub(gv, v_mul(FN(vexp)(yv, 1), vs));
@@ -1248,7 +1252,7 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
                 V e = FN(vexp)(v_sub(xv, vm), 0);
                 acc = v_fma(wv, d, acc);
                 if (n < VL)
-                    e = v_select(FN(sel_at)(NULL, NULL, 0, n), e, v_zero());
+                    e = v_select(m_tail(v_tailmask(n)), e, v_zero());
                 if (gr) {
                     if (n >= VL)
                         v_store(gr + j, e);
@@ -1470,16 +1474,18 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
                     wv = v_load(W + j);
             } else {
                 VTM tm = v_tailmask(n);
-                xv = v_load_tail(x + j, tm, (T)-INFINITY);
+                xv = v_load_tail(x + j, tm, m); /* exp(0), zeroed below; m - x = 0 */
                 tv = v_load_tail(tq + j, tm, (T)0);
                 if (W)
                     wv = v_load_tail(W + j, tm, (T)0);
             }
             V q = eps != 0 ? v_fma(tv, q1, q0) : tv;
             if (n < VL)
-                q = v_select(FN(sel_at)(NULL, NULL, 0, n), q, v_zero());
+                q = v_select(m_tail(v_tailmask(n)), q, v_zero());
             V wq = W ? v_mul(q, wv) : q;
-            V e = n >= VL ? FN(vexp)(v_sub(xv, vm), 0) : FN(vexp_tail)(v_sub(xv, vm));
+            V e = FN(vexp)(v_sub(xv, vm), 0);
+            if (n < VL)
+                e = v_select(m_tail(v_tailmask(n)), e, v_zero());
             if (gr) {
                 if (n >= VL)
                     v_store(gr + j, e);
@@ -1489,10 +1495,7 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
             se = v_add(se, e);
             sq = v_add(sq, wq);
             if (L) {
-                V d = v_sub(vm, xv);
-                if (n < VL) /* lanes past the end: 0 * inf would be NaN */
-                    d = v_select(FN(sel_at)(NULL, NULL, 0, n), d, v_zero());
-                sd = v_fma(wq, d, sd);
+                sd = v_fma(wq, v_sub(vm, xv), sd); /* lanes past the end: 0 * 0 */
             }
             if (++cnt == 64) {
                 s += v_hsum_d(se);
@@ -1599,6 +1602,7 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef v_hmax
 #undef v_hsum_d
 #undef v_tailmask
+#undef m_tail
 #undef v_load_tail
 #undef v_store_tail
 #undef v_stream

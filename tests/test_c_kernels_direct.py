@@ -744,3 +744,120 @@ def test_cross_entropy_long_rows(isa, dtype, k, n):
                 g2 = np.full_like(x, 7.0)
                 C.cross_entropy_index_rows(x, t, *args, None, g2, nt)
                 np.testing.assert_array_equal(g2, gg)
+
+
+# ------------------------------------------- row tails around vector widths
+
+#: Row lengths around the vector widths (AVX2: 8 float32 / 4 float64 lanes,
+#: AVX-512: 16 / 8): short rows (up to 4 VL in registers), vector tails of
+#: every length, and rows past a block of 4 VL vectors and of 64 VL elements.
+TAIL_KS = list(range(1, 18)) + [23, 24, 25, 31, 33, 47, 49, 63, 64, 65, 66, 127, 129,
+                                 255, 257, 1023, 1025, 1030]
+
+
+def _tail_special_rows(dtype, k, g):
+    """Rows of length k with special values in the last lanes (the vector
+    tail), beside a plain row; k >= 1."""
+    fi = np.finfo(dtype)
+    big = 100.0 if dtype == np.float32 else 800.0
+    rows = [g.standard_normal(k) * 3]
+    specials = [-np.inf, np.nan, np.inf, fi.max, -fi.max, -big, -2 * big, 30.0]
+    for pos in sorted({k - 1, max(k - 2, 0), max(k - 5, 0)}):
+        for v in specials:
+            r = g.standard_normal(k) * 3
+            r[pos] = v
+            rows.append(r)
+    r = np.full(k, -np.inf)
+    rows.append(r)                                 # all -inf
+    r = np.full(k, -np.inf)
+    r[-1] = 1.5
+    rows.append(r)                                 # only the last lane finite
+    r = g.standard_normal(k) * 3
+    r[-(k // 3 + 1):] = -np.inf
+    rows.append(r)                                 # -inf through the tail
+    r = np.full(k, -big)
+    r[0] = 0.0
+    rows.append(r)                                 # every other lane below the fast range
+    r = g.standard_normal(k)
+    r[-1] = -fi.max
+    r[0] = fi.max
+    rows.append(r)
+    return np.array(rows, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", TAIL_KS)
+def test_row_tails_special(isa, dtype, k):
+    """Special values in the last lanes of rows of every length around the
+    vector widths, unmasked and masked, for every kernel with an exp over a
+    row tail: the tail lanes are computed as exp(0) and zeroed, so they must
+    never reach the results."""
+    g = rng(11 + k)
+    base = _tail_special_rows(dtype, k, g)
+    # twice, shuffled: enough rows for the short-row tiles, special rows in them
+    x = np.concatenate([base, base[g.permutation(len(base))]])
+    n = x.shape[0]
+    mask = g.random(x.shape) > 0.3
+    mask[::4, -1] = False                         # the tail's special value masked out
+    mask[1::4, :-1] = False                       # only the last lane selected
+    mask[2::7] = False                            # nothing selected
+    what = f"{isa} k={k}"
+    with np.errstate(all="ignore"):
+        for name in ("softmax_rows", "log_softmax_rows"):
+            for m in (None, mask):
+                want, got = np.empty_like(x), np.full_like(x, 7.0)
+                getattr(R, name)(x, m, want)
+                getattr(C, name)(x, m, got)
+                assert_close(got, want, dtype, scale=4, what=f"{name} masked={m is not None} {what}")
+                # exact zeros (softmax) and infinities where the reference has them
+                exact = np.isinf(want) | ((want == 0) if name == "softmax_rows" else False)
+                np.testing.assert_array_equal(got[exact], want[exact])
+                xi = x.copy()
+                getattr(C, name)(xi, m, xi)
+                np.testing.assert_array_equal(xi, got)
+        b = (g.random(x.shape) + 0.5).astype(dtype)
+        b[g.random(x.shape) < 0.2] *= -1
+        b[::3, -1] = 0.0
+        for m in (None, mask):
+            for bb in (None, b):
+                want, got = np.empty(n, dtype), np.full(n, 7.0, dtype)
+                ws, gs = np.empty(n, dtype), np.full(n, 7.0, dtype)
+                R.logsumexp_rows(x, bb, m, want, ws if bb is not None else None)
+                C.logsumexp_rows(x, bb, m, got, gs if bb is not None else None)
+                assert_close(got, want, dtype, scale=4,
+                             what=f"logsumexp masked={m is not None} b={bb is not None} {what}")
+                if bb is not None:
+                    np.testing.assert_array_equal(gs, ws)
+        # log_softmax_backward: y with -inf and huge entries in the tail lanes
+        for m in (None, mask):
+            y = np.empty_like(x)
+            R.log_softmax_rows(x, m, y)
+            grad = g.standard_normal(x.shape).astype(dtype)
+            want, got = np.empty_like(x), np.full_like(x, 7.0)
+            R.log_softmax_backward_rows(grad, y, m, want)
+            C.log_softmax_backward_rows(grad, y, m, got)
+            assert_close(got, want, dtype, scale=4 * np.sqrt(k),
+                         what=f"log_softmax_backward masked={m is not None} {what}")
+        # cross entropy: targets in the tail (on the special values), ignored rows
+        t = (k - 1 - np.arange(n) % 3).clip(0).astype(np.int64)
+        t[5::6] = -100
+        q = g.random(x.shape).astype(dtype)
+        q /= q.sum(axis=1, keepdims=True)
+        w = (g.random(k) + 0.5).astype(dtype)
+        for ww in (None, w):
+            for eps in (0.0, 0.1):
+                lw, gw = np.empty(n, dtype), np.empty_like(x)
+                lg, gg = np.full(n, 7.0, dtype), np.full_like(x, 7.0)
+                R.cross_entropy_index_rows(x, t, ww, -100, eps, 0.0, 1.0, 1.0, 1.0, None, lw, gw)
+                C.cross_entropy_index_rows(x, t, ww, -100, eps, 0.0, 1.0, 1.0, 1.0, None, lg, gg)
+                tag = f"w={ww is not None} eps={eps} {what}"
+                # with smoothing, sum_c w_c (m - x_c) over a row holding +-finfo.max
+                # overflows in float32 or not depending on the order of the adds
+                # (lanes summed in double on the vector paths): not compared
+                ok = ~np.any(np.abs(x) == np.finfo(dtype).max, axis=1) if eps else slice(None)
+                assert_close(lg[ok], lw[ok], dtype, scale=16, what=f"ce index loss {tag}")
+                assert_close(gg, gw, dtype, scale=16, what=f"ce index grad {tag}")
+                R.cross_entropy_prob_rows(x, q, ww, eps, 0.0, 1.0, 1.0, 1.0, None, lw, gw)
+                C.cross_entropy_prob_rows(x, q, ww, eps, 0.0, 1.0, 1.0, 1.0, None, lg, gg)
+                assert_close(lg, lw, dtype, scale=16, what=f"ce prob loss {tag}")
+                assert_close(gg, gw, dtype, scale=16, what=f"ce prob grad {tag}")
