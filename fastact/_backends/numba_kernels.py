@@ -148,20 +148,6 @@ def _bits_f64(typingctx, a):
     return types.float64(types.int64), codegen
 
 
-@intrinsic
-def _f32_bits(typingctx, a):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _bits_f32(typingctx, a):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
-
-
 def _nt_map():
     """``dst[j] = (src[j] - b) - c`` over two 1-D C-contiguous arrays of one
     float dtype with non-temporal 64-byte vector stores (a scalar head up to
