@@ -262,12 +262,15 @@ static inline __m256d avx2_mbytes_f64(const unsigned char *p)
     return _mm256_castsi256_pd(_mm256_xor_si256(z, _mm256_set1_epi64x(-1)));
 }
 
-/* Columns of a tile of 8 rows of k <= 8 floats (see avx512_tile_cols_f32):
- * 8 masked row loads and an 8x8 transpose (3 x 8 shuffles). */
-static inline void avx2_tile_cols_f32(const float *x, int64_t k, float *buf)
+/* Columns c0 .. c0 + w - 1 (w <= 8) of a tile of 8 rows of k floats (see
+ * avx512_tile_cols_f32): 8 masked row loads and an 8x8 transpose (3 x 8
+ * shuffles); columns c0 + 8 .. written as zeros past w. */
+static inline void avx2_tile_cols8_f32(const float *x, int64_t k, int64_t c0, int64_t w, float *buf)
 {
-    const __m256i km = _mm256_loadu_si256((const __m256i *)(fa_tail32 + 8 - k));
+    const __m256i km = _mm256_loadu_si256((const __m256i *)(fa_tail32 + 8 - w));
     __m256 r[8], t[8];
+    x += c0;
+    buf += 8 * c0;
     for (int i = 0; i < 8; i++)
         r[i] = _mm256_maskload_ps(x + i * k, km);
     for (int i = 0; i < 8; i += 2) {
@@ -284,6 +287,14 @@ static inline void avx2_tile_cols_f32(const float *x, int64_t k, float *buf)
         _mm256_storeu_ps(buf + 8 * m, _mm256_permute2f128_ps(r[m], r[4 + m], 0x20));
         _mm256_storeu_ps(buf + 8 * (4 + m), _mm256_permute2f128_ps(r[m], r[4 + m], 0x31));
     }
+}
+
+/* Columns of a tile of 8 rows of k <= 16 floats: one or two 8x8 transposes. */
+static inline void avx2_tile_cols_f32(const float *x, int64_t k, float *buf)
+{
+    avx2_tile_cols8_f32(x, k, 0, k < 8 ? k : 8, buf);
+    if (k > 8)
+        avx2_tile_cols8_f32(x, k, 8, k - 8, buf);
 }
 
 #define T float
@@ -308,6 +319,7 @@ static inline void avx2_tile_cols_f32(const float *x, int64_t k, float *buf)
 #define HAVE_EXP_LUT 0
 #define HAVE_TILE_COLS 1
 #define v_tile_cols(x, k, buf) avx2_tile_cols_f32((x), (k), (buf))
+#define TILE_MAX_K 16 /* two 8x8 transposes per tile */
 #define v_permute(idx, v) _mm256_permutevar8x32_ps((v), _mm256_loadu_si256((const __m256i *)(idx)))
 #define v_zero() _mm256_setzero_ps()
 #define v_set1(a) _mm256_set1_ps((float)(a))

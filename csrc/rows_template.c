@@ -539,12 +539,17 @@ static void FN(reset_unselected)(const unsigned char *mask, T *y, int64_t k, T e
 /* ------------------------------------------ short rows: tiles of VL rows */
 
 #if HAVE_TILES
-/* Rows of at most VL elements are computed column-wise over a tile of VL rows:
+/* Rows of at most TILE_MAX_K elements (VL; 16 for AVX2 float32) are computed
+ * column-wise over a tile of VL rows:
  * gathered into a local k x VL buffer (one vector per column) and reduced with
  * vertical max/add; the results are then written in row order with contiguous
  * stores.  (Gathering the results back was slower on AVX-512 than recomputing
  * exp in row order; for longer rows short_row below is faster than gathers.) */
 #define TILE_K (4 * VL)
+/* Longest rows on tiles (VL unless the ISA's v_tile_cols loads more). */
+#ifndef TILE_MAX_K
+#define TILE_MAX_K VL
+#endif
 
 typedef struct {
     int32_t gin[VL];              /* lane r -> r * k: gathers column j of a tile */
@@ -876,7 +881,7 @@ static void FN(softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
     int64_t i = r0;
 #if HAVE_TILES
     const int64_t k = A->k;
-    if (FA_USE_TILES && !A->mask && k <= VL && r1 - r0 >= VL) {
+    if (FA_USE_TILES && !A->mask && k <= TILE_MAX_K && r1 - r0 >= VL) {
         FN(tile_idx) ti;
         T buf[TILE_K * VL];
         FN(tile_idx_init)(&ti, k);
@@ -923,7 +928,7 @@ static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
     int64_t i = r0;
 #if HAVE_TILES
     const int64_t k = A->k;
-    if (FA_USE_TILES && !A->mask && k <= VL && r1 - r0 >= VL) {
+    if (FA_USE_TILES && !A->mask && k <= TILE_MAX_K && r1 - r0 >= VL) {
         FN(tile_idx) ti;
         T buf[TILE_K * VL];
         FN(tile_idx_init)(&ti, k);
@@ -1000,13 +1005,13 @@ static void FN(logsumexp_special)(const T *x, const T *b, const unsigned char *m
         *sign = sg;
 }
 
-static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
+static void FN(logsumexp_row)(const fa_args *A, int64_t i)
 {
     const int64_t k = A->k;
     const unsigned char *M = A->mask;
     const T *B = (const T *)A->b;
     T *out = (T *)A->out, *sign = (T *)A->sign;
-    for (int64_t i = r0; i < r1; i++) {
+    {
         const T *x = (const T *)A->x + i * k;
         const T *b = B ? B + i * k : NULL;
         const unsigned char *mk = M ? M + i * k : NULL;
@@ -1014,7 +1019,7 @@ static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
         T m = sel ? FN(row_max_sel)(x, mk, b, k) : FN(row_max)(x, k);
         if (!isfinite(m)) {
             FN(logsumexp_special)(x, b, mk, k, out + i, sign ? sign + i : NULL);
-            continue;
+            return;
         }
         double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
         if (sign) {
@@ -1025,6 +1030,38 @@ static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
             out[i] = (T)(log(s) + (double)m);
         }
     }
+}
+
+static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
+{
+    int64_t i = r0;
+#if HAVE_TILES
+    /* short rows without b or mask on tiles of VL rows (as softmax_rows):
+     * max and exp sum column-wise, m + log(s) per lane */
+    const int64_t k = A->k;
+    if (FA_USE_TILES && !A->mask && !A->b && k <= TILE_MAX_K && r1 - r0 >= VL) {
+        FN(tile_idx) ti;
+        T buf[TILE_K * VL];
+        T *out = (T *)A->out, *sign = (T *)A->sign;
+        FN(tile_idx_init)(&ti, k);
+        for (; i + VL <= r1; i += VL) {
+            V m = FN(tile_load)(&ti, (const T *)A->x + i * k, k, buf);
+            if (!FN(all_finite)(m)) {
+                for (int r = 0; r < VL; r++)
+                    FN(logsumexp_row)(A, i + r);
+                continue;
+            }
+            V s = v_zero();
+            for (int64_t j = 0; j < k; j++)
+                s = v_add(s, FN(vexp)(v_sub(v_load(buf + j * VL), m), 0));
+            v_store(out + i, v_add(m, FN(vlog_sum)(s)));
+            if (sign) /* s >= 1, or NaN (a NaN entry) */
+                v_store(sign + i, v_select(v_ne(s, s), s, v_set1((T)1)));
+        }
+    }
+#endif
+    for (; i < r1; i++)
+        FN(logsumexp_row)(A, i);
 }
 
 static void FN(softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t r1)
@@ -1328,7 +1365,7 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
 
 #if HAVE_TILES
 /* Index-target cross entropy without label smoothing on a tile of VL rows of
- * k <= VL (as softmax_rows' tiles): max and sum column-wise, log of the sums
+ * k <= TILE_MAX_K (as softmax_rows' tiles): max and sum column-wise, log of the sums
  * (vlog_sum), the per-row terms (target logit, weight, scale) in lanes, the
  * gradient written in row order (exp recomputed, times the row's factor
  * moved to each lane by a permute), then the target entries and ignored rows
@@ -1418,7 +1455,7 @@ static void FN(cross_entropy_index_rows)(const fa_args *A, int64_t r0, int64_t r
     int64_t i = r0;
 #if HAVE_TILES
     const int64_t k = A->k;
-    if (FA_USE_TILES && k <= VL && A->eps == 0 && r1 - r0 >= VL) {
+    if (FA_USE_TILES && k <= TILE_MAX_K && A->eps == 0 && r1 - r0 >= VL) {
         FN(tile_idx) ti;
         T buf[TILE_K * VL];
         FN(tile_idx_init)(&ti, k);
@@ -1558,6 +1595,7 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef LONG_CHUNK
 #if HAVE_TILES
 #undef TILE_K
+#undef TILE_MAX_K
 #endif
 
 /* The vocabulary belongs to one expansion: drop it for the next. */

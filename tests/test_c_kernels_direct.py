@@ -613,7 +613,7 @@ def _tile_special_rows(dtype, k, g):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 9, 10, 15, 16, 17])
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 9, 10, 12, 15, 16, 17])
 def test_short_rows_tiles_special(isa, dtype, k):
     # enough rows for many tiles (8 rows for AVX2 float32 and AVX-512 float64,
     # 16 for AVX-512 float32), tiles with only finite-max rows and tiles with a
@@ -635,6 +635,16 @@ def test_short_rows_tiles_special(isa, dtype, k):
         assert_close(got, want, dtype, scale=4, what=f"{name} {isa} k={k}")
         exact = (want == 0) | np.isinf(want)
         np.testing.assert_array_equal(got[exact], want[exact])
+    # logsumexp without b or mask (tiles), with and without the sign
+    want, ws = np.empty(n, dtype), np.empty(n, dtype)
+    with np.errstate(all="ignore"):
+        R.logsumexp_rows(x, None, None, want, ws)
+    for sign in (None, np.full(n, 7.0, dtype)):
+        got = np.full(n, 7.0, dtype)
+        C.logsumexp_rows(x, None, None, got, sign)
+        assert_close(got, want, dtype, scale=4, what=f"logsumexp {isa} k={k}")
+        if sign is not None:
+            np.testing.assert_array_equal(sign, ws)
     w = (g.random(k) + 0.5).astype(dtype)
     for weight in (None, w):
         for z in (0.0, 1e-2):
@@ -674,7 +684,7 @@ def test_short_rows_tiles_special(isa, dtype, k):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [3, 10, 16])
+@pytest.mark.parametrize("k", [3, 10, 12, 16])
 def test_short_rows_tiles_nthreads(isa, dtype, k):
     # parts of the rows split at tile boundaries: the same results on any
     # number of threads (rows in a tile on one thread, in the tail on another)
@@ -688,6 +698,9 @@ def test_short_rows_tiles_nthreads(isa, dtype, k):
         getattr(C, name)(x, None, b, 3)
         np.testing.assert_array_equal(a, b)
     la, lb = np.empty(n, dtype), np.empty(n, dtype)
+    C.logsumexp_rows(x, None, None, la, None, 1)
+    C.logsumexp_rows(x, None, None, lb, None, 3)
+    np.testing.assert_array_equal(la, lb)
     ga, gb = np.empty_like(x), np.empty_like(x)
     C.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0, 1.0, 1.0, None, la, ga, 1)
     C.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0, 1.0, 1.0, None, lb, gb, 3)
@@ -822,12 +835,13 @@ def test_row_tails_special(isa, dtype, k):
             for bb in (None, b):
                 want, got = np.empty(n, dtype), np.full(n, 7.0, dtype)
                 ws, gs = np.empty(n, dtype), np.full(n, 7.0, dtype)
-                R.logsumexp_rows(x, bb, m, want, ws if bb is not None else None)
-                C.logsumexp_rows(x, bb, m, got, gs if bb is not None else None)
-                assert_close(got, want, dtype, scale=4,
-                             what=f"logsumexp masked={m is not None} b={bb is not None} {what}")
-                if bb is not None:
-                    np.testing.assert_array_equal(gs, ws)
+                for sg in (None, gs):
+                    R.logsumexp_rows(x, bb, m, want, None if sg is None else ws)
+                    C.logsumexp_rows(x, bb, m, got, sg)
+                    assert_close(got, want, dtype, scale=4,
+                                 what=f"logsumexp masked={m is not None} b={bb is not None} {what}")
+                    if sg is not None:
+                        np.testing.assert_array_equal(gs, ws)
         # log_softmax_backward: y with -inf and huge entries in the tail lanes
         for m in (None, mask):
             y = np.empty_like(x)
