@@ -367,29 +367,25 @@ def _sub_add(a, b, c):
     return (a - b) + c
 
 
-def _exp(z):
-    raise NotImplementedError
+def _by_dtype(doc, f32, f64):
+    """A function for jitted code that calls ``f32`` or ``f64`` by its argument's dtype."""
+    def stub(z):
+        raise NotImplementedError
+
+    stub.__doc__ = doc
+
+    @overload(stub)
+    def _ol(z):
+        if z == types.float32:
+            return lambda z: f32(z)
+        if z == types.float64:
+            return lambda z: f64(z)
+    return stub
 
 
-@overload(_exp)
-def _ol_exp(z):
-    if z == types.float32:
-        return lambda z: _exp_f32(z)
-    if z == types.float64:
-        return lambda z: _exp_f64(z)
-
-
-def _expn(z):
-    """exp(z) for z <= 0, NaN or -inf (x - max): other z give garbage."""
-    raise NotImplementedError
-
-
-@overload(_expn)
-def _ol_expn(z):
-    if z == types.float32:
-        return lambda z: _exp_nonpos_f32(z)
-    if z == types.float64:
-        return lambda z: _exp_f64(z)
+_exp = _by_dtype("exp(z) for any z.", _exp_f32, _exp_f64)
+_expn = _by_dtype("exp(z) for z <= 0, NaN or -inf (x - max): other z give garbage.",
+                  _exp_nonpos_f32, _exp_f64)
 
 
 def _to(a, v):
