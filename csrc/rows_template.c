@@ -649,16 +649,29 @@ static void FN(fill)(T *y, T v, int64_t k)
 #define LONG_CHUNK 4096
 #endif
 
-static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log)
+static int64_t FN(lr_chunk)(int64_t k)
 {
-    const int stream = tmp != NULL;
-    if (!tmp)
-        tmp = y;
     int64_t chunk = LONG_CHUNK;
     while ((k + chunk - 1) / chunk > 256)
         chunk *= 2;
+    return chunk;
+}
+
+/* Long rows (softmax, log_softmax, cross entropy): one pass over L1-sized chunks,
+ * each chunk's max, then its exp terms relative to the running max stored in
+ * y (unless NULL) and summed; chunk_sum rescales the chunk sums to the final
+ * max, chunk_scale writes y = src * (c exp(cm - m)) chunk by chunk. */
+typedef struct {
+    T m;
+    int nc, nan_early;
+    int64_t chunk;
     T cm[256];
     double cs[256];
+} FN(chunks_t);
+
+static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
+{
+    const int64_t chunk = FN(lr_chunk)(k);
     T m = (T)-INFINITY;
     int nc = 0, nan_early = 0;
     for (int64_t j0 = 0; j0 < k; j0 += chunk, nc++) {
@@ -666,8 +679,8 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
         const T mc = FN(row_max)(x + j0, len);
         if (mc > m)
             m = mc;
-        cm[nc] = m;
-        cs[nc] = 0.0;
+        ch->cm[nc] = m;
+        ch->cs[nc] = 0.0;
         if (m == (T)INFINITY)
             break;
         if (m == (T)-INFINITY) { /* only -inf or NaN so far */
@@ -675,18 +688,50 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
                 nan_early |= x[j] != x[j];
             continue;
         }
-        const T *pf = x + j0 + len; /* the next chunk (one past the row at the end) */
-        cs[nc] = FN(expsum)(x + j0, m, take_log ? NULL : tmp + j0, len, pf,
-                            take_log || stream ? pf : y + j0 + len);
+        const T *pf = x + j0 + len;
+        ch->cs[nc] = FN(expsum)(x + j0, m, y ? y + j0 : NULL, len, pf, y ? y + j0 + len : pf);
     }
+    ch->m = m;
+    ch->nc = nc;
+    ch->nan_early = nan_early;
+    ch->chunk = chunk;
+    return m;
+}
+
+static double FN(chunk_sum)(const FN(chunks_t) *ch)
+{
+    double s = ch->nan_early ? (double)NAN : 0.0;
+    for (int c = 0; c < ch->nc; c++)
+        if (ch->cm[c] != (T)-INFINITY)
+            s += ch->cs[c] * exp((double)ch->cm[c] - (double)ch->m);
+    return s;
+}
+
+static void FN(chunk_scale)(const FN(chunks_t) *ch, const T *src, T *y, int64_t k, double c,
+                            const int stream)
+{
+    int ci = 0;
+    for (int64_t j0 = 0; j0 < k; j0 += ch->chunk, ci++) {
+        const int64_t len = k - j0 < ch->chunk ? k - j0 : ch->chunk;
+        if (ch->cm[ci] == (T)-INFINITY)
+            FN(fill)(y + j0, (T)(0.0 * c), len);
+        else
+            FN(scale_to)(src + j0, y + j0, (T)(exp((double)ch->cm[ci] - (double)ch->m) * c), len, stream);
+    }
+}
+
+static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log)
+{
+    const int stream = tmp != NULL;
+    if (!tmp)
+        tmp = y;
+    FN(chunks_t) ch;
+    const T m = FN(chunk_expsum)(x, take_log ? NULL : tmp, k, &ch);
     if (!isfinite(m)) { /* +inf, or all -inf/NaN: NaN everywhere (unmasked) */
         FN(fill)(y, (T)NAN, k);
         return;
     }
-    double s = nan_early ? (double)NAN : 0.0;
-    for (int c = 0; c < nc; c++)
-        if (cm[c] != (T)-INFINITY)
-            s += cs[c] * exp((double)cm[c] - (double)m);
+    const double s = FN(chunk_sum)(&ch);
     if (take_log) {
         if (stream)
             FN(shift_sub_stream)(x, m, (T)log(s), y, k);
@@ -694,15 +739,7 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
             FN(shift_sub)(x, NULL, m, (T)log(s), y, k);
         return;
     }
-    const double inv = 1.0 / s;
-    int c = 0;
-    for (int64_t j0 = 0; j0 < k; j0 += chunk, c++) {
-        const int64_t len = k - j0 < chunk ? k - j0 : chunk;
-        if (cm[c] == (T)-INFINITY)
-            FN(fill)(y + j0, (T)(0.0 * inv), len);
-        else
-            FN(scale_to)(tmp + j0, y + j0, (T)(exp((double)cm[c] - (double)m) * inv), len, stream);
-    }
+    FN(chunk_scale)(&ch, tmp, y, k, 1.0 / s, stream);
 }
 
 /* Long rows in streaming mode, pipelined across rows: the final pass of row
@@ -723,13 +760,6 @@ typedef struct {
     double cs[256];  /* each chunk's sum relative to its cm */
 } FN(lr_st);
 
-static int64_t FN(lr_chunk)(int64_t k)
-{
-    int64_t chunk = LONG_CHUNK;
-    while ((k + chunk - 1) / chunk > 256)
-        chunk *= 2;
-    return chunk;
-}
 
 static void FN(lr_a)(FN(lr_st) *st, int c, int64_t j0, int64_t len, T *tmp, const int take_log)
 {
@@ -1162,68 +1192,6 @@ static void FN(log_softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t 
 /* One fused pass per row: max; exp stored into grad while summing (and, with
  * label smoothing, sum_c w_c (m - x_c)); then grad scaled in place.  grad may
  * be x: x[t] is read first, and each x[c] is read before grad[c] is written. */
-/* Long rows for cross entropy (as long_row): one pass over L1-sized chunks,
- * each chunk's max, then its exp terms relative to the running max stored in
- * y (unless NULL) and summed; chunk_sum rescales the chunk sums to the final
- * max, chunk_scale writes y = src * (c exp(cm - m)) chunk by chunk. */
-typedef struct {
-    T m;
-    int nc, nan_early;
-    int64_t chunk;
-    T cm[256];
-    double cs[256];
-} FN(chunks_t);
-
-static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
-{
-    const int64_t chunk = FN(lr_chunk)(k);
-    T m = (T)-INFINITY;
-    int nc = 0, nan_early = 0;
-    for (int64_t j0 = 0; j0 < k; j0 += chunk, nc++) {
-        const int64_t len = k - j0 < chunk ? k - j0 : chunk;
-        const T mc = FN(row_max)(x + j0, len);
-        if (mc > m)
-            m = mc;
-        ch->cm[nc] = m;
-        ch->cs[nc] = 0.0;
-        if (m == (T)INFINITY)
-            break;
-        if (m == (T)-INFINITY) { /* only -inf or NaN so far */
-            for (int64_t j = j0; j < j0 + len; j++)
-                nan_early |= x[j] != x[j];
-            continue;
-        }
-        const T *pf = x + j0 + len;
-        ch->cs[nc] = FN(expsum)(x + j0, m, y ? y + j0 : NULL, len, pf, y ? y + j0 + len : pf);
-    }
-    ch->m = m;
-    ch->nc = nc;
-    ch->nan_early = nan_early;
-    ch->chunk = chunk;
-    return m;
-}
-
-static double FN(chunk_sum)(const FN(chunks_t) *ch)
-{
-    double s = ch->nan_early ? (double)NAN : 0.0;
-    for (int c = 0; c < ch->nc; c++)
-        if (ch->cm[c] != (T)-INFINITY)
-            s += ch->cs[c] * exp((double)ch->cm[c] - (double)ch->m);
-    return s;
-}
-
-static void FN(chunk_scale)(const FN(chunks_t) *ch, const T *src, T *y, int64_t k, double c,
-                            const int stream)
-{
-    int ci = 0;
-    for (int64_t j0 = 0; j0 < k; j0 += ch->chunk, ci++) {
-        const int64_t len = k - j0 < ch->chunk ? k - j0 : ch->chunk;
-        if (ch->cm[ci] == (T)-INFINITY)
-            FN(fill)(y + j0, (T)(0.0 * c), len);
-        else
-            FN(scale_to)(src + j0, y + j0, (T)(exp((double)ch->cm[ci] - (double)ch->m) * c), len, stream);
-    }
-}
 
 static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
 {
