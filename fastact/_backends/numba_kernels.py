@@ -262,10 +262,8 @@ _E64_C = tuple(1.0 / math.factorial(i) for i in range(13))
 
 
 @_jit_poly
-def _exp_f32(z):
-    z = _E32_LO if z < _E32_LO else z
-    z = _E32_HI if z > _E32_HI else z
-    n = _rint(z * _E32_LOG2E)
+def _exp_f32_reduced(z, n):
+    """exp(z) given n = round(z log2(e)): Cody-Waite reduction, polynomial, 2**n."""
     t = z - n * _E32_LN2_HI
     t = t - n * _E32_LN2_LO
     p = _E32_C5 * t + _E32_C4
@@ -274,6 +272,13 @@ def _exp_f32(z):
     p = p * t + _E32_C1
     p = p * t + _E32_ONE
     return _ldexp(p, n)
+
+
+@_jit_poly
+def _exp_f32(z):
+    z = _E32_LO if z < _E32_LO else z
+    z = _E32_HI if z > _E32_HI else z
+    return _exp_f32_reduced(z, _rint(z * _E32_LOG2E))
 
 
 # float32 exp(z) for z <= 0 (or NaN), the softmax case: the same polynomial,
@@ -288,16 +293,7 @@ _E32_MAGIC = _f32(float.fromhex("0x1.8p23"))   # 1.5 * 2**23: adding it rounds t
 @_jit_poly
 def _exp_nonpos_f32(z):
     z = _E32_LO if z < _E32_LO else z
-    nm = z * _E32_LOG2E + _E32_MAGIC
-    n = nm - _E32_MAGIC
-    t = z - n * _E32_LN2_HI
-    t = t - n * _E32_LN2_LO
-    p = _E32_C5 * t + _E32_C4
-    p = p * t + _E32_C3
-    p = p * t + _E32_C2
-    p = p * t + _E32_C1
-    p = p * t + _E32_ONE
-    return _ldexp(p, n)
+    return _exp_f32_reduced(z, (z * _E32_LOG2E + _E32_MAGIC) - _E32_MAGIC)
 
 
 @_jit_poly
