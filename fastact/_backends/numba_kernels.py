@@ -418,9 +418,8 @@ def _finite(v):
 # ----------------------------------------------------------------------------
 
 @_inline
-def _row_max(xr, mr):
-    """Max over the selected entries; NaN if one is NaN; -inf if none."""
-    m = _to(xr, -np.inf)
+def _max_with(xr, mr, m):
+    """max(m, max of the selected entries); NaN if one is NaN."""
     if mr is None:
         for j in range(xr.shape[0]):
             m = _maximum(m, xr[j])
@@ -430,6 +429,12 @@ def _row_max(xr, mr):
             v = xr[j] if mr[j] else ninf
             m = _maximum(m, v)
     return m
+
+
+@_inline
+def _row_max(xr, mr):
+    """Max over the selected entries; NaN if one is NaN; -inf if none."""
+    return _max_with(xr, mr, _to(xr, -np.inf))
 
 
 @_jit
@@ -506,12 +511,8 @@ def _softmax_row(xr, mr, out_r):
 
 
 @_inline
-def _log_softmax_row(xr, mr, out_r):
-    m = _row_max(xr, mr)
-    if not _finite(m):
-        _fill_special(mr, out_r, -np.inf)
-        return
-    ls = _to(xr, np.log(_exp_sum(xr, mr, m)))
+def _log_write(xr, mr, m, ls, out_r):
+    """out_r = (x - m) - ls where selected, -inf elsewhere (out_r may be xr)."""
     k = xr.shape[0]
     ninf = _to(xr, -np.inf)
     for b0 in range(0, k, _BLOCK):
@@ -528,22 +529,16 @@ def _log_softmax_row(xr, mr, out_r):
                 ob[j] = v if mb[j] else ninf
 
 
-# long log_softmax rows (k > _ONLINE): max and sum in one pass
-
 @_inline
-def _online_block_max(xb, mb_, m):
-    """max(m, max of the selected entries of the chunk)."""
-    mb = m
-    if mb_ is None:
-        for j in range(xb.shape[0]):
-            mb = _maximum(mb, xb[j])
-    else:
-        ninf = _to(xb, -np.inf)
-        for j in range(xb.shape[0]):
-            v = xb[j] if mb_[j] else ninf
-            mb = _maximum(mb, v)
-    return mb
+def _log_softmax_row(xr, mr, out_r):
+    m = _row_max(xr, mr)
+    if not _finite(m):
+        _fill_special(mr, out_r, -np.inf)
+        return
+    _log_write(xr, mr, m, _to(xr, np.log(_exp_sum(xr, mr, m))), out_r)
 
+
+# long log_softmax rows (k > _ONLINE): max and sum in one pass
 
 @_inline
 def _sl(a, lo, hi):
@@ -591,7 +586,7 @@ def _online_max_sum(xr, mr):
     ninf = _to(xr, -np.inf)
     m = ninf
     s = 0.0
-    mx = _online_block_max(xr[0:_CHUNK], _sl(mr, 0, _CHUNK), ninf)
+    mx = _max_with(xr[0:_CHUNK], _sl(mr, 0, _CHUNK), ninf)
     for c0 in range(0, k, _CHUNK):
         c1 = min(c0 + _CHUNK, k)
         mb = _maximum(m, mx)          # mx: this chunk's max
@@ -608,7 +603,7 @@ def _online_max_sum(xr, mr):
             q0 = min(c1 + (b0 - c0), n1)   # the part of the next chunk paired with this block
             q1 = min(c1 + (b1 - c0), n1)
             if m == -np.inf:          # nothing but -inf so far: no exps
-                mx = _online_block_max(xr[q0:q1], _sl(mr, q0, q1), mx)
+                mx = _max_with(xr[q0:q1], _sl(mr, q0, q1), mx)
             else:
                 sb, mx = _online_exp_sum_max(xr[b0:b1], _sl(mr, b0, b1), m,
                                              xr[q0:q1], _sl(mr, q0, q1), mx)
@@ -624,23 +619,10 @@ def _log_softmax_row_online(xr, mr, out_r, nt):
         _fill_special(mr, out_r, -np.inf)
         return
     ls = _to(xr, np.log(s))
-    k = xr.shape[0]
-    ninf = _to(xr, -np.inf)
     if nt and mr is None:
         _nt_sub_sub(xr, out_r, m, ls)
         return
-    for b0 in range(0, k, _BLOCK):
-        xb = xr[b0:b0 + _BLOCK]
-        ob = out_r[b0:b0 + _BLOCK]
-        nb = xb.shape[0]
-        if mr is None:
-            for j in range(nb):
-                ob[j] = _sub_sub(xb[j], m, ls)
-        else:
-            mb = mr[b0:b0 + _BLOCK]
-            for j in range(nb):
-                v = _sub_sub(xb[j], m, ls)
-                ob[j] = v if mb[j] else ninf
+    _log_write(xr, mr, m, ls, out_r)
 
 
 # ----------------------------------------------------------------------------
