@@ -613,6 +613,61 @@ def _log_softmax_row(xr, mr, out_r, nt):
     _log_finish(xr, mr, m, s, out_r, nt)
 
 
+# Unmasked rows, pipelined: one loop computes row i's exps (from L1, where the
+# previous loop brought it) and row i + 1's max (from memory), so the loads
+# of the next row overlap this row's arithmetic (float32 1 thread, 4096x1000
+# log_softmax: 1.62x the time of a copy against 1.97x for max, then exps).
+
+@_inline
+def _exp_sum_next_max(xr, m, xn, orow):
+    """(float64 sum of exp(xr - m), stored into ``orow`` unless it is None;
+    max of ``xn``, a row as long as ``xr``), in one pass of blocks."""
+    k = xr.shape[0]
+    s = 0.0
+    mx = _to(xr, -np.inf)
+    for b0 in range(0, k, _BLOCK):
+        b1 = min(b0 + _BLOCK, k)
+        sb, mx = _online_exp_sum_max(xr[b0:b1], None, m, xn[b0:b1], None, mx,
+                                     _sl(orow, b0, b1))
+        s += sb
+    return s, mx
+
+
+@_inline
+def _softmax_rows_piped(src, out, r0, r1, tmp, nt):
+    """``nt``: the exps go to ``tmp``, then ``tmp / sum`` is streamed to out."""
+    m = _row_max(_row(src, r0), None)
+    for i in range(r0, r1):
+        xr = _row(src, i)
+        orow = _row(out, i)
+        xn = _row(src, min(i + 1, r1 - 1))
+        if nt:
+            t = tmp[:xr.shape[0]]
+            s, mn = _exp_sum_next_max(xr, m, xn, t)
+            inv = _nan_unless(_finite(m), _to(xr, 1.0 / s))
+            _nt_scale(t, orow, inv, inv)
+        else:
+            s, mn = _exp_sum_next_max(xr, m, xn, orow)
+            inv = _nan_unless(_finite(m), _to(xr, 1.0 / s))
+            for j in range(orow.shape[0]):
+                orow[j] *= inv
+        m = mn
+    if nt:
+        _store_fence()
+
+
+@_inline
+def _log_softmax_rows_piped(src, out, r0, r1, nt):
+    m = _row_max(_row(src, r0), None)
+    for i in range(r0, r1):
+        xr = _row(src, i)
+        s, mn = _exp_sum_next_max(xr, m, _row(src, min(i + 1, r1 - 1)), None)
+        _log_finish(xr, None, m, s, _row(out, i), nt)
+        m = mn
+    if nt:
+        _store_fence()
+
+
 # long log_softmax rows (k > _ONLINE): max and sum in one pass
 
 @_inline
@@ -621,14 +676,24 @@ def _sl(a, lo, hi):
 
 
 @_inline
-def _online_exp_sum_max(xc, mc, m, xn, mn, mx):
+def _online_exp_sum_max(xc, mc, m, xn, mn, mx, oc=None):
     """(sum exp(xc - m) over the selected entries of xc in the working dtype,
     max(mx, selected entries of xn)); xn is no longer than xc.  One loop does
     both, so the next chunk streams in from memory while this one's exps are
-    computed."""
+    computed.  ``oc`` (no mask): the exps are also stored there."""
     n2 = xn.shape[0]
     sb = _to(xc, 0.0)
-    if mc is None:
+    if mc is None and oc is not None:
+        for j in range(n2):
+            e = _expn(xc[j] - m)
+            oc[j] = e
+            sb += e
+            mx = _maximum(mx, xn[j])
+        for j in range(n2, xc.shape[0]):
+            e = _expn(xc[j] - m)
+            oc[j] = e
+            sb += e
+    elif mc is None:
         for j in range(n2):
             sb += _expn(xc[j] - m)
             mx = _maximum(mx, xn[j])
@@ -880,6 +945,15 @@ def _softmax_range(x, mask, out, r0, r1, T, nt):
         _softmax_tiles(x, mask, out, r0, r1, T)
         return
     same = _same(x, out)
+    if mask is None and x.shape[1] <= _ONLINE:
+        if r1 <= r0:
+            return
+        tmp = np.empty(x.shape[1] if nt else 0, x.dtype)
+        if same:
+            _softmax_rows_piped(out, out, r0, r1, tmp, nt)
+        else:
+            _softmax_rows_piped(x, out, r0, r1, tmp, nt)
+        return
     if nt and mask is None:
         tmp = np.empty(x.shape[1], x.dtype)
         for i in range(r0, r1):
@@ -923,6 +997,14 @@ def _log_softmax_range(x, mask, out, r0, r1, T, nt):
         _log_softmax_tiles(x, mask, out, r0, r1, T)
         return
     same = _same(x, out)
+    if mask is None and x.shape[1] <= _ONLINE:
+        if r1 <= r0:
+            return
+        if same:
+            _log_softmax_rows_piped(out, out, r0, r1, nt)
+        else:
+            _log_softmax_rows_piped(x, out, r0, r1, nt)
+        return
     if x.shape[1] > _ONLINE:
         for i in range(r0, r1):
             orow = _row(out, i)
