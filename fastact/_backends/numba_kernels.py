@@ -1325,7 +1325,8 @@ def _check_targets(target, k, ignore_index):
 def _ce_exp_pass(xr, wr, m, out_r, store, smooth):
     """exp(x - m) -> out_r (if ``store``); returns (sum exp, sum_c w_c (m - x_c)) in float64.
 
-    Each x is read before its slot is written: out_r may be xr.
+    Each x is read before its slot is written: out_r may be xr.  The second
+    sum is taken in float64: m - x_c overflows float32 near -+finfo.max.
     """
     k = xr.shape[0]
     s = 0.0
@@ -1334,7 +1335,7 @@ def _ce_exp_pass(xr, wr, m, out_r, store, smooth):
         xb = xr[b0:b0 + _BLOCK]
         nb = xb.shape[0]
         sb = _to(xr, 0.0)
-        ab = _to(xr, 0.0)
+        ab = 0.0
         if store:
             ob = out_r[b0:b0 + _BLOCK]
             if smooth:
@@ -1342,7 +1343,7 @@ def _ce_exp_pass(xr, wr, m, out_r, store, smooth):
                 for j in range(nb):
                     xj = xb[j]
                     e = _expn(xj - m)
-                    ab += wb[j] * (m - xj)
+                    ab += np.float64(wb[j]) * (np.float64(m) - np.float64(xj))
                     ob[j] = e
                     sb += e
             else:
@@ -1356,7 +1357,7 @@ def _ce_exp_pass(xr, wr, m, out_r, store, smooth):
             if smooth:
                 wb = wr[b0:b0 + _BLOCK]
                 for j in range(nb):
-                    ab += wb[j] * (m - xb[j])
+                    ab += np.float64(wb[j]) * (np.float64(m) - np.float64(xb[j]))
         s += sb
         a += ab
     return s, a
@@ -1369,7 +1370,7 @@ def _ce_index_loss(m, x_t, w_t, logs, sw, wsum, eps, k, z_loss, a, b):
     ls = _to(m, logs)
     ce = (_to(m, 1.0) - _to(m, eps)) * w_t * _sub_add(m, x_t, ls)
     if eps != 0.0:
-        ce = ce + _to(m, eps / k) * _to(m, sw + wsum * logs)
+        ce = ce + _to(m, (eps / k) * (sw + wsum * logs))
     val = _to(m, a) * ce
     if z_loss != 0.0:
         lse = m + ls
@@ -1462,7 +1463,7 @@ def _ce_index_tiles(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
                 bj = buf[j * T:j * T + T]
                 wj = w[j]
                 for r in range(tw):
-                    arow[r] += wj * (mrow[r] - bj[r])
+                    arow[r] += np.float64(wj) * (np.float64(mrow[r]) - np.float64(bj[r]))
         _tile_exp_sum(buf, mrow, srow, k, tw, T, want_grad)
         for r in range(tw):
             s = np.float64(srow[r])
@@ -1557,7 +1558,7 @@ def _ce_prob_pass(xr, tr, w, m, out_r, store, one_m_eps, eps_k):
         nb = xb.shape[0]
         sb = _to(xr, 0.0)
         qb = _to(xr, 0.0)
-        ab = _to(xr, 0.0)
+        ab = 0.0
         for j in range(nb):
             xj = xb[j]
             e = _expn(xj - m)
@@ -1566,7 +1567,7 @@ def _ce_prob_pass(xr, tr, w, m, out_r, store, one_m_eps, eps_k):
             sb += e
             wq = (tb[j] * one_m_eps + eps_k) * wb[j]
             qb += wq
-            ab += wq * (m - xj)
+            ab += np.float64(wq) * (np.float64(m) - np.float64(xj))   # float64: see _ce_exp_pass
         s += sb
         sq += qb
         sa += ab

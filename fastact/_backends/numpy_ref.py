@@ -224,7 +224,10 @@ def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
         d_t = d[rows, t]
         ce = (1 - eps) * w_t * d_t
         if label_smoothing != 0:
-            ce = ce + (eps / k) * np.sum(w * d, axis=1)
+            # the smoothing term in float64 (at least): m - x_c overflows
+            # float32 for logits near -+finfo.max where the term is finite
+            d2 = (m.astype(np.float64)[:, None] - x) + logs.astype(np.float64)[:, None]
+            ce = ce + (np.float64(eps) / k * np.sum(w * d2, axis=1)).astype(dt)
         if loss is not None:
             val = dt(a) * ce
             if z_loss != 0:
@@ -254,8 +257,9 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
     lse, logs, p, m = _lse_and_p(x)
     with np.errstate(invalid="ignore", over="ignore"):
         if loss is not None:
-            d = (m[:, None] - x) + logs[:, None]
-            val = dt(a) * np.sum(wq * d, axis=1)
+            # in float64 (at least), as in cross_entropy_index_rows
+            d = (m.astype(np.float64)[:, None] - x) + logs.astype(np.float64)[:, None]
+            val = (np.float64(a) * np.sum(wq * d, axis=1)).astype(dt)
             if z_loss != 0:
                 val = val + dt(b) * dt(z_loss) * lse * lse
             loss[...] = val
