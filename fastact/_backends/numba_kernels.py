@@ -903,8 +903,13 @@ def _log_softmax_tiles(x, mask, out, r0, r1, T):
                 m = mrow[r]
                 ls = srow[r]
                 ob = of[base + r * k:base + r * k + k]
-                for j in range(k):
-                    ob[j] = _sub_sub(buf[j * T + r], m, ls)
+                if mask is None:    # x itself, read along the row (out may be x)
+                    xb = xf[base + r * k:base + r * k + k]
+                    for j in range(k):
+                        ob[j] = _sub_sub(xb[j], m, ls)
+                else:
+                    for j in range(k):
+                        ob[j] = _sub_sub(buf[j * T + r], m, ls)
         else:
             for r in range(tw):
                 m = mrow[r]
