@@ -37,6 +37,14 @@
 #define FA_USE_TILES 0
 #endif
 
+/* For helpers called with constant flags, so that each call site gets its
+ * own loop without the flag tests. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FA_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define FA_ALWAYS_INLINE inline
+#endif
+
 /* Prefetch the cache lines of [p + j, p + j + bytes) (rw: 1 for a write).
  * Integer arithmetic: the lines may lie past the end of the array, where a
  * prefetch is harmless but pointer arithmetic would not be. */

@@ -583,6 +583,38 @@ def test_streaming_outputs(isa, dtype, k):
 
 # ----------------------------- short rows in tiles: cross entropy, specials
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [65, 1000, 4097])
+@pytest.mark.parametrize("stream", [False, True])
+def test_mid_rows_next_max_special(isa, dtype, k, stream):
+    # rows of 4 VL < k <= 16384 take each row's max in the previous row's
+    # write pass: special rows first, last, back to back and after a normal
+    # row, on 1 and 3 threads (row parts start and end anywhere), in place
+    n = (16 << 20) // (k * np.dtype(dtype).itemsize) + 1 if stream else 40
+    g = rng(31 + k)
+    x = (g.standard_normal((n, k)) * 3).astype(dtype)
+    for i in (0, 1, 7, 8, n // 3, n // 3 + 1, n - 2, n - 1):
+        x[i, g.integers(k)] = (np.nan, np.inf, -np.inf)[i % 3]
+    x[9, :] = -np.inf
+    x[10, :] = np.nan
+    x[11, -1] = np.inf
+    rows = np.r_[0:16, n // 3 - 1:n // 3 + 3, n - 4:n]
+    for name in ("softmax_rows", "log_softmax_rows"):
+        want = np.empty(x[rows].shape)
+        with np.errstate(all="ignore"):
+            getattr(R, name)(x[rows].astype(np.float64), None, want)
+        got = np.empty_like(x)
+        getattr(C, name)(x, None, got)
+        assert_close(got[rows], want, dtype, scale=4, what=f"{name} k={k}")
+        for nt in (2, 3):
+            other = np.full_like(x, 7.0)
+            getattr(C, name)(x, None, other, nt)
+            np.testing.assert_array_equal(other, got)
+        xi = x.copy()
+        getattr(C, name)(xi, None, xi)
+        np.testing.assert_array_equal(xi, got)
+
+
 def _tile_special_rows(dtype, k, g):
     """Rows whose max is finite but which hold special values (handled inside a
     row tile), and rows whose max is not (the tile falls back to the row path)."""
