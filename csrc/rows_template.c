@@ -1316,6 +1316,25 @@ static void FN(log_softmax_backward_rows)(const fa_args *A, int64_t r0, int64_t 
     }
 }
 
+/* sum_c w_c q_c (m - x_c) in double (w, q may be NULL: 1; q with label
+ * smoothing eps: (1 - eps) q_c + eps / k, as the vector loops round it), for
+ * rows where the T sum overflowed: m - x_c exceeds T's range for logits near
+ * -+max while the term itself is finite. */
+static double FN(wdiff_sum_d)(const T *x, const T *w, const T *q, T m, int64_t k, double eps)
+{
+    const T q1 = (T)(1 - eps), q0 = (T)(eps / (double)k);
+    double s = 0.0;
+    for (int64_t j = 0; j < k; j++) {
+        T wq = w ? w[j] : (T)1;
+        if (q) {
+            const T qj = eps != 0 ? q[j] * q1 + q0 : q[j];
+            wq = w ? qj * w[j] : qj;
+        }
+        s += (double)wq * ((double)m - (double)x[j]);
+    }
+    return s;
+}
+
 /* One fused pass per row: max; exp stored into grad while summing (and, with
  * label smoothing, sum_c w_c (m - x_c)); then grad scaled in place.  grad may
  * be x: x[t] is read first, and each x[c] is read before grad[c] is written. */
@@ -1402,6 +1421,8 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
             }
             swd += v_hsum_d(acc);
             s = sacc + v_hsum_d(se);
+            if (!isfinite(swd)) /* m - x_c overflowed T (logits near -+max): in double */
+                swd = FN(wdiff_sum_d)(x, W, NULL, m, k, 0.0);
         } else {
             s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k));
         }
@@ -1640,6 +1661,8 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
         s += v_hsum_d(se);
         swq += v_hsum_d(sq);
         swd += v_hsum_d(sd);
+        if (L && !isfinite(swd)) /* as in ce_index_plain */
+            swd = FN(wdiff_sum_d)(x, W, tq, m, k, eps);
         const double logs = log(s), lse = (double)m + logs;
         if (L) {
             double val = a * (swd + swq * logs);
