@@ -120,6 +120,24 @@ def test_large_spread_and_neg_inf_logits(backend, rng, dtype):
     check(l, g, el, eg, dtype)
 
 
+@pytest.mark.parametrize("index", [True, False])
+def test_label_smoothing_near_finfo_max(backend, index):
+    """float32 logits at -+finfo.max: m - x_c overflows float32, the smoothed
+    loss (about eps * finfo.max) does not; it matches the float64 result."""
+    fmax = float(np.finfo(np.float32).max)
+    x = np.array([[fmax, 0, -fmax, 1], [0, -fmax, 2, fmax], [3, 1, 0, 2]], np.float32)
+    t = np.array([0, 3, 1])
+    if not index:
+        t = np.eye(4)[t] * 0.75 + 0.0625           # every class has mass
+    opts = dict(label_smoothing=0.1, reduction="none")
+    l, g = fastact.softmax_cross_entropy_with_grad(x, t, backend=backend, **opts)
+    el, eg = fastact.softmax_cross_entropy_with_grad(x.astype(np.float64), t,
+                                                    backend="numpy", **opts)
+    assert np.all(el < fmax) and np.all(np.isfinite(l)) and np.all(np.isfinite(g))
+    np.testing.assert_allclose(l, el, rtol=1e-5)
+    np.testing.assert_allclose(g, eg, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_all_rows_ignored(backend, rng, reduction):
     x, _ = ce_case(rng, np.float32)
