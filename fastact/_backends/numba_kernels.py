@@ -13,10 +13,15 @@ How the kernels are fast:
   ``np.exp`` in a Numba loop is a scalar libm call.  Where the argument is
   ``x - max`` (<= 0), float32 uses ``_exp_nonpos_f32``: one clamp, and the
   rounding by a magic-number add instead of ``rint``.
-* Long rows follow XNNPACK: a max pass, one fused pass that computes
-  ``exp(x - max)``, stores it and sums it, then a scale pass.  Sums are
-  blocked: a vectorised float32 sum over at most ``_BLOCK`` elements, the
-  blocks added in float64, so 1M-element rows do not drift.
+* Rows follow XNNPACK: a max pass, one fused pass that computes
+  ``exp(x - max)``, stores it and sums it, then a scale pass.  Unmasked rows
+  up to ``_ONLINE`` are pipelined: the fused pass of one row also takes the
+  next row's max.  Sums are blocked: a vectorised float32 sum over at most
+  ``_BLOCK`` elements, the blocks added in float64, so 1M-element rows do
+  not drift.
+* Row loops take rows by ``_row`` (views without reference counting: Numba
+  does not always prune the atomic reference-count updates of ``x[i]``), and
+  outputs of at least ``_NT_BYTES`` are written with non-temporal stores.
 * The fused passes write through a small scratch block: LLVM checks at run
   time that input and output do not overlap before it runs the vector loop,
   and ``out is x`` (in place) would otherwise fall back to scalar code.
@@ -607,10 +612,10 @@ def _log_finish(xr, mr, m, s, out_r, nt):
 
 
 @_inline
-def _log_softmax_row(xr, mr, out_r, nt):
+def _log_softmax_row(xr, mr, out_r):
     m = _row_max(xr, mr)
     s = _exp_sum(xr, mr, m) if _finite(m) else 0.0
-    _log_finish(xr, mr, m, s, out_r, nt)
+    _log_finish(xr, mr, m, s, out_r, False)
 
 
 # Unmasked rows, pipelined: one loop computes row i's exps (from L1, where the
@@ -924,9 +929,9 @@ def _log_softmax_tiles(x, mask, out, r0, r1, T):
         for q in range(nspec):
             i = spec[q]
             if mask is None:
-                _log_softmax_row(_row(x, i), None, _row(out, i), False)
+                _log_softmax_row(_row(x, i), None, _row(out, i))
             else:
-                _log_softmax_row(_row(x, i), _row(mask, i), _row(out, i), False)
+                _log_softmax_row(_row(x, i), _row(mask, i), _row(out, i))
 
 
 # ----------------------------------------------------------------------------
@@ -1026,21 +1031,13 @@ def _log_softmax_range(x, mask, out, r0, r1, T, nt):
         if nt:
             _store_fence()
         return
-    for i in range(r0, r1):
-        xr = _row(x, i)
-        orow = _row(out, i)
-        if mask is None:
+    if mask is not None:          # masked rows up to _ONLINE (never streamed)
+        for i in range(r0, r1):
+            orow = _row(out, i)
             if same:
-                _log_softmax_row(orow, None, orow, nt)
+                _log_softmax_row(orow, _row(mask, i), orow)
             else:
-                _log_softmax_row(xr, None, orow, nt)
-        else:
-            if same:
-                _log_softmax_row(orow, _row(mask, i), orow, False)
-            else:
-                _log_softmax_row(xr, _row(mask, i), orow, False)
-    if nt:
-        _store_fence()
+                _log_softmax_row(_row(x, i), _row(mask, i), orow)
 
 
 @_jit
