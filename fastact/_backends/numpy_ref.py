@@ -126,11 +126,40 @@ def softmax_rows(x, mask, out, nthreads=1):
     out[...] = _finish(y, m, mask, 0.0)
 
 
+def _log_sum(z, w=None):
+    """``log(sum_j w_j exp(z_j))`` per row, for ``z = x - max`` (masked entries
+    ``-inf``; ``w`` None for all ones), accurate near 0 (SPEC: "results near zero
+    keep their relative accuracy", as SciPy's logsumexp): the terms at the max
+    (``z == 0``, ties included) are summed apart, ``c = sum w_j`` over them, the
+    others into ``r``, and ``log(c + r) = log(c) + log1p(r / c)``.  Returns
+    ``(log|c + r|, sign(c + r))``; rows whose max is not finite are the caller's.
+    """
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        top = z == 0
+        e = np.exp(np.where(top, -np.inf, z))
+        if w is None:
+            c = np.sum(top, axis=1).astype(z.dtype)
+        else:
+            c = np.sum(np.where(top, w, 0), axis=1).astype(z.dtype)
+            e = np.where(np.isneginf(z), 0, e * w)  # w may be inf/NaN where z is -inf
+        r = np.sum(e, axis=1)
+        t = r / c
+        sgn = np.sign(c) * np.sign(t + 1)
+        t = np.where(t < -1, -t - 2, t)
+        ls = np.log(np.abs(c)) + np.log1p(t)
+        # c == 0 (weights of the ties cancel): the sum is r alone
+        zc = c == 0
+        if zc.any():
+            ls = np.where(zc, np.log(np.abs(r)), ls)
+            sgn = np.where(zc, np.sign(r), sgn)
+    return ls, sgn
+
+
 def log_softmax_rows(x, mask, out, nthreads=1):
     z, m = _shifted(x, mask)
+    ls, _ = _log_sum(z)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        s = np.sum(np.exp(z), axis=1)
-        y = z - np.log(s)[:, None]
+        y = z - ls[:, None]
     out[...] = _finish(y, m, mask, -np.inf)
 
 
@@ -139,15 +168,11 @@ def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
         nz = b != 0
         mask = nz if mask is None else (mask & nz)
     z, m = _shifted(x, mask)
+    ls, sgn = _log_sum(z, b)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        e = np.exp(z)
-        if b is not None:
-            e = np.where(mask, e * b, 0)
-        s = np.sum(e, axis=1)
-        if sign is not None:
-            sgn = np.sign(s)
-            s = np.abs(s)
-        r = np.log(s) + np.where(np.isneginf(m), 0, m)
+        if sign is None:
+            ls = np.where(sgn < 0, np.nan, ls)
+        r = ls + np.where(np.isneginf(m), 0, m)
     r = np.where(np.isneginf(m), -np.inf, r)
     r = np.where(np.isposinf(m), np.inf, r)
     if sign is not None:
@@ -197,10 +222,10 @@ def check_targets(target, k, ignore_index):
 
 def _lse_and_p(x):
     z, m = _shifted(x, None)
+    logs, _ = _log_sum(z)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         e = np.exp(z)
         s = np.sum(e, axis=1)
-        logs = np.log(s)
         lse = np.where(np.isneginf(m), m, m + logs)
         p = e / s[:, None]
     # neg_z: (m - x) >= 0, the stable form of lse - x = (m - x) + log(s)
