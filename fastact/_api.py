@@ -218,13 +218,20 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
     ``return_sign``); ``-inf`` over an empty axis or a fully masked row."""
     x = _asarray(x)
     if b is not None:
-        b = _asarray(b, "b")
-        cdtype, rdtype = _dtypes(np.result_type(x.dtype, b.dtype))
-        try:
-            b = np.broadcast_to(b, x.shape)
-        except ValueError:
-            raise ValueError(f"fastact: b of shape {b.shape} does not broadcast to the "
-                             f"input's shape {x.shape}") from None
+        bw = _asarray(b, "b")
+        # NEP 50: a Python scalar b is "weak" and does not promote x (as SciPy)
+        weak = isinstance(b, (bool, int, float)) and not isinstance(b, np.generic)
+        cdtype, rdtype = _dtypes(np.result_type(x.dtype, b if weak else bw.dtype))
+        b = bw
+        if b.shape != x.shape:
+            # x and b broadcast together, and the broadcast result is reduced (as SciPy)
+            try:
+                shape = np.broadcast_shapes(x.shape, b.shape)
+            except ValueError:
+                raise ValueError(f"fastact: b of shape {b.shape} does not broadcast with "
+                                 f"the input's shape {x.shape}") from None
+            x = np.broadcast_to(x, shape)
+            b = np.broadcast_to(b, shape)
     else:
         cdtype, rdtype = _dtypes(x.dtype)
     axes = _axes(axis, x.ndim)

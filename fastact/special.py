@@ -13,9 +13,14 @@ from . import _api
 __all__ = ["softmax", "log_softmax", "logsumexp"]
 
 
+def _scalar(y):
+    """A 0-d result as a NumPy scalar, as SciPy returns it."""
+    return y[()] if y.ndim == 0 else y
+
+
 def softmax(x, axis=None):
     """``scipy.special.softmax``: ``exp(x) / sum(exp(x))`` along ``axis`` (default: all)."""
-    return _api.softmax(x, axis=axis)
+    return _scalar(_api.softmax(x, axis=axis))
 
 
 def log_softmax(x, axis=None):
@@ -33,10 +38,11 @@ def log_softmax(x, axis=None):
         rownan = np.isnan(xf).any(axis=axis, keepdims=True)
         fix = np.broadcast_to(rowinf & ~rownan, y.shape)
         y = np.where(fix, np.where(np.isposinf(xf), np.nan, -np.inf), y).astype(y.dtype)
-    return y
+    return _scalar(y)
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
-    """``scipy.special.logsumexp``: ``log(sum(b * exp(a)))`` with SciPy's ``b`` and
-    ``return_sign`` semantics."""
+    """``scipy.special.logsumexp``: ``log(sum(b * exp(a)))`` with SciPy's ``b``
+    (broadcast with ``a``; a Python scalar does not promote ``a``'s dtype) and
+    ``return_sign`` semantics; a 0-d result is a NumPy scalar."""
     return _api.logsumexp(a, axis=axis, b=b, keepdims=keepdims, return_sign=return_sign)
