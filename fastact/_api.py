@@ -188,6 +188,85 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
     return _elementwise_result(o2, rows, rdtype, out)
 
 
+# ----------------------------------------------------------------------------
+# the common call: a fast path
+# ----------------------------------------------------------------------------
+# A C-contiguous float32/float64 ndarray reduced over its last axis, no mask, no
+# backend= and an ``out`` (if any) of the same kind goes straight to the current
+# backend's kernel: a few attribute checks instead of the general path's axis,
+# layout and dtype normalisation (which costs several microseconds, more than
+# the kernel itself on a small array).  Anything else returns None and takes
+# the general path, which validates it and raises on bad input.
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+
+def _fast_in(x, axis):
+    """``(n, k)`` when ``x`` is the common case over ``axis``, else None."""
+    if type(x) is not np.ndarray or type(axis) is not int:
+        return None
+    dt = x.dtype
+    nd = x.ndim
+    if (dt is not _F32 and dt is not _F64) or nd == 0 or (axis != -1 and axis != nd - 1):
+        return None
+    size = x.size
+    if size == 0 or not x.flags.c_contiguous:
+        return None
+    k = x.shape[-1]
+    return size // k, k
+
+
+def _fast_out(out, x):
+    """A fresh result like ``x``, ``out`` if it fits the common case, else None."""
+    if out is None:
+        return np.empty_like(x)
+    if (type(out) is np.ndarray and out.dtype is x.dtype and out.shape == x.shape
+            and out.flags.c_contiguous and out.flags.writeable):
+        return out
+    return None
+
+
+def _fast_map(kernel, x, axis, out, masked=True):
+    nk = _fast_in(x, axis)
+    if nk is None:
+        return None
+    o = _fast_out(out, x)
+    if o is None:
+        return None
+    n, k = nk
+    if x.ndim == 2:
+        x2, o2 = x, o
+    else:
+        x2, o2 = x.reshape(n, k), o.reshape(n, k)
+    if masked:
+        kernel(x2, None, o2, _config.get_num_threads())
+    else:
+        kernel(x2, o2, _config.get_num_threads())
+    return o
+
+
+def _fast_pair(kernel, grad, y, axis, out, masked):
+    """The backward functions' common call: grad and y alike (shape, dtype, layout)."""
+    nk = _fast_in(y, axis)
+    if (nk is None or type(grad) is not np.ndarray or grad.dtype is not y.dtype
+            or grad.shape != y.shape or not grad.flags.c_contiguous):
+        return None
+    o = _fast_out(out, y)
+    if o is None:
+        return None
+    n, k = nk
+    if y.ndim != 2:
+        grad, y, o2 = grad.reshape(n, k), y.reshape(n, k), o.reshape(n, k)
+    else:
+        o2 = o
+    if masked:
+        kernel(grad, y, None, o2, _config.get_num_threads())
+    else:
+        kernel(grad, y, o2, _config.get_num_threads())
+    return o
+
+
 def _softmax_like(kernel_name, x, axis, where, out, backend):
     x = _asarray(x)
     cdtype, rdtype = _dtypes(x.dtype)
@@ -204,11 +283,19 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
     ``where`` (bool, broadcastable to ``x``) selects the entries that take
     part; the others get exactly 0, and a row with nothing selected is all 0.
     """
+    if where is None and backend is None:
+        r = _fast_map(_config.current().softmax_rows, x, axis, out)
+        if r is not None:
+            return r
     return _softmax_like("softmax_rows", x, axis, where, out, backend)
 
 
 def log_softmax(x, axis=-1, *, where=None, out=None, backend=None):
     """``(x - max) - log(sum(exp(x - max)))`` along ``axis``; masked entries ``-inf``."""
+    if where is None and backend is None:
+        r = _fast_map(_config.current().log_softmax_rows, x, axis, out)
+        if r is not None:
+            return r
     return _softmax_like("log_softmax_rows", x, axis, where, out, backend)
 
 
@@ -216,6 +303,14 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
               out=None, backend=None):
     """``log(sum(b * exp(x)))`` along ``axis`` without overflow (SciPy's ``b`` and
     ``return_sign``); ``-inf`` over an empty axis or a fully masked row."""
+    if (b is None and where is None and backend is None and out is None and not keepdims
+            and not return_sign):
+        nk = _fast_in(x, axis)
+        if nk is not None:
+            r = np.empty(x.shape[:-1], x.dtype)
+            _config.current().logsumexp_rows(x.reshape(nk), None, None, r.reshape(nk[0]),
+                                              None, _config.get_num_threads())
+            return r if r.ndim else r[()]
     x = _asarray(x)
     if b is not None:
         bw = _asarray(b, "b")
@@ -295,6 +390,10 @@ def _pair(grad, y):
 def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
     """Vector-Jacobian product of softmax given ``y = softmax(x)``:
     ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0."""
+    if backend is None:
+        r = _fast_pair(_config.current().softmax_backward_rows, grad, y, axis, out, False)
+        if r is not None:
+            return r
     grad, y, cdtype, rdtype = _pair(grad, y)
     return _row_map("softmax_backward_rows", (grad, y), cdtype, rdtype, axis, None, out,
                     backend, masked=False)
@@ -303,6 +402,10 @@ def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
 def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None):
     """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)``:
     ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows."""
+    if where is None and backend is None:
+        r = _fast_pair(_config.current().log_softmax_backward_rows, grad, y, axis, out, True)
+        if r is not None:
+            return r
     grad, y, cdtype, rdtype = _pair(grad, y)
     return _row_map("log_softmax_backward_rows", (grad, y), cdtype, rdtype, axis, where, out,
                     backend)

@@ -36,12 +36,24 @@ def _resolve_auto():
 def resolve(name=None):
     """The backend module for ``name`` (None: the current backend)."""
     if name is None:
-        name = _override.get() or _default_backend
-    else:
-        _check_name(name)
+        return current()
+    _check_name(name)
     if name == "auto":
         name = _resolve_auto()
     return _backends.load(name)
+
+
+_current: dict = {}  # backend name (or "auto") -> its loaded module, once resolved
+
+
+def current():
+    """The backend module calls use now: ``resolve(None)`` without the look-ups
+    (modules and the meaning of "auto" do not change once resolved)."""
+    name = _override.get() or _default_backend
+    mod = _current.get(name)
+    if mod is None:
+        mod = _current[name] = resolve(name)
+    return mod
 
 
 def get_backend():
