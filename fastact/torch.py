@@ -106,8 +106,15 @@ class _CrossEntropy(torch.autograd.Function):
         loss, grad = fastact.softmax_cross_entropy_with_grad(
             _np(x), _np(target), weight=w, ignore_index=ignore_index, reduction=reduction,
             label_smoothing=label_smoothing)
-        ctx.reduction = reduction
-        ctx.save_for_backward(torch.from_numpy(grad))
+        ctx.options = dict(weight=w, ignore_index=ignore_index, reduction=reduction,
+                           label_smoothing=label_smoothing)
+        # The fused gradient is kept as an attribute, not saved: the first
+        # backward with grad_loss == 1 (loss.backward() on a mean or sum) hands
+        # this very buffer to autograd, no copy and no pass.  The inputs are
+        # saved for a later backward through a retained graph, which computes
+        # the gradient again (torch's version check guards them).
+        ctx.grad = torch.from_numpy(grad)
+        ctx.save_for_backward(x, target)
         if reduction == "none":
             return torch.from_numpy(np.asarray(loss))
         return torch.tensor(float(loss), dtype=x.dtype)
@@ -115,12 +122,20 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):
-        (grad,) = ctx.saved_tensors
-        if ctx.reduction == "none":
-            gx = grad * grad_loss.unsqueeze(-1)
-        else:
-            gx = grad * grad_loss
-        return gx, None, None, None, None, None
+        grad = ctx.grad
+        none = (None,) * 5
+        if grad is None:  # the buffer was handed out by an earlier backward
+            x, target = ctx.saved_tensors
+            g = _np(grad_loss)
+            gx = fastact.softmax_cross_entropy_backward(_np(x), _np(target), g if g.ndim else float(g),
+                                                        **ctx.options)
+            return (torch.from_numpy(gx),) + none
+        if ctx.options["reduction"] == "none":
+            return (grad * grad_loss.unsqueeze(-1),) + none
+        if float(grad_loss) == 1.0:
+            ctx.grad = None
+            return (grad,) + none
+        return (grad * grad_loss,) + none
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
