@@ -503,7 +503,7 @@ class _CE:
                 c = int(np.count_nonzero(valid))
                 n_valid += c
                 if self.weight is not None and c:
-                    den += float(np.sum(self.weight[tb[valid]], dtype=np.float64))
+                    den += float(self.weight[tb[valid]].sum(dtype=np.float64))
             if self.weight is None:
                 den = float(n_valid)
         else:
@@ -565,7 +565,7 @@ class _CE:
                  None if row_scale is None else row_scale[sl], lb,
                  None if grad is None else grad[sl], nt)
             if lb is not None and full is None:
-                total += float(np.sum(lb, dtype=np.float64))
+                total += float(lb.sum(dtype=np.float64))
         return self._reduce(full, total) if want_loss else None
 
     def _reduce(self, full, total):
@@ -581,8 +581,9 @@ class _CE:
 def _row_blocks(n, k, elems=1 << 20):
     """Slices of at most ~``elems`` elements (at least 256 rows) covering ``n`` rows."""
     step = max(256, elems // max(k, 1))
-    for i in range(0, n, step):
-        yield slice(i, min(n, i + step))
+    if n <= step:
+        return (slice(0, n),)  # the common case, without a generator's cost
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 
 def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
