@@ -37,7 +37,7 @@ the batches), then samples (calls batched so a sample lasts >= 0.2 ms) until
 ``min_time`` seconds have passed and ``min_repeats`` samples are taken, or
 ``max_time`` seconds (so a slow call cannot hold up the run); the median
 per-call time is reported.  The garbage collector is paused while sampling.
-``--quick`` times three of the five shapes, only the ``out=`` calls, with
+``--quick`` times three of the standard shapes, only the ``out=`` calls, with
 3 samples / 0.02 s (at most 0.1 s) per measurement.  Threads:
 ``fastact.set_num_threads(t)`` and ``torch.set_num_threads(t)`` for each
 ``--threads`` value (SciPy, the NumPy reference and the copy are
@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import math
 import os
@@ -103,9 +104,11 @@ import numpy as np
 # The case table (shared with benchmarks/)
 # ----------------------------------------------------------------------------
 
-#: The five standard shapes ``(rows, classes)``: many short rows, a 1k
-#: classifier, a 32k and a 128k (Llama-3) vocabulary, and a 512-wide layer.
-SHAPES = ((65536, 10), (4096, 1000), (512, 32000), (64, 128256), (8192, 512))
+#: The standard shapes ``(rows, classes)``: many short rows, a 1k classifier, a
+#: 32k and a 128k (Llama-3) vocabulary, a 512-wide layer, and the small calls
+#: of training loops and per-sample code (where the per-call overhead counts).
+SHAPES = ((65536, 10), (4096, 1000), (512, 32000), (64, 128256), (8192, 512),
+          (8, 10), (64, 100), (256, 256))
 
 #: The peers, in the order they are shown.
 PEERS = ("scipy", "torch", "jax")
@@ -226,6 +229,10 @@ class Op:
     peers: Mapping[str, Peer] = field(default_factory=dict)
     what: str = ""
     kwargs: Mapping = field(default_factory=dict)  # extra keywords, e.g. approximate="tanh"
+    #: (inputs, backend) -> callable, for ops that are not ``fastact.<func>(...)``
+    #: (the ``fastact.torch`` autograd round trips); ``func`` then names a module
+    #: that must import
+    call: Callable | None = None
 
     @property
     def modes(self):
@@ -234,11 +241,20 @@ class Op:
     def available(self):
         import fastact
 
+        if self.call is not None:
+            try:
+                importlib.import_module(self.func)
+            except Exception:
+                return False
+            return True
         return hasattr(fastact, self.func)
 
     def fastact_call(self, inputs, backend, mode):
         """A zero-argument callable running this op on ``backend`` in ``mode``."""
         import fastact
+
+        if self.call is not None:
+            return self.call(inputs, backend)
 
         f = getattr(fastact, self.func)
         args = tuple(getattr(inputs, a) for a in self.args)
@@ -471,6 +487,64 @@ def _acts():
 
 #: Every case, in the order shown.  The sigmoid family is offered as soon as
 #: ``fastact`` exports its functions (``Op.available``).
+def _on_backend(backend, f):
+    """``f()`` with ``backend`` as the current backend (the context variable that
+    ``fastact.use_backend`` sets, without the context manager's cost per call)."""
+    from . import _config
+
+    var = _config._override
+
+    def call():
+        tok = var.set(backend)
+        try:
+            return f()
+        finally:
+            var.reset(tok)
+    return call
+
+
+def _autograd_round_trip(fname, torch_fname, target):
+    """Forward and backward through ``fastact.torch.<fname>`` (an autograd round
+    trip as a training step makes it: the result, then d/dx by ``autograd.grad``);
+    the torch peer runs ``torch.nn.functional.<torch_fname>`` the same way."""
+
+    def step(torch, f, x, inp):
+        if target:
+            t = inp.torch("target")
+
+            def run():
+                loss = f(x, t)
+                (g,) = torch.autograd.grad(loss, x)
+                return loss.detach(), g
+        else:
+            g0 = inp.torch("grad")
+
+            def run():
+                y = f(x, dim=-1)
+                (g,) = torch.autograd.grad(y, x, g0)
+                return y.detach(), g
+        return run
+
+    def fastact_side(inp, backend):
+        import torch
+
+        import fastact.torch as ft
+
+        x = torch.from_numpy(inp.x).requires_grad_(True)
+        return _on_backend(backend, step(torch, getattr(ft, fname), x, inp))
+
+    def torch_side(P, inp, mode):
+        x = P.torch.from_numpy(inp.x).requires_grad_(True)
+        return step(P.torch, getattr(P.F, torch_fname), x, inp)
+
+    return fastact_side, Peer(("alloc",), torch_side)
+
+
+def _torch_op(name, fname, what, target=False):
+    call, peer = _autograd_round_trip(fname, fname, target)
+    return Op(name, "torch", "fastact.torch", ("x",), None, {"torch": peer}, what, {}, call)
+
+
 OPS = {op.name: op for op in (
     _op("softmax", "softmax", "softmax", ["x"], _out_like_x, "softmax(x) over the last axis",
         scipy=_scipy("softmax"), torch=_torch_rowwise("softmax")),
@@ -503,6 +577,12 @@ OPS = {op.name: op for op in (
         ["x", "prob"], _out_like_x, "(loss, d loss / d logits) in one call; torch: autograd",
         torch=_torch_bce(True)),
     *_acts(),
+    _torch_op("torch_softmax_fwd_bwd", "softmax",
+              "fastact.torch.softmax forward + backward (autograd) vs torch's"),
+    _torch_op("torch_log_softmax_fwd_bwd", "log_softmax",
+              "fastact.torch.log_softmax forward + backward (autograd) vs torch's"),
+    _torch_op("torch_cross_entropy_fwd_bwd", "cross_entropy",
+              "fastact.torch.cross_entropy forward + backward (autograd) vs torch's", target=True),
 )}
 
 
@@ -664,7 +744,7 @@ QUICK = dict(min_time=0.02, min_repeats=3, max_time=0.1, modes=("out",),
 QUICK_TEXT = ("--quick: every op, backend and peer, but three of the standard shapes "
               "(unless --shapes), only the out= calls (the 'alloc' column stays empty where "
               "out= exists), and each measurement stops after 3 samples and ~0.02 s, or 0.1 s "
-              "(default: five shapes, both modes, 5 samples and ~0.25 s, or 2 s)")
+              "(default: the eight standard shapes, both modes, 5 samples and ~0.25 s, or 2 s)")
 
 
 def parse_shape(text):
