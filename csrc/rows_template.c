@@ -14,6 +14,11 @@
  *   for lanes below the normal range).
  * - Sums: several vector accumulators over blocks of BLOCK elements, each
  *   block folded into a double, so 1M-element float32 rows do not drift.
+ * - log of a row's exp sum (log_softmax, logsumexp, cross entropy): the loops
+ *   that sum the terms also sum, apart, the terms below the max (z = x - m <
+ *   0: one compare and one masked add per vector), so that the row's log-sum
+ *   is log1p of those when the max term is alone (log_sum, vlog_sum), as the
+ *   reference: logsumexp([0, -40]) is 4.2e-18, not log(1 + 4.2e-18) = 0.
  */
 
 #define FN(name) FN2(name, SFX)
@@ -182,19 +187,59 @@ static inline V FN(vexp_sel)(V x, V vm, VM sel)
     return v_select(sel, FN(vexp)(v_sub(v_select(sel, x, vm), vm), 0), v_zero());
 }
 
-#if HAVE_TILES
-/* log(s) for s >= 1 (a sum whose largest term is 1) or NaN.  float32: Cephes
- * logf (mantissa in [sqrt(1/2), sqrt(2)), degree-8 polynomial, ~1 ulp);
- * float64: libm per lane. */
-static inline V FN(vlog_sum)(V s)
+/* ------------------------------------------------ log of a row's exp sum */
+
+/* log(s) for a row's exp sum s (terms exp(x - m) <= 1, the max term exactly
+ * exp(0) = 1), r the sum of its terms below the max (x - m < 0): s < 2 means
+ * the max term is alone (a tie would make s >= 2), s = 1 + r, and the result
+ * is log1p(r), accurate however small r is (log(s) would round 1 + 4e-18 to
+ * 1: logsumexp([0, -40]) would be 0, not 4.2e-18); otherwise log(s), >= log 2
+ * with no cancellation.  The reference's _log_sum without weights.  NaN s
+ * (a NaN term): NaN. */
+static inline double FN(log_sum)(double s, double r)
+{
+    return s < 2 ? log1p(r) : log(s);
+}
+
+/* log_sum rounded to T: for float32, logf/log1pf of the sums rounded to float
+ * (as the reference's float32 log of a float32 sum; about 1 ulp), cheaper
+ * than libm's double log once per short row (1 thread, time vs np.copyto:
+ * 8192x512 log_softmax 1.35x -> 1.28x, 4096x1000 1.23x -> 1.18x). */
+static inline T FN(log_sum_t)(double s, double r)
 {
 #if IS_F64
-    T tmp[VL];
-    v_store(tmp, s);
-    for (int r = 0; r < VL; r++)
-        tmp[r] = log(tmp[r]);
-    return v_load(tmp);
+    return FN(log_sum)(s, r);
 #else
+    return s < 2 ? log1pf((float)r) : logf((float)s);
+#endif
+}
+
+/* log|c + r| and sign(c + r) for weighted sums (logsumexp's b): c the weights
+ * of the terms at the max summed (without b: the number of ties), r the
+ * weighted terms below it; log|c| + log1p(r / c) as the reference's _log_sum
+ * (1 + t < 0: |1 + t| = 1 + (-t - 2)), log|r| when c = 0 (the weights of the
+ * ties cancel).  NaN in, NaN out (sign included). */
+static double FN(log_sum_w)(double c, double r, double *sign)
+{
+#define FA_SGN(v) ((v) > 0 ? 1.0 : (v) < 0 ? -1.0 : (v) == 0 ? 0.0 : (double)NAN)
+    if (c == 0) {
+        *sign = FA_SGN(r);
+        return log(fabs(r));
+    }
+    double t = r / c;
+    *sign = FA_SGN(c) * FA_SGN(t + 1);
+    if (t < -1)
+        t = -t - 2;
+    return log(fabs(c)) + log1p(t);
+#undef FA_SGN
+}
+
+#if HAVE_TILES
+/* log(s) for s >= 1 (a sum whose largest term is 1) or NaN, float32: Cephes
+ * logf (mantissa in [sqrt(1/2), sqrt(2)), degree-8 polynomial, ~1 ulp). */
+#if !IS_F64
+static inline V FN(vlog)(V s)
+{
     V e = v_sub(v_exp_field(s), v_set1(126.0f));
     V mt = v_mant_half(s);
     VM lt = v_lt(mt, v_set1(0.707106781186547524f));
@@ -216,6 +261,28 @@ static inline V FN(vlog_sum)(V s)
     V r = v_add(f, y);
     r = v_fma(e, v_set1(0.693359375f), r);
     return v_select(v_ne(s, s), s, r);
+}
+#endif
+
+/* log_sum per lane (tiles: a row per lane), s the exp sums, r their terms
+ * below the max.  float32: one vlog, of u = 1 + r where s < 2 with the
+ * rounding of 1 + r put back (log1p(r) = log(u) + (r - (u - 1)) / u to first
+ * order; u - 1 is exact), of s elsewhere; float64: log_sum per lane. */
+static inline V FN(vlog_sum)(V s, V r)
+{
+#if IS_F64
+    T ts[VL], tr[VL];
+    v_store(ts, s);
+    v_store(tr, r);
+    for (int l = 0; l < VL; l++)
+        ts[l] = FN(log_sum)(ts[l], tr[l]);
+    return v_load(ts);
+#else
+    const V one = v_set1(1.0f);
+    const VM alone = v_lt(s, v_set1(2.0f));
+    const V u = v_select(alone, v_add(one, r), s);
+    const V fix = v_select(alone, v_div(v_sub(r, v_sub(u, one)), u), v_zero());
+    return v_add(FN(vlog)(u), fix);
 #endif
 }
 #endif
@@ -281,7 +348,10 @@ static T FN(row_max_sel)(const T *x, const unsigned char *mask, const T *b, int6
     return v_hmax(a);
 }
 
-/* sum_j exp(x[j] - m), storing the terms in y unless y is NULL.  While the
+/* sum_j exp(x[j] - m), storing the terms in y unless y is NULL, and into
+ * *rneg (unless NULL) the sum of the terms with x[j] - m < 0 (see log_sum):
+ * per vector a compare and a masked add (AVX2: compare, and, add), into two
+ * accumulators of their own.  While the
  * row is in cache, a later row's input and output (pf_x, pf_y: the same
  * offsets FA_PF_BYTES on; pf_y == pf_x for none) are prefetched, so that their
  * memory traffic overlaps this row's arithmetic instead of following it.
@@ -289,12 +359,14 @@ static T FN(row_max_sel)(const T *x, const unsigned char *mask, const T *b, int6
  * compare and a branch per vector) while keeping the least x - m; a block
  * where that falls below the exp's fast range (-inf entries, spreads > 87)
  * is computed again with the checked exp (in place, y == x, only the latter). */
-static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y)
+static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const T *pf_y,
+                         double *rneg)
 {
-    const V vm = v_set1(m);
+    const V vm = v_set1(m), vz = v_zero();
     const int pfy = pf_y != pf_x;
     const int inplace = y == x; /* no second try: the terms overwrite x */
-    double total = 0.0;
+    const int neg = rneg != NULL;
+    double total = 0.0, rtotal = 0.0;
     int64_t j = 0;
     for (;;) {
         int64_t lim = k - j < BLOCK ? k - j : BLOCK;
@@ -303,7 +375,15 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
             break;
         const int64_t j0 = j, end = j + lim;
         V s0 = v_zero(), s1 = v_zero(), s2 = v_zero(), s3 = v_zero(), lo = v_zero();
-#define EXPSUM_FAST_STEP(STORE)                                                                    \
+        V r0 = v_zero(), r1 = v_zero();
+#define EXPSUM_NEG(d0, d1, d2, d3)                                                                 \
+    do {                                                                                           \
+        r0 = v_add_if(r0, v_lt(d0, vz), e0);                                                       \
+        r1 = v_add_if(r1, v_lt(d1, vz), e1);                                                       \
+        r0 = v_add_if(r0, v_lt(d2, vz), e2);                                                       \
+        r1 = v_add_if(r1, v_lt(d3, vz), e3);                                                       \
+    } while (0)
+#define EXPSUM_FAST_STEP(STORE, NEG)                                                               \
     do {                                                                                           \
         FA_PREFETCH_LINES(pf_x, j, 0, 4 * VL * sizeof(T));                                         \
         if (pfy)                                                                                   \
@@ -324,23 +404,30 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
         s3 = v_add(s3, e3);                                                                        \
         lo = v_min(v_min(d0, d1), lo); /* v_min(d, acc) skips NaN */                               \
         lo = v_min(v_min(d2, d3), lo);                                                             \
+        if (NEG)                                                                                   \
+            EXPSUM_NEG(d0, d1, d2, d3);                                                            \
     } while (0)
-        if (y) {
+        if (y && neg) {
             for (; !inplace && j < end; j += 4 * VL)
-                EXPSUM_FAST_STEP(1);
+                EXPSUM_FAST_STEP(1, 1);
+        } else if (y) {
+            for (; !inplace && j < end; j += 4 * VL)
+                EXPSUM_FAST_STEP(1, 0);
         } else {
             for (; j < end; j += 4 * VL)
-                EXPSUM_FAST_STEP(0);
+                EXPSUM_FAST_STEP(0, 1);
         }
 #undef EXPSUM_FAST_STEP
         if (inplace || m_any(v_lt(lo, v_set1(EXP_FAST_LO)))) {
             j = j0;
-            s0 = s1 = s2 = s3 = v_zero();
+            s0 = s1 = s2 = s3 = r0 = r1 = v_zero();
             for (; j < end; j += 4 * VL) {
-                const V e0 = FN(vexp)(v_sub(v_load(x + j), vm), 0);
-                const V e1 = FN(vexp)(v_sub(v_load(x + j + VL), vm), 0);
-                const V e2 = FN(vexp)(v_sub(v_load(x + j + 2 * VL), vm), 0);
-                const V e3 = FN(vexp)(v_sub(v_load(x + j + 3 * VL), vm), 0);
+                const V d0 = v_sub(v_load(x + j), vm), d1 = v_sub(v_load(x + j + VL), vm);
+                const V d2 = v_sub(v_load(x + j + 2 * VL), vm), d3 = v_sub(v_load(x + j + 3 * VL), vm);
+                const V e0 = FN(vexp)(d0, 0), e1 = FN(vexp)(d1, 0);
+                const V e2 = FN(vexp)(d2, 0), e3 = FN(vexp)(d3, 0);
+                if (neg)
+                    EXPSUM_NEG(d0, d1, d2, d3);
                 if (y) {
                     v_store(y + j, e0);
                     v_store(y + j + VL, e1);
@@ -354,34 +441,47 @@ static double FN(expsum)(const T *x, T m, T *y, int64_t k, const T *pf_x, const 
             }
         }
         total += v_hsum_d(v_add(v_add(s0, s1), v_add(s2, s3)));
+        if (neg)
+            rtotal += v_hsum_d(v_add(r0, r1));
     }
-    V s = v_zero();
+#undef EXPSUM_NEG
+    V s = v_zero(), r = v_zero();
     for (; j + VL <= k; j += VL) {
-        V e = FN(vexp)(v_sub(v_load(x + j), vm), 0);
+        const V d = v_sub(v_load(x + j), vm);
+        const V e = FN(vexp)(d, 0);
         if (y)
             v_store(y + j, e);
         s = v_add(s, e);
+        if (neg)
+            r = v_add_if(r, v_lt(d, vz), e);
     }
     if (j < k) {
         VTM tm = v_tailmask(k - j);
-        /* lanes past the end loaded as m: exp(0), zeroed after */
-        V e = FN(vexp)(v_sub(v_load_tail(x + j, tm, m), vm), 0);
+        /* lanes past the end loaded as m: exp(0), zeroed after (d = 0: not below the max) */
+        const V d = v_sub(v_load_tail(x + j, tm, m), vm);
+        V e = FN(vexp)(d, 0);
         e = v_select(m_tail(tm), e, v_zero());
         if (y)
             v_store_tail(y + j, tm, e);
         s = v_add(s, e);
+        if (neg)
+            r = v_add_if(r, v_lt(d, vz), e);
     }
+    if (neg)
+        *rneg = rtotal + v_hsum_d(r);
     return total + v_hsum_d(s);
 }
 
 /* sum over selected j of exp(x[j] - m) (times b[j] if b), terms stored in y
- * (0 at unselected entries) unless y is NULL. */
+ * (0 at unselected entries) unless y is NULL; as expsum, *rneg (unless NULL)
+ * gets the sum of the terms with x[j] - m < 0, and *ctie (unless NULL) that
+ * of the others (the weights of the ties at the max; NaN terms). */
 static double FN(expsum_sel)(const T *x, const unsigned char *mask, const T *b,
-                             T m, T *y, int64_t k)
+                             T m, T *y, int64_t k, double *rneg, double *ctie)
 {
     const V vm = v_set1(m);
-    double total = 0.0;
-    V s = v_zero();
+    double total = 0.0, rtotal = 0.0, ctotal = 0.0;
+    V s = v_zero(), r = v_zero(), c = v_zero();
     int64_t cnt = 0;
     for (int64_t j = 0; j < k; j += VL) {
         const int64_t n = k - j;
@@ -399,12 +499,24 @@ static double FN(expsum_sel)(const T *x, const unsigned char *mask, const T *b,
                 v_store_tail(y + j, v_tailmask(n), e);
         }
         s = v_add(s, e);
+        if (rneg) {
+            const VM lt = v_lt(xv, vm); /* x - m < 0 (e = 0 where unselected) */
+            r = v_add_if(r, lt, e);
+            if (ctie)
+                c = v_add(c, v_select(lt, v_zero(), e));
+        }
         if (++cnt == 64) {
             total += v_hsum_d(s);
-            s = v_zero();
+            rtotal += v_hsum_d(r);
+            ctotal += v_hsum_d(c);
+            s = r = c = v_zero();
             cnt = 0;
         }
     }
+    if (rneg)
+        *rneg = rtotal + v_hsum_d(r);
+    if (ctie)
+        *ctie = ctotal + v_hsum_d(c);
     return total + v_hsum_d(s);
 }
 
@@ -592,6 +704,23 @@ static inline int FN(all_finite)(V m)
     /* m - m is 0 for finite lanes, NaN otherwise. */
     return !m_any(v_ne(v_sub(m, m), v_zero()));
 }
+
+/* The log of each row's exp sum over a loaded tile (row maxima m): the sums
+ * column-wise (also stored in *sum unless NULL), with the terms below the
+ * max apart (vlog_sum). */
+static inline V FN(tile_log_sum)(const T *buf, int64_t k, V m, V *sum)
+{
+    V s = v_zero(), r = v_zero();
+    for (int64_t j = 0; j < k; j++) {
+        const V c = v_load(buf + j * VL);
+        const V e = FN(vexp)(v_sub(c, m), 0);
+        s = v_add(s, e);
+        r = v_add_if(r, v_lt(c, m), e);
+    }
+    if (sum)
+        *sum = s;
+    return FN(vlog_sum)(s, r);
+}
 #endif
 
 /* ------------------------------------------------------------ the kernels */
@@ -616,16 +745,18 @@ static inline int FN(short_row)(const T *x, T *y, int64_t k, const int take_log)
     if (!isfinite(m))
         return 0;
     const V vm = v_set1(m);
-    V s = v_zero();
+    V s = v_zero(), rn = v_zero();
     for (int u = 0; u < nv; u++) {
         /* the last vector's lanes past the end (-inf for the max) as exp(0), zeroed */
         V e = u < nv - 1 ? FN(vexp)(v_sub(v[u], vm), 0) : FN(vexp_sel)(v[u], vm, m_tail(tm));
         s = v_add(s, e);
-        if (!take_log)
+        if (take_log) /* the terms below the max (see log_sum) */
+            rn = v_add_if(rn, v_lt(v[u], vm), e);
+        else
             v[u] = e;
     }
     const double sd = v_hsum_d(s);
-    const V c = take_log ? v_set1((T)log(sd)) : v_set1((T)(1.0 / sd));
+    const V c = take_log ? v_set1((T)FN(log_sum)(sd, v_hsum_d(rn))) : v_set1((T)(1.0 / sd));
     for (int u = 0; u < nv; u++) {
         V r = take_log ? v_sub(v_sub(v[u], vm), c) : v_mul(v[u], c);
         if (u < nv - 1)
@@ -660,19 +791,39 @@ static int64_t FN(lr_chunk)(int64_t k)
     return chunk;
 }
 
+/* A row's exp sum from its chunks' sums cs[c], each relative to the running
+ * max cm[c] after chunk c, rescaled to the row max m; with r (unless NULL),
+ * the sum of the terms below m (see log_sum): all of a chunk whose cm is
+ * below m, the chunk's own such terms cr[c] for the chunks at m. */
+static double FN(chunk_total)(const T *cm, const double *cs, const double *cr, int nc,
+                              int nan_early, T m, double *r)
+{
+    double s = nan_early ? (double)NAN : 0.0, rs = 0.0;
+    for (int c = 0; c < nc; c++)
+        if (cm[c] != (T)-INFINITY) {
+            const double t = cs[c] * exp((double)cm[c] - (double)m);
+            s += t;
+            rs += cm[c] == m ? cr[c] : t;
+        }
+    if (r)
+        *r = rs;
+    return s;
+}
+
 /* Long rows (softmax, log_softmax, cross entropy): one pass over L1-sized chunks,
  * each chunk's max, then its exp terms relative to the running max stored in
- * y (unless NULL) and summed; chunk_sum rescales the chunk sums to the final
- * max, chunk_scale writes y = src * (c exp(cm - m)) chunk by chunk. */
+ * y (unless NULL) and summed (and those below it if want_r); chunk_sum
+ * rescales the chunk sums to the final max, chunk_scale writes
+ * y = src * (c exp(cm - m)) chunk by chunk. */
 typedef struct {
     T m;
     int nc, nan_early;
     int64_t chunk;
     T cm[256];
-    double cs[256];
+    double cs[256], cr[256];
 } FN(chunks_t);
 
-static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
+static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch, const int want_r)
 {
     const int64_t chunk = FN(lr_chunk)(k);
     T m = (T)-INFINITY;
@@ -683,7 +834,7 @@ static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
         if (mc > m)
             m = mc;
         ch->cm[nc] = m;
-        ch->cs[nc] = 0.0;
+        ch->cs[nc] = ch->cr[nc] = 0.0;
         if (m == (T)INFINITY)
             break;
         if (m == (T)-INFINITY) { /* only -inf or NaN so far */
@@ -692,7 +843,8 @@ static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
             continue;
         }
         const T *pf = x + j0 + len;
-        ch->cs[nc] = FN(expsum)(x + j0, m, y ? y + j0 : NULL, len, pf, y ? y + j0 + len : pf);
+        ch->cs[nc] = FN(expsum)(x + j0, m, y ? y + j0 : NULL, len, pf, y ? y + j0 + len : pf,
+                                want_r ? &ch->cr[nc] : NULL);
     }
     ch->m = m;
     ch->nc = nc;
@@ -701,13 +853,9 @@ static T FN(chunk_expsum)(const T *x, T *y, int64_t k, FN(chunks_t) *ch)
     return m;
 }
 
-static double FN(chunk_sum)(const FN(chunks_t) *ch)
+static double FN(chunk_sum)(const FN(chunks_t) *ch, double *r)
 {
-    double s = ch->nan_early ? (double)NAN : 0.0;
-    for (int c = 0; c < ch->nc; c++)
-        if (ch->cm[c] != (T)-INFINITY)
-            s += ch->cs[c] * exp((double)ch->cm[c] - (double)ch->m);
-    return s;
+    return FN(chunk_total)(ch->cm, ch->cs, ch->cr, ch->nc, ch->nan_early, ch->m, r);
 }
 
 static void FN(chunk_scale)(const FN(chunks_t) *ch, const T *src, T *y, int64_t k, double c,
@@ -729,17 +877,19 @@ static void FN(long_row)(const T *x, T *y, T *tmp, int64_t k, const int take_log
     if (!tmp)
         tmp = y;
     FN(chunks_t) ch;
-    const T m = FN(chunk_expsum)(x, take_log ? NULL : tmp, k, &ch);
+    const T m = FN(chunk_expsum)(x, take_log ? NULL : tmp, k, &ch, take_log);
     if (!isfinite(m)) { /* +inf, or all -inf/NaN: NaN everywhere (unmasked) */
         FN(fill)(y, (T)NAN, k);
         return;
     }
-    const double s = FN(chunk_sum)(&ch);
+    double r = 0.0;
+    const double s = FN(chunk_sum)(&ch, take_log ? &r : NULL);
     if (take_log) {
+        const T ls = (T)FN(log_sum)(s, r);
         if (stream)
-            FN(shift_sub_stream)(x, m, (T)log(s), y, k, NULL);
+            FN(shift_sub_stream)(x, m, ls, y, k, NULL);
         else
-            FN(shift_sub)(x, NULL, m, (T)log(s), y, k);
+            FN(shift_sub)(x, NULL, m, ls, y, k);
         return;
     }
     FN(chunk_scale)(&ch, tmp, y, k, 1.0 / s, stream);
@@ -837,6 +987,7 @@ typedef struct {
     int nc, nan_early, stopped, skip_b;
     T cm[256];       /* running max after each chunk */
     double cs[256];  /* each chunk's sum relative to its cm */
+    double cr[256];  /* log_softmax: its terms below cm (see chunk_total) */
 } FN(lr_st);
 
 
@@ -850,7 +1001,7 @@ static void FN(lr_a)(FN(lr_st) *st, int c, int64_t j0, int64_t len, T *tmp, cons
     if (mc > st->m)
         st->m = mc;
     st->cm[c] = st->m;
-    st->cs[c] = 0.0;
+    st->cs[c] = st->cr[c] = 0.0;
     st->nc = c + 1;
     if (st->m == (T)INFINITY) {
         st->stopped = 1;
@@ -862,7 +1013,8 @@ static void FN(lr_a)(FN(lr_st) *st, int c, int64_t j0, int64_t len, T *tmp, cons
         return;
     }
     const T *pf = x + j0 + len;
-    st->cs[c] = FN(expsum)(x + j0, st->m, take_log ? NULL : tmp + j0, len, pf, pf);
+    st->cs[c] = FN(expsum)(x + j0, st->m, take_log ? NULL : tmp + j0, len, pf, pf,
+                           take_log ? &st->cr[c] : NULL);
 }
 
 static void FN(lr_finish)(FN(lr_st) *st, int64_t k, const int take_log)
@@ -873,12 +1025,11 @@ static void FN(lr_finish)(FN(lr_st) *st, int64_t k, const int take_log)
         st->skip_b = 1;
         return;
     }
-    double s = st->nan_early ? (double)NAN : 0.0;
-    for (int c = 0; c < st->nc; c++)
-        if (st->cm[c] != (T)-INFINITY)
-            s += st->cs[c] * exp((double)st->cm[c] - (double)m);
+    double r = 0.0;
+    const double s = FN(chunk_total)(st->cm, st->cs, st->cr, st->nc, st->nan_early, m,
+                                     take_log ? &r : NULL);
     if (take_log)
-        st->ls = (T)log(s);
+        st->ls = (T)FN(log_sum)(s, r);
     else
         st->inv = 1.0 / s;
 }
@@ -959,11 +1110,12 @@ static void FN(softmax_row)(const fa_args *A, int64_t i, T *tmp)
         return;
     }
     if (tmp) {
-        const double st = FN(expsum)(x, m, tmp, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
+        const double st = FN(expsum)(x, m, tmp, k, x + FN(pf_off)(k), x + FN(pf_off)(k), NULL);
         FN(scale_to)(tmp, y, (T)(1.0 / st), k, 1);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k) : FN(expsum)(x, m, y, k, x + FN(pf_off)(k), y + FN(pf_off)(k));
+    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, y, k, NULL, NULL)
+                  : FN(expsum)(x, m, y, k, x + FN(pf_off)(k), y + FN(pf_off)(k), NULL);
     FN(scale)(y, (T)(1.0 / s), k);
     if (mk && s != s)
         FN(reset_unselected)(mk, y, k, (T)0);
@@ -986,28 +1138,17 @@ static void FN(log_softmax_row)(const fa_args *A, int64_t i, const int stream)
         FN(special_row)(mk, y, k, (T)-INFINITY);
         return;
     }
-    double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k)
-                  : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), (stream ? x : y) + FN(pf_off)(k));
+    double r;
+    const double s = mk ? FN(expsum_sel)(x, mk, NULL, m, NULL, k, &r, NULL)
+                        : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), (stream ? x : y) + FN(pf_off)(k), &r);
+    const T ls = (T)FN(log_sum)(s, r);
     if (stream) {
-        FN(shift_sub_stream)(x, m, (T)log(s), y, k, NULL);
+        FN(shift_sub_stream)(x, m, ls, y, k, NULL);
         return;
     }
-    FN(shift_sub)(x, mk, m, (T)log(s), y, k);
+    FN(shift_sub)(x, mk, m, ls, y, k);
     if (mk && s != s)
         FN(reset_unselected)(mk, y, k, (T)-INFINITY);
-}
-
-/* log(s) rounded to T: for float32, logf of s rounded to float (as the
- * reference's float32 log of a float32 sum; about 1 ulp), cheaper than
- * libm's double log once per short row (1 thread, time vs np.copyto:
- * 8192x512 log_softmax 1.35x -> 1.28x, 4096x1000 1.23x -> 1.18x). */
-static inline T FN(log_t)(double s)
-{
-#if IS_F64
-    return log(s);
-#else
-    return logf((float)s);
-#endif
 }
 
 /* Rows r0 .. r1 - 1 as softmax_row / log_softmax_row do them (unmasked,
@@ -1032,8 +1173,9 @@ static void FN(mid_rows)(const fa_args *A, int64_t r0, int64_t r1, T *tmp, const
             continue;
         }
         if (take_log) {
-            const double s = FN(expsum)(x, m, NULL, k, x + pfo, (stream ? x : y) + pfo);
-            m = FN(final_max)(x, y, m, FN(log_t)(s), k, stream, 1, xn);
+            double r;
+            const double s = FN(expsum)(x, m, NULL, k, x + pfo, (stream ? x : y) + pfo, &r);
+            m = FN(final_max)(x, y, m, FN(log_sum_t)(s, r), k, stream, 1, xn);
         } else if (stream) {
             /* the scratch row at y's offset in a cache line (tmp is 64-byte
              * aligned with 64 bytes to spare): the final pass's loads are then
@@ -1042,10 +1184,10 @@ static void FN(mid_rows)(const fa_args *A, int64_t r0, int64_t r1, T *tmp, const
             T *t = tmp;
             if ((uintptr_t)y % sizeof(T) == 0)
                 t = tmp + ((uintptr_t)y % 64) / sizeof(T);
-            const double s = FN(expsum)(x, m, t, k, x + pfo, x + pfo);
+            const double s = FN(expsum)(x, m, t, k, x + pfo, x + pfo, NULL);
             m = FN(final_max)(t, y, (T)(1.0 / s), (T)0, k, 1, 0, xn);
         } else {
-            const double s = FN(expsum)(x, m, y, k, x + pfo, y + pfo);
+            const double s = FN(expsum)(x, m, y, k, x + pfo, y + pfo, NULL);
             m = FN(final_max)(y, y, (T)(1.0 / s), (T)0, k, 0, 0, xn);
         }
     }
@@ -1121,10 +1263,7 @@ static void FN(log_softmax_rows)(const fa_args *A, int64_t r0, int64_t r1)
                     FN(log_softmax_row)(A, i + r, 0);
                 continue;
             }
-            V s = v_zero();
-            for (int64_t j = 0; j < k; j++)
-                s = v_add(s, FN(vexp)(v_sub(v_load(buf + j * VL), m), 0));
-            V ls = FN(vlog_sum)(s);
+            const V ls = FN(tile_log_sum)(buf, k, m, NULL);
             const T *x = (const T *)A->x + i * k;
             T *y = (T *)A->out + i * k;
             for (int64_t v = 0; v < k; v++) {
@@ -1207,13 +1346,22 @@ static void FN(logsumexp_row)(const fa_args *A, int64_t i)
             FN(logsumexp_special)(x, b, mk, k, out + i, sign ? sign + i : NULL);
             return;
         }
-        double s = sel ? FN(expsum_sel)(x, mk, b, m, NULL, k) : FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), x + FN(pf_off)(k));
-        if (sign) {
-            double sg = s > 0 ? 1.0 : s < 0 ? -1.0 : s == 0 ? 0.0 : (double)NAN;
-            out[i] = (T)(log(fabs(s)) + (double)m);
-            sign[i] = (T)sg;
+        double r, ls, sg;
+        if (sel) { /* the ties' weights c apart (b of either sign) */
+            double c;
+            FN(expsum_sel)(x, mk, b, m, NULL, k, &r, &c);
+            ls = FN(log_sum_w)(c, r, &sg);
         } else {
-            out[i] = (T)(log(s) + (double)m);
+            const double s = FN(expsum)(x, m, NULL, k, x + FN(pf_off)(k), x + FN(pf_off)(k), &r);
+            ls = FN(log_sum)(s, r);
+            sg = s == s ? 1.0 : (double)NAN;
+        }
+        const double res = ls + (double)m;
+        if (sign) {
+            out[i] = (T)res;
+            sign[i] = res == res ? (T)sg : (T)NAN;
+        } else {
+            out[i] = sg < 0 ? (T)NAN : (T)res;
         }
     }
 }
@@ -1223,7 +1371,7 @@ static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
     int64_t i = r0;
 #if HAVE_TILES
     /* short rows without b or mask on tiles of VL rows (as softmax_rows):
-     * max and exp sum column-wise, m + log(s) per lane */
+     * max and exp sum column-wise, m + its log (tile_log_sum) per lane */
     const int64_t k = A->k;
     if (FA_USE_TILES && !A->mask && !A->b && k <= TILE_MAX_K && r1 - r0 >= VL) {
         FN(tile_idx) ti;
@@ -1237,10 +1385,8 @@ static void FN(logsumexp_rows)(const fa_args *A, int64_t r0, int64_t r1)
                     FN(logsumexp_row)(A, i + r);
                 continue;
             }
-            V s = v_zero();
-            for (int64_t j = 0; j < k; j++)
-                s = v_add(s, FN(vexp)(v_sub(v_load(buf + j * VL), m), 0));
-            v_store(out + i, v_add(m, FN(vlog_sum)(s)));
+            V s;
+            v_store(out + i, v_add(m, FN(tile_log_sum)(buf, k, m, &s)));
             if (sign) /* s >= 1, or NaN (a NaN entry) */
                 v_store(sign + i, v_select(v_ne(s, s), s, v_set1((T)1)));
         }
@@ -1377,6 +1523,9 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
     T *G = (T *)A->grad;
     const double eps = A->eps, z = A->z_loss, a = A->a, bz = A->b_coef, g = A->g;
     const double Wsum = A->wsum;
+    /* log(s) is wanted for the loss and the z-loss's gradient: then the terms
+     * below the max are summed apart too (log_sum) */
+    const int want_r = L != NULL || z != 0;
     for (int64_t i = r0; i < r1; i++) {
         const T *x = (const T *)A->x + i * k;
         T *gr = G ? G + i * k : NULL;
@@ -1396,7 +1545,7 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
         FN(chunks_t) ch;
         T m;
         if (chunked)
-            m = FN(chunk_expsum)(x, gr ? (tmp ? tmp : gr) : NULL, k, &ch);
+            m = FN(chunk_expsum)(x, gr ? (tmp ? tmp : gr) : NULL, k, &ch, want_r);
         else
             m = FN(row_max)(x, k);
         if (!isfinite(m)) {
@@ -1406,13 +1555,13 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
                 FN(fill)(gr, (T)NAN, k);
             continue;
         }
-        double s, swd = 0.0;
+        double s, r = 0.0, swd = 0.0;
         if (chunked) {
-            s = FN(chunk_sum)(&ch);
+            s = FN(chunk_sum)(&ch, &r);
         } else if (eps != 0) {
             /* sum_c w_c (m - x_c), in the same pass as the exp sum */
             const V vm = v_set1(m);
-            V acc = v_zero(), se = v_zero();
+            V acc = v_zero(), se = v_zero(), re = v_zero();
             double sacc = 0.0;
             int64_t cnt = 0;
             for (int64_t j = 0; j < k; j += VL) {
@@ -1440,22 +1589,26 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
                         v_store_tail(gr + j, v_tailmask(n), e);
                 }
                 se = v_add(se, e);
+                if (want_r) /* x < m: below the max (lanes past the end: x = m) */
+                    re = v_add_if(re, v_lt(xv, vm), e);
                 if (++cnt == 64) {
                     swd += v_hsum_d(acc);
                     sacc += v_hsum_d(se);
-                    acc = v_zero();
-                    se = v_zero();
+                    r += v_hsum_d(re);
+                    acc = se = re = v_zero();
                     cnt = 0;
                 }
             }
             swd += v_hsum_d(acc);
             s = sacc + v_hsum_d(se);
+            r += v_hsum_d(re);
             if (!isfinite(swd)) /* m - x_c overflowed T (logits near -+max): in double */
                 swd = FN(wdiff_sum_d)(x, W, NULL, m, k, 0.0);
         } else {
-            s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k));
+            s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k),
+                           want_r ? &r : NULL);
         }
-        const double logs = log(s), lse = (double)m + logs;
+        const double logs = want_r ? FN(log_sum)(s, r) : 0.0, lse = (double)m + logs;
         if (L) {
             double ce = (1 - eps) * wt * (((double)m - (double)xt) + logs);
             if (eps != 0)
@@ -1527,10 +1680,8 @@ static int FN(ce_index_tile)(const fa_args *A, const FN(tile_idx) *ti, int64_t i
     const V m = FN(tile_load)(ti, x, k, buf);
     if (!FN(all_finite)(m))
         return 0;
-    V s = v_zero();
-    for (int64_t j = 0; j < k; j++)
-        s = v_add(s, FN(vexp)(v_sub(v_load(buf + j * VL), m), 0));
-    const V logs = FN(vlog_sum)(s);
+    V s;
+    const V logs = FN(tile_log_sum)(buf, k, m, &s);
     T wt[VL], xt[VL], gs[VL], mr[VL], lr[VL];
     int any_ign = 0;
     for (int r = 0; r < VL; r++) {
@@ -1630,6 +1781,7 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
     T *G = (T *)A->grad;
     const double eps = A->eps, z = A->z_loss, a = A->a, bz = A->b_coef, g = A->g;
     const V q1 = v_set1((T)(1 - eps)), q0 = v_set1((T)(eps / (double)k));
+    const int want_r = L != NULL || z != 0; /* as in ce_index_plain */
     for (int64_t i = r0; i < r1; i++) {
         const T *x = (const T *)A->x + i * k;
         const T *tq = (const T *)A->tprob + i * k;
@@ -1643,8 +1795,8 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
             continue;
         }
         const V vm = v_set1(m);
-        V se = v_zero(), sq = v_zero(), sd = v_zero();
-        double s = 0.0, swq = 0.0, swd = 0.0;
+        V se = v_zero(), sq = v_zero(), sd = v_zero(), re = v_zero();
+        double s = 0.0, swq = 0.0, swd = 0.0, r = 0.0;
         int64_t cnt = 0;
         for (int64_t j = 0; j < k; j += VL) {
             const int64_t n = k - j;
@@ -1679,20 +1831,24 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
             if (L) {
                 sd = v_fma(wq, v_sub(vm, xv), sd); /* lanes past the end: 0 * 0 */
             }
+            if (want_r) /* x < m: below the max (lanes past the end: x = m) */
+                re = v_add_if(re, v_lt(xv, vm), e);
             if (++cnt == 64) {
                 s += v_hsum_d(se);
                 swq += v_hsum_d(sq);
                 swd += v_hsum_d(sd);
-                se = sq = sd = v_zero();
+                r += v_hsum_d(re);
+                se = sq = sd = re = v_zero();
                 cnt = 0;
             }
         }
         s += v_hsum_d(se);
         swq += v_hsum_d(sq);
         swd += v_hsum_d(sd);
+        r += v_hsum_d(re);
         if (L && !isfinite(swd)) /* as in ce_index_plain */
             swd = FN(wdiff_sum_d)(x, W, tq, m, k, eps);
-        const double logs = log(s), lse = (double)m + logs;
+        const double logs = want_r ? FN(log_sum)(s, r) : 0.0, lse = (double)m + logs;
         if (L) {
             double val = a * (swd + swq * logs);
             if (z != 0)
@@ -1783,6 +1939,7 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 #undef m_true
 #undef m_bytes
 #undef v_select
+#undef v_add_if
 #undef v_shl_exp
 #undef v_hmax
 #undef v_hsum_d

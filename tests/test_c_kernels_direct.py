@@ -907,3 +907,251 @@ def test_row_tails_special(isa, dtype, k):
                 C.cross_entropy_prob_rows(x, q, ww, eps, 0.0, 1.0, 1.0, 1.0, None, lg, gg)
                 assert_close(lg, lw, dtype, scale=16, what=f"ce prob loss {tag}")
                 assert_close(gg, gw, dtype, scale=16, what=f"ce prob grad {tag}")
+
+
+# ------------------- the log of the exp sum near 0 (SPEC: relative accuracy)
+
+#: relative tolerance on results near 0 (the log-sum log1p(r) of a row whose
+#: max term is alone, r the sum of the others): float64 ~4 ulp, float32 the
+#: exp's and log1pf's few ulp.
+NEAR_RTOL = {np.float32: 1e-6, np.float64: 1e-15}
+#: row lengths: tiles (k <= 16 float32, 8 float64 AVX-512), short rows in
+#: registers (<= 4 VL), rows summed whole (mid rows for log_softmax), rows in
+#: chunks (> 16384: the max in an early or a late chunk)
+NEAR_KS = [1, 2, 5, 8, 16, 17, 31, 64, 100, 1000, 5000, 20000, 70001]
+
+
+def _near_zero_rows(dtype, n, k, g, shift=True):
+    """Rows of length k whose max term is alone and the others far below it:
+    x = m + [0 (at a random place), -40 - d_i (another place, k > 1), -200 or
+    -inf (the rest)], m and d_i multiples of 1/8, so that the row's log of its exp sum is log1p(~exp(-40))
+    ~ 4.2e-18 (rounded 1 + r would be 0); every 5th row has ties at the max (a
+    log-sum near log 2, compared as usual).  Returns x and the places of the
+    max of the rows without ties (row index, column)."""
+    x = np.full((n, k), -200.0)
+    x[g.random((n, k)) < 0.1] = -np.inf
+    rows = np.arange(n)
+    top = g.integers(0, k, n)
+    top[0] = 0
+    top[1 % n] = k - 1
+    if k > LONG_K_TEST:                     # max in the first or in a late chunk
+        top[2 % n] = 3
+        top[3 % n] = k - 5
+    x[rows, top] = 0.0
+    if k > 1:
+        low = (top + 1 + g.integers(0, k - 1, n)) % k
+        x[rows, low] = -40.0 - 0.375 * (rows % 7)
+    ties = (rows % 5 == 4) & (k > 1)
+    other = (top + 1) % k
+    if k > 2:                               # the tie not on the -40 entry
+        other = np.where(other == low, (top + 2) % k, other)
+    x[ties, other[ties]] = 0.0
+    if shift:
+        # multiples of 1/8: x - m exact in float32 too (its rounding would
+        # move exp(x - m) by up to 2e-6 relative, beyond this check)
+        x += np.round(g.standard_normal(n) * 32)[:, None] / 8
+    return x.astype(dtype), (rows[~ties], top[~ties])
+
+
+LONG_K_TEST = 16384
+
+
+def assert_rel(got, want, dtype, what=""):
+    """|got - want| <= NEAR_RTOL * |want|, NaN where want is NaN."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"NaN positions {what}")
+    got, want = got[~np.isnan(want)], want[~np.isnan(want)]
+    if not want.size:
+        return
+    err = np.abs(got - want)
+    bound = NEAR_RTOL[dtype] * np.abs(want)
+    i = np.argmax(err - bound)
+    assert err[i] <= bound[i], (f"{what}: at {i}: got {got[i]!r} want {want[i]!r} "
+                                f"rel err {err[i] / abs(want[i]):.3g}")
+
+
+def test_logsumexp_0_m40(isa):
+    # the SPEC's example, one row and many rows (tiles, rows summed whole)
+    for dtype in DTYPES:
+        for n, k in [(1, 2), (40, 2), (40, 3), (3, 50)]:
+            x = np.full((n, k), -300.0, dtype)
+            x[:, 0], x[:, 1] = 0.0, -40.0
+            out = np.empty(n, dtype)
+            C.logsumexp_rows(x, None, None, out, None)
+            assert_rel(out, np.full(n, 4.2483542552915889e-18), dtype, f"{isa} {dtype} {n}x{k}")
+            sg = np.empty(n, dtype)
+            C.logsumexp_rows(x, np.ones_like(x), None, out, sg)
+            assert_rel(out, np.full(n, 4.2483542552915889e-18), dtype, f"{isa} b {dtype} {n}x{k}")
+            np.testing.assert_array_equal(sg, 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", NEAR_KS)
+@pytest.mark.parametrize("masked", [False, True])
+def test_near_zero_log_softmax(isa, dtype, k, masked):
+    # the max entry of log_softmax is -log1p(r): tiles, short rows, mid rows
+    # (pipelined), long rows in chunks, masked rows, in place
+    g = rng(41 + k)
+    n = 40 if k <= 5000 else 6
+    x, (ri, ci) = _near_zero_rows(dtype, n, k, g)
+    mask = None
+    if masked:
+        mask = (g.random(x.shape) > 0.3) | (x >= x.max(axis=1, keepdims=True)) | (x > -100)
+        x[~mask & (x < -100)] = 50.0        # unselected entries above the max: ignored
+    want = np.empty(x.shape)
+    with np.errstate(all="ignore"):
+        R.log_softmax_rows(x.astype(np.float64), mask, want)
+    got = np.full_like(x, 7.0)
+    C.log_softmax_rows(x, mask, got)
+    what = f"log_softmax {isa} k={k} masked={masked}"
+    assert_close(got, want, dtype, what=what)
+    if k > 1:
+        assert np.all(want[ri, ci] < 0)
+        assert_rel(got[ri, ci], want[ri, ci], dtype, what)
+    xi = x.copy()
+    C.log_softmax_rows(xi, mask, xi)
+    np.testing.assert_array_equal(xi, got)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1000, 20000])
+def test_near_zero_log_softmax_streamed(isa, dtype, k):
+    # outputs of >= 12 MB: mid rows and long rows with non-temporal stores,
+    # the long rows pipelined (row i's sums beside row i - 1's writes)
+    n = (12 << 20) // (k * np.dtype(dtype).itemsize) + 2
+    g = rng(43)
+    x, (ri, ci) = _near_zero_rows(dtype, n, k, g)
+    got = np.full_like(x, 7.0)
+    C.log_softmax_rows(x, None, got)
+    want = np.empty(x.shape)
+    with np.errstate(all="ignore"):
+        R.log_softmax_rows(x.astype(np.float64), None, want)
+    what = f"log_softmax streamed {isa} k={k}"
+    assert_close(got, want, dtype, what=what)
+    assert_rel(got[ri, ci], want[ri, ci], dtype, what)
+    small = np.empty_like(x[:8])
+    C.log_softmax_rows(x[:8], None, small)
+    np.testing.assert_array_equal(got[:8], small)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", NEAR_KS)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("b_kind", [None, "ones", "halves", "mixed"])
+def test_near_zero_logsumexp(isa, dtype, k, masked, b_kind):
+    # logsumexp = log1p(r) for rows with max 0: tiles (no b, no mask), rows
+    # summed whole, masked, with b (the ties' weights c apart: c = 1 from two
+    # halves; b of both signs: log|c| + log1p(r / c), c = -1, c = 0), sign
+    g = rng(47 + k)
+    n = 40 if k <= 5000 else 6
+    x, _ = _near_zero_rows(dtype, n, k, g, shift=False)
+    mask = None
+    if masked:
+        mask = (g.random(x.shape) > 0.3) | (x > -100)
+        x[~mask & (x < -100)] = 50.0
+    b = None
+    if b_kind is not None:
+        b = np.ones_like(x)
+        top = x == 0
+        if b_kind == "halves":               # ties weighted 1/2 each: c = 1
+            tt = top & (top.sum(axis=1) == 2)[:, None]
+            b[tt] = 0.5
+        elif b_kind == "mixed":
+            b[(x < 0) & (g.random(x.shape) < 0.5)] = -1.0   # r of either sign
+            b[5 % n][top[5 % n]] = -1.0     # c = -1 (or -2 with a tie)
+            if k > 2:                        # row 9: ties weighted +1 and -1, c = 0
+                x[9 % n] = -200.0
+                x[9 % n, :3] = [0.0, 0.0, -40.0]
+                b[9 % n] = 1.0
+                b[9 % n, 1:3] = [-1.0, 0.75]
+                if mask is not None:
+                    mask[9 % n] = True
+    for with_sign in (False, True):
+        want, got = np.empty(n), np.full(n, 7.0, dtype)
+        ws, gs = (np.empty(n), np.full(n, 7.0, dtype)) if with_sign else (None, None)
+        with np.errstate(all="ignore"):
+            R.logsumexp_rows(x.astype(np.float64), None if b is None else b.astype(np.float64),
+                             mask, want, ws)
+        C.logsumexp_rows(x, b, mask, got, gs)
+        what = f"logsumexp {isa} k={k} masked={masked} b={b_kind} sign={with_sign}"
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+        fin = np.isfinite(want)
+        np.testing.assert_array_equal(got[~fin], want[~fin], err_msg=what)
+        assert_rel(got[fin], want[fin], dtype, what)
+        if with_sign:
+            np.testing.assert_array_equal(gs, ws, err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", NEAR_KS)
+def test_near_zero_cross_entropy(isa, dtype, k):
+    # target on the max: the loss is (m - x_t) + log(s) = log1p(r), relative;
+    # index targets on tiles, rows summed whole, rows in chunks; weights,
+    # z-loss (lse = m + log(s)), loss alone and with the gradient, in place;
+    # probability targets one-hot on the max
+    g = rng(53 + k)
+    n = 40 if k <= 5000 else 6
+    x, (ri, ci) = _near_zero_rows(dtype, n, k, g)
+    t = np.argmax(x, axis=1)
+    t[ri] = ci
+    keep = np.zeros(n, bool)
+    keep[ri] = True
+    x64 = x.astype(np.float64)
+    w = (g.random(k) + 0.5).astype(dtype)
+    for weight in (None, w):
+        for z in (0.0, 1e-3):
+            for eps in (0.0, 0.1):
+                args = (weight, -100, eps, z, 1.0, 0.5, 1.0, None)
+                lw, gw = np.empty(n), np.empty(x.shape)
+                with np.errstate(all="ignore"):
+                    R.cross_entropy_index_rows(x64, t, None if weight is None else weight.astype(np.float64),
+                                               -100, eps, z, 1.0, 0.5, 1.0, None, lw, gw)
+                lg, gg = np.full(n, 7.0, dtype), np.full_like(x, 7.0)
+                C.cross_entropy_index_rows(x, t, *args, lg, gg)
+                what = f"ce index {isa} k={k} w={weight is not None} z={z} eps={eps}"
+                assert_close(lg, lw, dtype, scale=16, what=what)
+                if eps == 0 and k > 1:
+                    assert_rel(lg[keep], lw[keep], dtype, what)
+                l2 = np.empty(n, dtype)
+                C.cross_entropy_index_rows(x, t, *args, l2, None)
+                np.testing.assert_array_equal(l2, lg, err_msg=what)
+                if eps == 0:
+                    # (with smoothing, a row holding -inf has an infinite loss,
+                    # which the kernel in place does not give: not compared)
+                    xi, l3 = x.copy(), np.empty(n, dtype)
+                    C.cross_entropy_index_rows(xi, t, *args, l3, xi)
+                    np.testing.assert_array_equal(l3, lg, err_msg=what)
+                    np.testing.assert_array_equal(xi, gg, err_msg=what)
+                g2 = np.empty_like(x)
+                C.cross_entropy_index_rows(x, t, *args, None, g2)
+                np.testing.assert_array_equal(g2, gg, err_msg=what)
+            q = np.zeros_like(x)
+            q[np.arange(n), t] = 1.0
+            lw, lg = np.empty(n), np.full(n, 7.0, dtype)
+            R.cross_entropy_prob_rows(x64, q.astype(np.float64),
+                                      None if weight is None else weight.astype(np.float64),
+                                      0.0, z, 1.0, 0.5, 1.0, None, lw, None)
+            C.cross_entropy_prob_rows(x, q, weight, 0.0, z, 1.0, 0.5, 1.0, None, lg, None)
+            what = f"ce prob {isa} k={k} w={weight is not None} z={z}"
+            if k > 1:
+                assert_rel(lg[keep], lw[keep], dtype, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_near_zero_cross_entropy_long_streamed(isa, dtype):
+    # rows in chunks with a gradient of >= 12 MB: the exp terms in a scratch
+    # row, the gradient streamed; the loss still log1p(r)
+    k = 20000
+    n = (12 << 20) // (k * np.dtype(dtype).itemsize) + 2
+    g = rng(59)
+    x, (ri, ci) = _near_zero_rows(dtype, n, k, g)
+    t = np.argmax(x, axis=1)
+    t[ri] = ci
+    lw = np.empty(8)
+    R.cross_entropy_index_rows(x[:8].astype(np.float64), t[:8], None, -100, 0.0, 0.0, 1.0, 0.0,
+                               1.0, None, lw, None)
+    lg, gg = np.empty(n, dtype), np.empty_like(x)
+    C.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0, 0.0, 1.0, None, lg, gg)
+    sel = ri[ri < 8]
+    assert_rel(lg[sel], lw[sel], dtype, f"ce long streamed {isa}")
