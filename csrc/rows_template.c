@@ -1510,6 +1510,52 @@ static double FN(wdiff_sum_d)(const T *x, const T *w, const T *q, T m, int64_t k
     return s;
 }
 
+/* sum_c w_c q_c (m - x_c) accumulated as the fused loops of ce_index_plain
+ * (tq NULL) and cross_entropy_prob_rows do it (T vectors, blocks of 64 folded
+ * into a double), falling back to wdiff_sum_d where that overflows: the sum
+ * an in-place call (grad == x) takes before the gradient overwrites x, equal
+ * to the one the same call out of place gets. */
+static double FN(wdiff_sum_pre)(const T *x, const T *W, const T *tq, T m, int64_t k, double eps)
+{
+    const V vm = v_set1(m), q1 = v_set1((T)(1 - eps)), q0 = v_set1((T)(eps / (double)k));
+    V acc = v_zero();
+    double s = 0.0;
+    int64_t cnt = 0;
+    for (int64_t j = 0; j < k; j += VL) {
+        const int64_t n = k - j;
+        V xv, tv = v_zero(), wv = v_set1((T)1);
+        if (n >= VL) {
+            xv = v_load(x + j);
+            if (W)
+                wv = v_load(W + j);
+            if (tq)
+                tv = v_load(tq + j);
+        } else {
+            VTM tm = v_tailmask(n);
+            xv = v_load_tail(x + j, tm, m); /* m - x = 0 past the end */
+            if (W)
+                wv = v_load_tail(W + j, tm, (T)0);
+            if (tq)
+                tv = v_load_tail(tq + j, tm, (T)0);
+        }
+        V wq = wv;
+        if (tq) {
+            V q = eps != 0 ? v_fma(tv, q1, q0) : tv;
+            if (n < VL)
+                q = v_select(m_tail(v_tailmask(n)), q, v_zero());
+            wq = W ? v_mul(q, wv) : q;
+        }
+        acc = v_fma(wq, v_sub(vm, xv), acc);
+        if (++cnt == 64) {
+            s += v_hsum_d(acc);
+            acc = v_zero();
+            cnt = 0;
+        }
+    }
+    s += v_hsum_d(acc);
+    return isfinite(s) ? s : FN(wdiff_sum_d)(x, W, tq, m, k, eps);
+}
+
 /* One fused pass per row: max; exp stored into grad while summing (and, with
  * label smoothing, sum_c w_c (m - x_c)); then grad scaled in place.  grad may
  * be x: x[t] is read first, and each x[c] is read before grad[c] is written. */
@@ -1559,7 +1605,11 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
         if (chunked) {
             s = FN(chunk_sum)(&ch, &r);
         } else if (eps != 0) {
-            /* sum_c w_c (m - x_c), in the same pass as the exp sum */
+            /* sum_c w_c (m - x_c), in the same pass as the exp sum; in place
+             * (gr == x) in double first, as the exp terms overwrite the x that
+             * the overflow fallback below would read again */
+            const int inplace = (const T *)gr == x;
+            const double swd0 = inplace ? FN(wdiff_sum_pre)(x, W, NULL, m, k, 0.0) : 0.0;
             const V vm = v_set1(m);
             V acc = v_zero(), se = v_zero(), re = v_zero();
             double sacc = 0.0;
@@ -1602,7 +1652,9 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
             swd += v_hsum_d(acc);
             s = sacc + v_hsum_d(se);
             r += v_hsum_d(re);
-            if (!isfinite(swd)) /* m - x_c overflowed T (logits near -+max): in double */
+            if (inplace)
+                swd = swd0;
+            else if (!isfinite(swd)) /* m - x_c overflowed T (logits near -+max): in double */
                 swd = FN(wdiff_sum_d)(x, W, NULL, m, k, 0.0);
         } else {
             s = FN(expsum)(x, m, gr, k, x + FN(pf_off)(k), (gr ? gr : x) + FN(pf_off)(k),
@@ -1797,6 +1849,10 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
         const V vm = v_set1(m);
         V se = v_zero(), sq = v_zero(), sd = v_zero(), re = v_zero();
         double s = 0.0, swq = 0.0, swd = 0.0, r = 0.0;
+        /* in place (gr == x): the smoothing-weighted sum in double first, as
+         * the exp terms overwrite the x that the overflow fallback reads */
+        const int inplace = L && (const T *)gr == x;
+        const double swd0 = inplace ? FN(wdiff_sum_pre)(x, W, tq, m, k, eps) : 0.0;
         int64_t cnt = 0;
         for (int64_t j = 0; j < k; j += VL) {
             const int64_t n = k - j;
@@ -1846,7 +1902,9 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
         swq += v_hsum_d(sq);
         swd += v_hsum_d(sd);
         r += v_hsum_d(re);
-        if (L && !isfinite(swd)) /* as in ce_index_plain */
+        if (L && inplace) /* as in ce_index_plain */
+            swd = swd0;
+        else if (L && !isfinite(swd))
             swd = FN(wdiff_sum_d)(x, W, tq, m, k, eps);
         const double logs = want_r ? FN(log_sum)(s, r) : 0.0, lse = (double)m + logs;
         if (L) {

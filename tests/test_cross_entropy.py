@@ -242,3 +242,23 @@ def test_many_rows_span_several_blocks(backend, rng, reduction):
     el, eg = torch_ce(x, t, **opts)
     l, g = fastact.softmax_cross_entropy_with_grad(x, t, backend=backend, **opts)
     check(l, g, el, eg, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index", [True, False])
+def test_label_smoothing_in_place_row_with_neg_inf(backend, dtype, index):
+    # out=logits with label smoothing: the smoothing term sum_c w_c (m - x_c) is
+    # infinite for a row holding -inf, in place as out of place (the in-place
+    # kernel once re-read x after the gradient had overwritten it)
+    x = np.array([[0, -1, -np.inf, 2, 1], [0.5, -1, 3, 2, 1]], dtype)
+    t = np.array([1, 2]) if index else np.array([[.1, .5, .1, .2, .1], [0, 0, 1, 0, 0]], dtype)
+    with np.errstate(all="ignore"):
+        l, g = fastact.softmax_cross_entropy_with_grad(x, t, label_smoothing=0.1, reduction="none",
+                                                       backend=backend)
+        xi = x.copy()
+        li, gi = fastact.softmax_cross_entropy_with_grad(xi, t, label_smoothing=0.1,
+                                                         reduction="none", out=xi, backend=backend)
+    assert gi is xi
+    assert np.isposinf(l[0]) and np.isposinf(li[0])
+    np.testing.assert_allclose(li, l, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    np.testing.assert_array_equal(np.isnan(gi), np.isnan(g))
