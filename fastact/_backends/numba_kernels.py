@@ -35,6 +35,10 @@ How the kernels are fast:
   column-major scratch buffer so that the exp pass vectorises across rows.
 * Threads: ``prange`` over blocks of rows, only when the work is large enough
   to pay for waking the thread pool.
+* Every log of an exp-sum (logsumexp, log_softmax, cross entropy) is
+  accurate near 0: the exp-sum loops also sum the terms below the max (a
+  select in the same loop), and ``_log_sum`` takes log1p of that when one
+  term is at the max (``logsumexp([0, -40])`` is 4.2e-18, not 0).
 
 The max uses ``llvm.maximum`` (NaN-propagating and vectorisable as a
 reduction), so a NaN anywhere in a row is seen; the plain ``a > b`` max
