@@ -541,3 +541,239 @@ def test_cross_entropy_large_threads():
             out[q] = (lg, gg)
         check_same(out[1][0], out[0][0])
         check_same(out[1][1], out[0][1])
+
+
+# ----------------------------------------------------------------------------
+# results near 0 keep their relative accuracy (SPEC, as SciPy's logsumexp):
+# log(sum) = log1p(terms below the max) when one term is at the max
+# ----------------------------------------------------------------------------
+
+#: logsumexp([0, -40]) = log1p(exp(-40))
+LSE_0_40 = 4.2483542552915889e-18
+#: rows of each path: tiles, row path (pipelined log_softmax), long rows (online chunks)
+KS_NEAR0 = [2, 5, K._TILE_K - 1, K._TILE_K, 517, K._ONLINE, K._ONLINE + 1,
+            2 * K._ONLINE + 37]
+
+
+def rtol0(dtype):
+    return 1e-6 if dtype == np.float32 else 1e-15
+
+
+def near_zero_rows(k, dtype):
+    """Rows whose log(sum exp(x - max)) is near 0 (one term at the max, the
+    others far below), some with ties at the max; every x - max exact.  For
+    long rows the max is in an early chunk (0) or in the last one (k - 1),
+    the -40 term before or after it (row 1: -40 is the first chunk's max,
+    an ordinary term once the max moves)."""
+    rest = -200.0
+    rows = []
+
+    def row(**at):
+        r = np.full(k, rest)
+        for j, v in at.items():
+            r[int(j[1:]) % k] = v
+        rows.append(r)
+
+    row(p0=0.0, p1=-40.0)                      # [0, -40, ...]: LSE_0_40
+    row(p0=-40.0, **{f"p{k - 1}": 0.0})        # max last, -40 first
+    row(p0=0.0, **{f"p{k - 1}": -40.0})        # max first, -40 last
+    row(**{f"p{k // 2}": 2.0, f"p{k // 2 + 1}": -38.0})   # max 2: m + 4.2e-18
+    if k >= 3:
+        row(p0=0.0, p1=-40.0, **{f"p{k - 1}": -41.0})
+        row(p0=0.0, p1=-40.0, **{f"p{k - 1}": 0.0})         # a tie: log(2 + ...)
+    else:
+        row(p0=0.0, p1=0.0)
+    row(p0=-1.0, **{f"p{k - 1}": 0.0})         # the early max -1 moves into r
+    return np.array(rows, dtype=dtype)
+
+
+def check_rel(got, want64, dtype, rtol=None):
+    """Relative error, however small the value (specials must match)."""
+    got = np.asarray(got)
+    want64 = np.asarray(want64, np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want64))
+    fin = np.isfinite(want64)
+    np.testing.assert_array_equal(got[~fin], want64[~fin])
+    err = np.abs(got[fin].astype(np.float64) - want64[fin])
+    lim = (rtol0(dtype) if rtol is None else rtol) * np.abs(want64[fin])
+    assert np.all(err <= lim), (f"worst {np.max(err / np.maximum(lim, 1e-300))} x the bound",
+                                got[fin][err > lim][:4], want64[fin][err > lim][:4])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", KS_NEAR0)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("with_sign", [False, True])
+def test_logsumexp_near_zero(with_sign, masked, k, dtype):
+    x = near_zero_rows(k, dtype)
+    n = x.shape[0]
+    mask = None
+    if masked:                  # a larger entry hidden: it must not reach either sum
+        mask = np.ones(x.shape, bool)
+        j = k // 3 if k >= 3 else 1
+        hide = x[:, j] == -200
+        x[hide, j] = 5.0
+        mask[hide, j] = False
+    got = np.full(n, 7.0, dtype)
+    sg = np.full(n, 7.0, dtype) if with_sign else None
+    K.logsumexp_rows(x, None, mask, got, sg, 1)
+    want64 = np.empty(n)
+    R.logsumexp_rows(x.astype(np.float64), None, mask, want64, None)
+    check_rel(got, want64, dtype)
+    if not masked or k >= 3:
+        assert abs(got[0] - LSE_0_40) <= rtol0(dtype) * LSE_0_40
+    if with_sign:
+        assert np.all(sg == 1)
+    # many such rows: the tiles and threads
+    xs = np.repeat(x, 700 // n + 1, axis=0)
+    ms = None if mask is None else np.repeat(mask, 700 // n + 1, axis=0)
+    got2 = np.empty(xs.shape[0], dtype)
+    K.logsumexp_rows(xs, None, ms, got2, None, 2)
+    check_rel(got2, np.repeat(want64, 700 // n + 1), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [3, 5, 600])
+@pytest.mark.parametrize("masked", [False, True])
+def test_logsumexp_near_zero_b_and_sign(masked, k, dtype):
+    """With b: c (the weights at the max, ties summed) and r (the others)
+    apart, as numpy_ref._log_sum: t = r / c, sign(c) sign(t + 1), t < -1 ->
+    -t - 2, c == 0 -> log|r|."""
+    rows, bs = [], []
+
+    def row(xv, bv):
+        r = np.full(k, -200.0)
+        b = np.ones(k)
+        r[:len(xv)] = xv
+        b[:len(bv)] = bv
+        rows.append(r)
+        bs.append(b)
+
+    row([0.0, -40.0], [1.0])                      # 4.2e-18, +
+    row([0.0, 0.0, -40.0], [0.5, 0.5])            # ties: c = 1, 4.2e-18
+    row([0.0, -40.0], [1.0, -1.0])                # log(1 - e^-40): -4.2e-18, +
+    row([0.0, -40.0], [-1.0, 1.0])                # c = -1: -4.2e-18, - (NaN without sign)
+    row([0.0, 0.0, -40.0], [1.0, -1.0])           # c = 0: log(r) = -40 (+ the rest)
+    row([0.0, 0.0, -40.0], [1.0, -1.0, -1.0])     # c = 0, r < 0: -40, -
+    row([0.0, -1.0], [1.0, -3.0])                 # t < -1: log(3/e - 1), -
+    row([0.0, -1.0], [1.0, -np.e])                # 1 - e/e: cancels, -inf or tiny (t = -1)
+    row([0.0, -40.0], [2.0, 1.0])                 # log 2 + ...
+    x = np.array(rows, dtype=dtype)
+    b = np.array(bs, dtype=dtype)
+    b[:, 3:][x[:, 3:] == -200] = 0.5
+    mask = None
+    if masked:
+        mask = np.ones(x.shape, bool)
+        hide = x[:, k - 1] == -200
+        x[hide, k - 1] = 3.0                      # hidden, with b != 0
+        mask[hide, k - 1] = False
+    n = x.shape[0]
+    want64 = np.empty(n)
+    ws64 = np.empty(n)
+    R.logsumexp_rows(x.astype(np.float64), b.astype(np.float64), mask, want64, ws64)
+    got = np.full(n, 7.0, dtype)
+    sg = np.full(n, 7.0, dtype)
+    K.logsumexp_rows(x, b, mask, got, sg, 1)
+    keep = np.ones(n, bool)
+    keep[7] = False                               # the cancellation: rounding decides
+    check_rel(got[keep], want64[keep], dtype)
+    np.testing.assert_array_equal(sg[keep], ws64[keep])
+    for i in (0, 1):
+        assert abs(got[i] - LSE_0_40) <= rtol0(dtype) * LSE_0_40
+    assert abs(got[3] + LSE_0_40) <= rtol0(dtype) * LSE_0_40 and sg[3] == -1
+    nosign = np.full(n, 7.0, dtype)
+    K.logsumexp_rows(x, b, mask, nosign, None, 1)
+    want = np.where(ws64 < 0, np.nan, want64)
+    check_rel(nosign[keep], want[keep], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", KS_NEAR0)
+@pytest.mark.parametrize("masked", [False, True])
+def test_log_softmax_near_zero(masked, k, dtype, stream):
+    """The max entry is -log1p(r): relative accuracy on every path (tiles,
+    pipelined rows, long rows with the max in an early or a late chunk,
+    streamed, masked), in place and threaded."""
+    x = near_zero_rows(k, dtype)
+    mask = None
+    if masked:
+        mask = np.ones(x.shape, bool)
+        j = k // 3 if k >= 3 else 1
+        hide = x[:, j] == -200
+        x[hide, j] = 5.0
+        mask[hide, j] = False
+    want64 = np.empty(x.shape)
+    R.log_softmax_rows(x.astype(np.float64), mask, want64)
+    got = np.full_like(x, 7.0)
+    K.log_softmax_rows(x, mask, got, 1)
+    check_rel(got, want64, dtype)
+    if not masked or k >= 3:
+        assert abs(got[0, 0] + LSE_0_40) <= rtol0(dtype) * LSE_0_40
+    # many rows (tiles, threads), in place
+    reps = max(1, 40000 // (k * x.shape[0]))
+    xs = np.repeat(x, reps, axis=0)
+    ms = None if mask is None else np.repeat(mask, reps, axis=0)
+    w = np.repeat(want64, reps, axis=0)
+    for nt in (1, 2):
+        y = xs.copy()
+        K.log_softmax_rows(y, ms, y, nt)
+        check_rel(y, w, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 5, K._TILE_K - 1, K._TILE_K, 517, 2 * K._ONLINE + 37])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("z", [0.0, 1e-3])
+def test_cross_entropy_index_near_zero(z, weighted, k, dtype):
+    """The per-row loss (m - x_t) + log(sum) with x_t the max: log1p(r), on
+    the tile and row paths, with the gradient stored or not, in place."""
+    x = near_zero_rows(k, dtype)
+    n = x.shape[0]
+    t = np.argmax(x, axis=1).astype(np.int64)
+    w = np.linspace(0.5, 2.0, k).astype(dtype) if weighted else None
+    a, b, g = 1.0, 0.5, 1.0
+    l64 = np.empty(n)
+    R.cross_entropy_index_rows(x.astype(np.float64), t, None if w is None else w.astype(np.float64),
+                               -100, 0.0, z, a, b, g, None, l64, None)
+    reps = max(1, 40000 // (k * n))
+    xs = np.repeat(x, reps, axis=0)
+    ts = np.repeat(t, reps)
+    ws = np.repeat(l64, reps)
+    for want_grad in (False, True):
+        lg = np.full(n, 7.0, dtype)
+        gg = np.empty_like(x) if want_grad else None
+        K.cross_entropy_index_rows(x, t, w, -100, 0.0, z, a, b, g, None, lg, gg, 1)
+        check_rel(lg, l64, dtype)
+        if z == 0 and not weighted:
+            assert abs(lg[0] - LSE_0_40) <= rtol0(dtype) * LSE_0_40
+    for nt in (1, 2):
+        xi = xs.copy()
+        li = np.empty(xs.shape[0], dtype)
+        K.cross_entropy_index_rows(xi, ts, w, -100, 0.0, z, a, b, g, None, li, xi, nt)
+        check_rel(li, ws, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 5, 517, 2 * K._ONLINE + 37])
+@pytest.mark.parametrize("z", [0.0, 1e-3])
+def test_cross_entropy_prob_near_zero(z, k, dtype):
+    """Probability targets, one-hot at the max: the loss is log1p(r)."""
+    x = near_zero_rows(k, dtype)
+    n = x.shape[0]
+    q = np.zeros(x.shape, dtype)
+    q[np.arange(n), np.argmax(x, axis=1)] = 1
+    a, b, g = 1.0, 0.5, 1.0
+    l64 = np.empty(n)
+    R.cross_entropy_prob_rows(x.astype(np.float64), q.astype(np.float64), None, 0.0, z,
+                              a, b, g, None, l64, None)
+    for want_grad in (False, True):
+        lg = np.full(n, 7.0, dtype)
+        gg = np.empty_like(x) if want_grad else None
+        K.cross_entropy_prob_rows(x, q, None, 0.0, z, a, b, g, None, lg, gg, 1)
+        check_rel(lg, l64, dtype)
+        if z == 0:
+            assert abs(lg[0] - LSE_0_40) <= rtol0(dtype) * LSE_0_40
+    xi = x.copy()
+    li = np.empty(n, dtype)
+    K.cross_entropy_prob_rows(xi, q, None, 0.0, z, a, b, g, None, li, xi, 1)
+    check_rel(li, l64, dtype)

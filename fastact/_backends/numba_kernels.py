@@ -35,6 +35,10 @@ How the kernels are fast:
   column-major scratch buffer so that the exp pass vectorises across rows.
 * Threads: ``prange`` over blocks of rows, only when the work is large enough
   to pay for waking the thread pool.
+* Every log of an exp-sum (logsumexp, log_softmax, cross entropy) is
+  accurate near 0: the exp-sum loops also sum the terms below the max (a
+  select in the same loop), and ``_log_sum`` takes log1p of that when one
+  term is at the max (``logsumexp([0, -40])`` is 4.2e-18, not 0).
 
 The max uses ``llvm.maximum`` (NaN-propagating and vectorisable as a
 reduction), so a NaN anywhere in a row is seen; the plain ``a > b`` max
@@ -405,6 +409,31 @@ def _sub_add(a, b, c):
     return (a - b) + c
 
 
+@_jit_poly
+def _log_sum(s, r):
+    """log(s) of a row's exp-sum ``s = sum exp(x - max)`` (float64), accurate
+    near 0 as the reference's ``_log_sum`` (SciPy's logsumexp): ``r`` is the
+    sum of the terms below the max alone (x - max < 0).  Every term is <= 1
+    and a term at the max is exactly 1 (``_expn(0) == 1``), so ``s < 2``
+    means one term at the max and log(s) = log1p(r), taken as
+    log(u) + (r - (u - 1)) / u with u = 1 + r rounded (Kahan's correction:
+    a few ulp relative; u == 1 gives r itself): ``log([0, -40])`` is
+    4.2e-18, not 0.  Otherwise log(s).  One log either way.
+
+    Every path that takes a log of an exp-sum finishes its rows here (with
+    logsumexp's ``b``, called as ``_log_sum(1 + t, t)``, t = r / c).  NaN s:
+    NaN (special rows); u == 0 (t == -1): -inf.  Selects only, so the tiles
+    vectorise it over a tile of rows; compiled without reassociation (which
+    would cancel the correction), hence a ``_jit_poly`` function (Numba's
+    inlining would take the caller's flags), inlined by LLVM.
+    """
+    one = s < 2.0
+    u = 1.0 + r if one else s
+    v = _log_pos(u) + ((r - (u - 1.0)) / u if one else 0.0)
+    ok = (u > 0.0) & (u < np.inf)
+    return v if ok else (-np.inf if u == 0.0 else u)
+
+
 def _by_dtype(doc, f32, f64):
     """A function for jitted code that calls ``f32`` or ``f64`` by its argument's dtype."""
     def stub(z):
@@ -494,23 +523,33 @@ def _fill_special(mr, out_r, fill):
 
 @_inline
 def _exp_sum(xr, mr, m):
-    """sum exp(x - m) over the selected entries, in float64."""
+    """(sum exp(x - m), the same over x < m only) over the selected entries,
+    in float64 (the second for ``_log_sum``)."""
     k = xr.shape[0]
     s = 0.0
+    r = 0.0
+    zero = _to(xr, 0.0)
     for b0 in range(0, k, _BLOCK):
         xb = xr[b0:b0 + _BLOCK]
         sb = _to(xr, 0.0)
+        rb = _to(xr, 0.0)
         if mr is None:
             for j in range(xb.shape[0]):
-                sb += _expn(xb[j] - m)
+                d = xb[j] - m
+                e = _expn(d)
+                sb += e
+                rb += e if d < 0 else zero
         else:
             mb = mr[b0:b0 + _BLOCK]
-            zero = _to(xr, 0.0)
             for j in range(xb.shape[0]):
-                e = _expn(xb[j] - m)
-                sb += e if mb[j] else zero
+                d = xb[j] - m
+                e = _expn(d)
+                e = e if mb[j] else zero
+                sb += e
+                rb += e if d < 0 else zero
         s += sb
-    return s
+        r += rb
+    return s, r
 
 
 @_inline
@@ -595,12 +634,12 @@ def _softmax_row_nt(xr, out_r, tmp):
 
 
 @_inline
-def _log_finish(xr, mr, m, s, out_r, nt):
-    """out_r = x - m - log(s), or the special row if ``m`` is not finite;
-    ``nt``: streamed to memory (no mask)."""
+def _log_finish(xr, mr, m, s, r, out_r, nt):
+    """out_r = x - m - log(s) (``_log_sum(s, r)``), or the special row if
+    ``m`` is not finite; ``nt``: streamed to memory (no mask)."""
     fin = _finite(m)
     if mr is None:
-        ls = _to(xr, np.log(s)) if fin else _to(xr, 0.0)
+        ls = _to(xr, _log_sum(s, r)) if fin else _to(xr, 0.0)
         if nt:
             _nt_sub_sub(xr, out_r, _nan_unless(fin, m), ls)
         else:
@@ -608,14 +647,14 @@ def _log_finish(xr, mr, m, s, out_r, nt):
     elif not fin:
         _fill_special(mr, out_r, -np.inf)
     else:
-        _log_write(xr, mr, m, _to(xr, np.log(s)), out_r)
+        _log_write(xr, mr, m, _to(xr, _log_sum(s, r)), out_r)
 
 
 @_inline
 def _log_softmax_row(xr, mr, out_r):
     m = _row_max(xr, mr)
-    s = _exp_sum(xr, mr, m) if _finite(m) else 0.0
-    _log_finish(xr, mr, m, s, out_r, False)
+    s, r = _exp_sum(xr, mr, m) if _finite(m) else (0.0, 0.0)
+    _log_finish(xr, mr, m, s, r, out_r, False)
 
 
 # Unmasked rows, pipelined: one loop computes row i's exps (from L1, where the
@@ -626,16 +665,19 @@ def _log_softmax_row(xr, mr, out_r):
 @_inline
 def _exp_sum_next_max(xr, m, xn, orow):
     """(float64 sum of exp(xr - m), stored into ``orow`` unless it is None;
-    max of ``xn``, a row as long as ``xr``), in one pass of blocks."""
+    the same over xr < m only (0 when stored: softmax needs no log); max of
+    ``xn``, a row as long as ``xr``), in one pass of blocks."""
     k = xr.shape[0]
     s = 0.0
+    r = 0.0
     mx = _to(xr, -np.inf)
     for b0 in range(0, k, _BLOCK):
         b1 = min(b0 + _BLOCK, k)
-        sb, mx = _online_exp_sum_max(xr[b0:b1], None, m, xn[b0:b1], None, mx,
-                                     _sl(orow, b0, b1))
+        sb, rb, mx = _online_exp_sum_max(xr[b0:b1], None, m, xn[b0:b1], None, mx,
+                                         _sl(orow, b0, b1))
         s += sb
-    return s, mx
+        r += rb
+    return s, r, mx
 
 
 @_inline
@@ -648,11 +690,11 @@ def _softmax_rows_piped(src, out, r0, r1, tmp, nt):
         xn = _row(src, min(i + 1, r1 - 1))
         if nt:
             t = tmp[:xr.shape[0]]
-            s, mn = _exp_sum_next_max(xr, m, xn, t)
+            s, _, mn = _exp_sum_next_max(xr, m, xn, t)
             inv = _nan_unless(_finite(m), _to(xr, 1.0 / s))
             _nt_scale(t, orow, inv, inv)
         else:
-            s, mn = _exp_sum_next_max(xr, m, xn, orow)
+            s, _, mn = _exp_sum_next_max(xr, m, xn, orow)
             inv = _nan_unless(_finite(m), _to(xr, 1.0 / s))
             for j in range(orow.shape[0]):
                 orow[j] *= inv
@@ -666,8 +708,8 @@ def _log_softmax_rows_piped(src, out, r0, r1, nt):
     m = _row_max(_row(src, r0), None)
     for i in range(r0, r1):
         xr = _row(src, i)
-        s, mn = _exp_sum_next_max(xr, m, _row(src, min(i + 1, r1 - 1)), None)
-        _log_finish(xr, None, m, s, _row(out, i), nt)
+        s, r, mn = _exp_sum_next_max(xr, m, _row(src, min(i + 1, r1 - 1)), None)
+        _log_finish(xr, None, m, s, r, _row(out, i), nt)
         m = mn
     if nt:
         _store_fence()
@@ -683,11 +725,15 @@ def _sl(a, lo, hi):
 @_inline
 def _online_exp_sum_max(xc, mc, m, xn, mn, mx, oc=None):
     """(sum exp(xc - m) over the selected entries of xc in the working dtype,
-    max(mx, selected entries of xn)); xn is no longer than xc.  One loop does
-    both, so the next chunk streams in from memory while this one's exps are
-    computed.  ``oc`` (no mask): the exps are also stored there."""
+    the same over xc < m only (for ``_log_sum``), max(mx, selected entries of
+    xn)); xn is no longer than xc.  One loop does all, so the next chunk
+    streams in from memory while this one's exps are computed.  ``oc`` (no
+    mask; softmax, which takes no log): the exps are also stored there, and
+    the second sum is 0."""
     n2 = xn.shape[0]
     sb = _to(xc, 0.0)
+    rb = _to(xc, 0.0)
+    zero = _to(xc, 0.0)
     if mc is None and oc is not None:
         for j in range(n2):
             e = _expn(xc[j] - m)
@@ -700,46 +746,63 @@ def _online_exp_sum_max(xc, mc, m, xn, mn, mx, oc=None):
             sb += e
     elif mc is None:
         for j in range(n2):
-            sb += _expn(xc[j] - m)
+            d = xc[j] - m
+            e = _expn(d)
+            sb += e
+            rb += e if d < 0 else zero
             mx = _maximum(mx, xn[j])
         for j in range(n2, xc.shape[0]):
-            sb += _expn(xc[j] - m)
+            d = xc[j] - m
+            e = _expn(d)
+            sb += e
+            rb += e if d < 0 else zero
     else:
-        zero = _to(xc, 0.0)
         ninf = _to(xc, -np.inf)
         for j in range(n2):
-            e = _expn(xc[j] - m)
-            sb += e if mc[j] else zero
+            d = xc[j] - m
+            e = _expn(d)
+            e = e if mc[j] else zero
+            sb += e
+            rb += e if d < 0 else zero
             v = xn[j] if mn[j] else ninf
             mx = _maximum(mx, v)
         for j in range(n2, xc.shape[0]):
-            e = _expn(xc[j] - m)
-            sb += e if mc[j] else zero
-    return sb, mx
+            d = xc[j] - m
+            e = _expn(d)
+            e = e if mc[j] else zero
+            sb += e
+            rb += e if d < 0 else zero
+    return sb, rb, mx
 
 
 @_inline
 def _online_max_sum(xr, mr):
-    """(max, sum exp(x - max)) of the selected entries in one pass over memory.
+    """(max, sum exp(x - max), the same over x < max only) of the selected
+    entries in one pass over memory.
 
     Chunks of ``_CHUNK`` elements: chunk c's exp-sum (from L1, with the
     running max) runs in the same loop as chunk c+1's max (from memory); the
-    float64 running sum is rescaled when the max grows.  A NaN or +inf max is
-    returned at once (the caller fills the row).
+    float64 running sums are rescaled when the max grows.  The second sum
+    (for ``_log_sum``) takes the terms below the running max: when the max
+    grows every earlier term, the old max's included, falls below it, so it
+    restarts as the whole rescaled sum.  A NaN or +inf max is returned at
+    once (the caller fills the row).
     """
     k = xr.shape[0]
     ninf = _to(xr, -np.inf)
     m = ninf
     s = 0.0
+    r = 0.0
     mx = _max_with(xr[0:_CHUNK], _sl(mr, 0, _CHUNK), ninf)
     for c0 in range(0, k, _CHUNK):
         c1 = min(c0 + _CHUNK, k)
         mb = _maximum(m, mx)          # mx: this chunk's max
         if not _finite(mb) and mb != -np.inf:
-            return mb, s
+            return mb, s, r
         if mb > m:
             if s != 0.0:
                 s = s * math.exp(np.float64(m) - np.float64(mb))
+            r = s
             m = mb
         mx = ninf
         n1 = min(c1 + _CHUNK, k)      # next chunk [c1, n1)
@@ -750,17 +813,18 @@ def _online_max_sum(xr, mr):
             if m == -np.inf:          # nothing but -inf so far: no exps
                 mx = _max_with(xr[q0:q1], _sl(mr, q0, q1), mx)
             else:
-                sb, mx = _online_exp_sum_max(xr[b0:b1], _sl(mr, b0, b1), m,
-                                             xr[q0:q1], _sl(mr, q0, q1), mx)
+                sb, rb, mx = _online_exp_sum_max(xr[b0:b1], _sl(mr, b0, b1), m,
+                                                 xr[q0:q1], _sl(mr, q0, q1), mx)
                 s += sb
-    return m, s
+                r += rb
+    return m, s, r
 
 
 @_inline
 def _log_softmax_row_online(xr, mr, out_r, nt):
     """``nt``: the result (no mask) is streamed to memory (non-temporal stores)."""
-    m, s = _online_max_sum(xr, mr)
-    _log_finish(xr, mr, m, s, out_r, nt)
+    m, s, r = _online_max_sum(xr, mr)
+    _log_finish(xr, mr, m, s, r, out_r, nt)
 
 
 # ----------------------------------------------------------------------------
@@ -803,20 +867,32 @@ def _tile_load_max(xf, mf, base, k, tw, T, buf, mrow):
 
 
 @_inline
-def _tile_exp_sum(buf, mrow, srow, k, tw, T, store):
-    """srow[r] = sum_j exp(buf[j, r] - mrow[r]); with ``store`` the exps replace buf."""
+def _tile_exp_sum(buf, mrow, srow, rrow, k, tw, T, store):
+    """srow[r] = sum_j exp(buf[j, r] - mrow[r]); with ``store`` the exps replace buf.
+    ``rrow`` (None for softmax): the same over buf[j, r] < mrow[r] only, for
+    ``_log_sum``."""
+    zero = _to(buf, 0.0)
     for r in range(tw):
         srow[r] = 0
+        if rrow is not None:
+            rrow[r] = 0
     for j in range(k):
         bj = buf[j * T:j * T + T]
         if store:
             for r in range(tw):
-                e = _expn(bj[r] - mrow[r])
+                d = bj[r] - mrow[r]
+                e = _expn(d)
                 bj[r] = e
                 srow[r] += e
+                if rrow is not None:
+                    rrow[r] += e if d < 0 else zero
         else:
             for r in range(tw):
-                srow[r] += _expn(bj[r] - mrow[r])
+                d = bj[r] - mrow[r]
+                e = _expn(d)
+                srow[r] += e
+                if rrow is not None:
+                    rrow[r] += e if d < 0 else zero
 
 
 @_inline
@@ -852,7 +928,7 @@ def _softmax_tiles(x, mask, out, r0, r1, T):
             _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
         else:
             _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
-        _tile_exp_sum(buf, mrow, srow, k, tw, T, True)
+        _tile_exp_sum(buf, mrow, srow, None, k, tw, T, True)
         for r in range(tw):
             srow[r] = one / srow[r]
         nspec = 0
@@ -889,6 +965,7 @@ def _log_softmax_tiles(x, mask, out, r0, r1, T):
     buf = np.empty(k * T, x.dtype)
     mrow = np.empty(T, x.dtype)
     srow = np.empty(T, x.dtype)
+    rrow = np.empty(T, x.dtype)
     spec = np.empty(T, np.int64)
     for i0 in range(r0, r1, T):
         tw = min(T, r1 - i0)
@@ -897,11 +974,10 @@ def _log_softmax_tiles(x, mask, out, r0, r1, T):
             _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
         else:
             _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
-        _tile_exp_sum(buf, mrow, srow, k, tw, T, False)
+        _tile_exp_sum(buf, mrow, srow, rrow, k, tw, T, False)
         for r in range(tw):
-            s = srow[r]
-            # log of the sum, vectorised over the tile (kept in srow); specials keep s
-            srow[r] = _to(x, _log_pos(np.float64(s))) if s >= 1 else s
+            # log of the sum, vectorised over the tile (kept in srow); specials: NaN
+            srow[r] = _to(x, _log_sum(np.float64(srow[r]), np.float64(rrow[r])))
         nspec = 0
         if not _tile_any_special(mrow, srow, tw):
             for r in range(tw):
@@ -1092,29 +1168,43 @@ def _lse_row(xr, br, mr, has_b):
         # the +inf entries dominate: the sign is that of their total weight
         return (np.nan if w == 0 else np.inf), _sign(w)
     if not has_b:
-        s = _exp_sum(xr, mr, m)
-    else:
-        s = 0.0
-        k = xr.shape[0]
-        zero = _to(xr, 0.0)
-        for b0 in range(0, k, _BLOCK):
-            xb = xr[b0:b0 + _BLOCK]
-            bb = br[b0:b0 + _BLOCK]
-            sb = _to(xr, 0.0)
-            if mr is None:
-                for j in range(xb.shape[0]):
-                    bj = bb[j]
-                    e = _exp(xb[j] - m) * bj
-                    sb += e if bj != 0 else zero
-            else:
-                mb = mr[b0:b0 + _BLOCK]
-                for j in range(xb.shape[0]):
-                    bj = bb[j]
-                    e = _exp(xb[j] - m) * bj
-                    sb += e if (mb[j] and bj != 0) else zero
-            s += sb
-    sg = _sign(s)
-    return np.log(abs(s)) + m, sg
+        s, r = _exp_sum(xr, mr, m)
+        return _log_sum(s, r) + m, _sign(s)
+    # as numpy_ref._log_sum: c = sum of b at the max, r = sum of b exp(x - m)
+    # below it; log|c + r| = log|c| + log1p(r / c)
+    c = 0.0
+    r = 0.0
+    k = xr.shape[0]
+    zero = _to(xr, 0.0)
+    for b0 in range(0, k, _BLOCK):
+        xb = xr[b0:b0 + _BLOCK]
+        bb = br[b0:b0 + _BLOCK]
+        cb = _to(xr, 0.0)
+        rb = _to(xr, 0.0)
+        if mr is None:
+            for j in range(xb.shape[0]):
+                bj = bb[j]
+                d = xb[j] - m
+                e = _exp(d) * bj
+                cb += bj if d == 0 else zero
+                rb += e if (bj != 0 and d < 0) else zero
+        else:
+            mb = mr[b0:b0 + _BLOCK]
+            for j in range(xb.shape[0]):
+                bj = bb[j]
+                d = xb[j] - m
+                e = _exp(d) * bj
+                sel = mb[j] and bj != 0
+                cb += bj if (sel and d == 0) else zero
+                rb += e if (sel and d < 0) else zero
+        c += cb
+        r += rb
+    if c == 0:                 # the weights at the max cancel: the sum is r alone
+        return np.log(abs(r)) + m, _sign(r)
+    t = r / c
+    sg = _sign(c) * _sign(t + 1.0)
+    t = -t - 2.0 if t < -1.0 else t
+    return np.log(abs(c)) + _log_sum(1.0 + t, t) + m, sg
 
 
 @_jit
@@ -1144,6 +1234,7 @@ def _lse_tiles(x, mask, out, r0, r1, T):
     buf = np.empty(k * T, x.dtype)
     mrow = np.empty(T, x.dtype)
     srow = np.empty(T, x.dtype)
+    rrow = np.empty(T, x.dtype)
     spec = np.empty(T, np.int64)
     lrow = np.empty(T, np.float64)
     for i0 in range(r0, r1, T):
@@ -1153,10 +1244,9 @@ def _lse_tiles(x, mask, out, r0, r1, T):
             _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
         else:
             _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
-        _tile_exp_sum(buf, mrow, srow, k, tw, T, False)
+        _tile_exp_sum(buf, mrow, srow, rrow, k, tw, T, False)
         for r in range(tw):
-            s = np.float64(srow[r])
-            lrow[r] = _log_pos(s) + mrow[r] if s >= 1 else 0.0
+            lrow[r] = _log_sum(np.float64(srow[r]), np.float64(rrow[r])) + mrow[r]
         nspec = 0
         for r in range(tw):
             if _tile_is_special(mrow[r], srow[r]):
@@ -1325,18 +1415,22 @@ def _check_targets(target, k, ignore_index):
 
 @_inline
 def _ce_exp_pass(xr, wr, m, out_r, store, smooth):
-    """exp(x - m) -> out_r (if ``store``); returns (sum exp, sum_c w_c (m - x_c)) in float64.
+    """exp(x - m) -> out_r (if ``store``); returns (sum exp, the same over
+    x < m only (for ``_log_sum``), sum_c w_c (m - x_c)) in float64.
 
-    Each x is read before its slot is written: out_r may be xr.  The second
+    Each x is read before its slot is written: out_r may be xr.  The last
     sum is taken in float64: m - x_c overflows float32 near -+finfo.max.
     """
     k = xr.shape[0]
     s = 0.0
+    r = 0.0
     a = 0.0
+    zero = _to(xr, 0.0)
     for b0 in range(0, k, _BLOCK):
         xb = xr[b0:b0 + _BLOCK]
         nb = xb.shape[0]
         sb = _to(xr, 0.0)
+        rb = _to(xr, 0.0)
         ab = 0.0
         if store:
             ob = out_r[b0:b0 + _BLOCK]
@@ -1344,25 +1438,33 @@ def _ce_exp_pass(xr, wr, m, out_r, store, smooth):
                 wb = wr[b0:b0 + _BLOCK]
                 for j in range(nb):
                     xj = xb[j]
-                    e = _expn(xj - m)
+                    d = xj - m
+                    e = _expn(d)
                     ab += np.float64(wb[j]) * (np.float64(m) - np.float64(xj))
                     ob[j] = e
                     sb += e
+                    rb += e if d < 0 else zero
             else:
                 for j in range(nb):
-                    e = _expn(xb[j] - m)
+                    d = xb[j] - m
+                    e = _expn(d)
                     ob[j] = e
                     sb += e
+                    rb += e if d < 0 else zero
         else:
             for j in range(nb):
-                sb += _expn(xb[j] - m)
+                d = xb[j] - m
+                e = _expn(d)
+                sb += e
+                rb += e if d < 0 else zero
             if smooth:
                 wb = wr[b0:b0 + _BLOCK]
                 for j in range(nb):
                     ab += np.float64(wb[j]) * (np.float64(m) - np.float64(xb[j]))
         s += sb
+        r += rb
         a += ab
-    return s, a
+    return s, r, a
 
 
 @_jit_poly
@@ -1411,13 +1513,13 @@ def _ce_index_range(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
         x_t = xr[t]   # before the exp pass: grad may be x
         w_t = np.float64(w[t])
         if not want_grad:
-            s, sw = _ce_exp_pass(xr, w, m, xr, False, smooth)
+            s, sr, sw = _ce_exp_pass(xr, w, m, xr, False, smooth)
         elif same:  # through grad's view: x may be read-only only when it is not grad
             gi = _row(grad, i)
-            s, sw = _ce_exp_pass(gi, w, m, gi, True, smooth)
+            s, sr, sw = _ce_exp_pass(gi, w, m, gi, True, smooth)
         else:
-            s, sw = _ce_exp_pass(xr, w, m, _row(grad, i), True, smooth)
-        logs = np.log(s)
+            s, sr, sw = _ce_exp_pass(xr, w, m, _row(grad, i), True, smooth)
+        logs = _log_sum(s, sr)
         mm = np.float64(m)
         lse = mm + logs
         r = g * (row_scale[i] if has_rs else 1.0)
@@ -1449,6 +1551,7 @@ def _ce_index_tiles(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
     buf = np.empty(k * T, x.dtype)
     mrow = np.empty(T, x.dtype)
     srow = np.empty(T, x.dtype)
+    rrow = np.empty(T, x.dtype)
     spec = np.empty(T, np.int64)
     lrow = np.empty(T, np.float64)
     arow = np.empty(T, np.float64)
@@ -1466,10 +1569,9 @@ def _ce_index_tiles(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
                 wj = w[j]
                 for r in range(tw):
                     arow[r] += np.float64(wj) * (np.float64(mrow[r]) - np.float64(bj[r]))
-        _tile_exp_sum(buf, mrow, srow, k, tw, T, want_grad)
+        _tile_exp_sum(buf, mrow, srow, rrow, k, tw, T, want_grad)
         for r in range(tw):
-            s = np.float64(srow[r])
-            lrow[r] = _log_pos(s) if s >= 1 else 0.0
+            lrow[r] = _log_sum(np.float64(srow[r]), np.float64(rrow[r]))
         nspec = 0
         for r in range(tw):
             i = i0 + r
@@ -1547,11 +1649,14 @@ def _ce_index_parallel(x, target, w, wsum, ignore_index, eps, z_loss, a, b, g,
 @_inline
 def _ce_prob_pass(xr, tr, w, m, out_r, store, one_m_eps, eps_k):
     """exp(x - m) -> out_r (if ``store``, x read first); returns float64
-    (sum exp, sum_c wq_c, sum_c wq_c (m - x_c)), wq = (t (1-eps) + eps/k) w."""
+    (sum exp, the same over x < m only (for ``_log_sum``), sum_c wq_c,
+    sum_c wq_c (m - x_c)), wq = (t (1-eps) + eps/k) w."""
     k = xr.shape[0]
     s = 0.0
+    sr = 0.0
     sq = 0.0
     sa = 0.0
+    zero = _to(xr, 0.0)
     for b0 in range(0, k, _BLOCK):
         xb = xr[b0:b0 + _BLOCK]
         tb = tr[b0:b0 + _BLOCK]
@@ -1559,21 +1664,25 @@ def _ce_prob_pass(xr, tr, w, m, out_r, store, one_m_eps, eps_k):
         ob = out_r[b0:b0 + _BLOCK]
         nb = xb.shape[0]
         sb = _to(xr, 0.0)
+        rb = _to(xr, 0.0)
         qb = _to(xr, 0.0)
         ab = 0.0
         for j in range(nb):
             xj = xb[j]
-            e = _expn(xj - m)
+            d = xj - m
+            e = _expn(d)
             if store:
                 ob[j] = e
             sb += e
+            rb += e if d < 0 else zero
             wq = (tb[j] * one_m_eps + eps_k) * wb[j]
             qb += wq
             ab += np.float64(wq) * (np.float64(m) - np.float64(xj))   # float64: see _ce_exp_pass
         s += sb
+        sr += rb
         sq += qb
         sa += ab
-    return s, sq, sa
+    return s, sr, sq, sa
 
 
 @_jit
@@ -1597,13 +1706,13 @@ def _ce_prob_range(x, target, w, eps, z_loss, a, b, g, row_scale, has_rs,
                     gr[j] = nan
             continue
         if not want_grad:
-            s, sq, sa = _ce_prob_pass(xr, tr, w, m, xr, False, one_m_eps, eps_k)
+            s, sr, sq, sa = _ce_prob_pass(xr, tr, w, m, xr, False, one_m_eps, eps_k)
         elif same:
             gi = _row(grad, i)
-            s, sq, sa = _ce_prob_pass(gi, tr, w, m, gi, True, one_m_eps, eps_k)
+            s, sr, sq, sa = _ce_prob_pass(gi, tr, w, m, gi, True, one_m_eps, eps_k)
         else:
-            s, sq, sa = _ce_prob_pass(xr, tr, w, m, _row(grad, i), True, one_m_eps, eps_k)
-        logs = np.log(s)
+            s, sr, sq, sa = _ce_prob_pass(xr, tr, w, m, _row(grad, i), True, one_m_eps, eps_k)
+        logs = _log_sum(s, sr)
         lse = np.float64(m) + logs
         if want_loss:
             val = a * (sa + logs * sq)
