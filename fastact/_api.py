@@ -112,6 +112,75 @@ class _Rows:
         return t if self.identity else t.transpose(self.inv)
 
 
+class _Strided:
+    """One reduced axis that the C backend reduces where it lies, without moving it
+    last: the arrays C-contiguous in the view ``perm`` of their axes (identity for
+    C order, reversed for Fortran order), the axis at position ``q`` of that view,
+    i.e. an ``(outer, k, inner)`` array reduced over ``k`` (``csrc/strided.c``)."""
+
+    __slots__ = ("perm", "inv", "vshape", "outer", "k", "inner", "kept_perm", "kept_inv",
+                 "kept_vshape", "axis", "identity")
+
+    def __init__(self, shape, perm, axis):
+        self.perm = perm
+        self.inv = tuple(np.argsort(perm))
+        self.axis = axis
+        self.vshape = tuple(shape[a] for a in perm)
+        q = perm.index(axis)
+        self.outer = math.prod(self.vshape[:q])
+        self.k = self.vshape[q]
+        self.inner = math.prod(self.vshape[q + 1:])
+        kept = [a for a in range(len(shape)) if a != axis]
+        vkept = [a for a in perm if a != axis]
+        self.kept_perm = tuple(kept.index(a) for a in vkept)
+        self.kept_inv = tuple(np.argsort(self.kept_perm)) if vkept else ()
+        self.kept_vshape = tuple(shape[a] for a in vkept)
+        self.identity = perm == tuple(range(len(shape)))
+
+    @classmethod
+    def plan(cls, x, axes, be, kernel_name):
+        """A plan when backend ``be`` has the strided form of ``kernel_name`` and
+        ``x`` (an ndarray) is C- or Fortran-contiguous, reduced over one axis that
+        the row path would have to copy; else None (the row path)."""
+        if len(axes) != 1 or not hasattr(be, kernel_name.replace("_rows", "_strided")):
+            return None
+        nd = x.ndim
+        if x.flags.c_contiguous:
+            if axes[0] == nd - 1:
+                return None  # rows already
+            perm = tuple(range(nd))
+        elif x.flags.f_contiguous:
+            if nd == 2 and axes[0] == 0:
+                return None  # rows already (the transposed view is C-contiguous)
+            perm = tuple(range(nd - 1, -1, -1))
+        else:
+            return None
+        return cls(x.shape, perm, axes[0])
+
+    def arr(self, a, dtype):
+        """``a`` (of the input's shape) in the view, C-contiguous, copied only if needed."""
+        return np.ascontiguousarray(a if self.identity else a.transpose(self.perm), dtype=dtype)
+
+    def out_buffer(self, out, dtype):
+        """The view-layout buffer the kernel writes: ``out`` itself when its layout allows."""
+        if out is not None:
+            ov = out if self.identity else out.transpose(self.perm)
+            if ov.dtype == dtype and ov.flags.c_contiguous:
+                return ov
+        return np.empty(self.vshape, dtype)
+
+    def result(self, o, out, rdtype):
+        """The user's result from the view-layout buffer ``o``."""
+        if out is not None:
+            ov = out if self.identity else out.transpose(self.perm)
+            if not (ov.dtype == o.dtype and ov.flags.c_contiguous and np.shares_memory(ov, o)):
+                ov[...] = o
+            return out
+        if rdtype != o.dtype:
+            o = o.astype(rdtype)
+        return o if self.identity else o.transpose(self.inv)
+
+
 def _check_out(out, shape, dtype, what="out"):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"fastact: {what} must be a numpy.ndarray, got {type(out).__name__}")
@@ -127,18 +196,18 @@ def _check_out(out, shape, dtype, what="out"):
 # helpers shared by the row functions
 # ----------------------------------------------------------------------------
 
-def _mask_rows(where, x, rows):
+def _where(where, x):
+    """``where`` checked and broadcast to ``x``'s shape (a view), or None."""
     if where is None:
         return None
     w = np.asarray(where)
     if w.dtype != np.bool_:
         raise TypeError(f"fastact: where must be a boolean array, got dtype {w.dtype}")
     try:
-        w = np.broadcast_to(w, x.shape)
+        return np.broadcast_to(w, x.shape)
     except ValueError:
         raise ValueError(f"fastact: where of shape {np.shape(where)} does not broadcast to "
                          f"the input's shape {x.shape}") from None
-    return rows.rows(w, np.bool_)
 
 
 def _nthreads():
@@ -176,10 +245,20 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
     if out is not None:
         _check_out(out, shape, rdtype)
     rows = _Rows(shape, axes)
-    mask = _mask_rows(where, arrays[0], rows)
+    w = _where(where, arrays[0]) if masked else None
     be = _config.resolve(backend)
     if rows.n == 0 or rows.k == 0:
         return out if out is not None else np.empty(shape, rdtype)
+    st = _Strided.plan(arrays[0], axes, be, kernel_name)
+    if st is not None:
+        args = [st.arr(a, cdtype) for a in arrays]
+        if masked:
+            args.append(None if w is None else st.arr(w, np.bool_))
+        o = st.out_buffer(out, cdtype)
+        getattr(be, kernel_name.replace("_rows", "_strided"))(*args, o, st.outer, st.k,
+                                                              st.inner, _nthreads())
+        return st.result(o, out, rdtype)
+    mask = None if w is None else rows.rows(w, np.bool_)
     args = [rows.rows(a, cdtype) for a in arrays]
     if masked:
         args.append(mask)
@@ -337,9 +416,13 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
         rshape = rows.outer
     if out is not None:
         _check_out(out, rshape, rdtype)
-    mask = _mask_rows(where, x, rows)
+    w = _where(where, x)
     be = _config.resolve(backend)
     n = rows.n
+    st = _Strided.plan(x, axes, be, "logsumexp_rows") if n and rows.k else None
+    if st is not None:
+        return _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, out)
+    mask = None if w is None else rows.rows(w, np.bool_)
     if out is not None and out.dtype == cdtype and out.flags.c_contiguous:
         r = out.reshape(n)
     else:
@@ -372,6 +455,38 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
             s = s[()]
         return res, s
     return res
+
+
+def _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, out):
+    """logsumexp over one axis where it lies (the C backend's strided kernel)."""
+    ov = None
+    if out is not None:
+        ov = np.squeeze(out, axis=st.axis) if keepdims else out
+        ov = ov.transpose(st.kept_perm)
+    if ov is not None and ov.dtype == cdtype and ov.flags.c_contiguous:
+        r = ov
+    else:
+        r = np.empty(st.kept_vshape, cdtype)
+    sign = np.empty(st.kept_vshape, cdtype) if return_sign else None
+    be.logsumexp_strided(st.arr(x, cdtype), None if b is None else st.arr(b, cdtype),
+                         None if w is None else st.arr(w, np.bool_), r, sign,
+                         st.outer, st.k, st.inner, _nthreads())
+
+    def user(a):  # view layout -> the user's axes (a view), dtype, keepdims, 0-d
+        a = a.transpose(st.kept_inv)
+        if keepdims:
+            a = np.expand_dims(a, st.axis)
+        if rdtype != cdtype:
+            a = a.astype(rdtype)
+        return a[()] if a.ndim == 0 else a
+
+    if out is not None:
+        if not np.shares_memory(ov, r):
+            ov[...] = r
+        res = out
+    else:
+        res = user(r)
+    return (res, user(sign)) if return_sign else res
 
 
 # ----------------------------------------------------------------------------
