@@ -530,11 +530,24 @@ def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None
 # public: cross-entropy
 # ----------------------------------------------------------------------------
 
-def _check_ce(x, t, weight, reduction, label_smoothing, z_loss):
+def _class_axis(axis, ndim):
+    """The class axis as a non-negative int (``AxisError`` when out of range)."""
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"fastact: axis must be an int, got {axis!r}") from None
+    if not -ndim <= a < ndim:
+        raise AxisError(a, ndim)
+    return a % ndim
+
+
+def _check_ce(x, t, weight, reduction, label_smoothing, z_loss, axis=-1):
     """The cross-entropy checks of SPEC.md on array-likes with ``shape``/``dtype``
-    (NumPy or dask): ``(cdtype, rdtype, index_targets, label_smoothing, z_loss)``."""
+    (NumPy or dask), classes on ``axis``: ``(cdtype, rdtype, index_targets,
+    label_smoothing, z_loss)``."""
     if x.ndim < 1:
         raise ValueError(f"fastact: logits must have a class axis, got shape {x.shape}")
+    axis = _class_axis(axis, x.ndim)
     cdtype, rdtype = _dtypes(x.dtype, "logits")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"fastact: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -544,7 +557,7 @@ def _check_ce(x, t, weight, reduction, label_smoothing, z_loss):
     z_loss = float(z_loss)
     if not z_loss >= 0.0:
         raise ValueError(f"fastact: z_loss must be >= 0, got {z_loss}")
-    lead = x.shape[:-1]
+    lead = x.shape[:axis] + x.shape[axis + 1:]
     if t.dtype.kind in "iu":
         index = True
         if t.shape != lead:
@@ -560,28 +573,37 @@ def _check_ce(x, t, weight, reduction, label_smoothing, z_loss):
                         f"probabilities, got dtype {t.dtype}")
     if weight is not None:
         _dtypes(weight.dtype, "weight")
-        if weight.shape != (x.shape[-1],):
+        if weight.shape != (x.shape[axis],):
             raise ValueError(f"fastact: weight has shape {weight.shape}, expected "
-                             f"({x.shape[-1]},) for logits of shape {x.shape}")
+                             f"({x.shape[axis]},) for logits of shape {x.shape}")
     return cdtype, rdtype, index, label_smoothing, z_loss
 
 
 class _CE:
-    """Validated cross-entropy arguments, as flat rows for the kernels."""
+    """Validated cross-entropy arguments, as flat rows for the kernels.
+
+    ``mode``: "rows" (classes on the last axis: ``(n, k)`` rows), "strided"
+    (classes on another axis, the C backend's strided kernels on the logits
+    where they lie, C-contiguous ``(outer, k, inner)``), "moved" (another axis
+    on a backend without those: the class axis moved last, a copy).  Per-row
+    data (index targets, ``grad_loss``, the loss) are always the C-order
+    flattening of ``lead``, the logits' shape without the class axis.
+    """
 
     def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
-                 z_loss, backend):
+                 z_loss, backend, axis=-1):
         x = _asarray(logits, "logits")
         t = np.asarray(target)
         if weight is not None:
             weight = _asarray(weight, "weight")
         (cdtype, rdtype, self.index, label_smoothing,
-         z_loss) = _check_ce(x, t, weight, reduction, label_smoothing, z_loss)
-        k = x.shape[-1]
-        lead = x.shape[:-1]
+         z_loss) = _check_ce(x, t, weight, reduction, label_smoothing, z_loss, axis)
+        ax = _class_axis(axis, x.ndim)
+        k = x.shape[ax]
+        lead = x.shape[:ax] + x.shape[ax + 1:]
         if weight is not None:
             weight = np.ascontiguousarray(weight, dtype=cdtype)
-        self.x, self.k, self.lead = x, k, lead
+        self.x, self.k, self.lead, self.axis = x, k, lead, ax
         self.n = math.prod(lead)
         self.cdtype, self.rdtype = cdtype, rdtype
         self.ldtype = _loss_dtype(cdtype, rdtype)
@@ -591,7 +613,22 @@ class _CE:
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
         self.be = _config.resolve(backend)
-        self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.n, k)
+        self.outer = math.prod(x.shape[:ax])
+        self.inner = math.prod(x.shape[ax + 1:])
+        if self.inner == 1:
+            self.mode = "rows"
+        elif hasattr(self.be, "cross_entropy_index_strided"):
+            self.mode = "strided"
+        else:
+            self.mode = "moved"
+        if self.mode == "moved":
+            x = np.moveaxis(x, ax, -1)
+            if not self.index:
+                t = np.moveaxis(t, ax, -1)
+        if self.mode == "strided":
+            self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.outer, k, self.inner)
+        else:
+            self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.n, k)
         if self.index:
             self.t2 = np.ascontiguousarray(t, dtype=np.int64).reshape(self.n)
             if self.n:
@@ -601,7 +638,7 @@ class _CE:
                                      f"{k} classes (at flat row {bad}; ignore_index is "
                                      f"{self.ignore_index})")
         else:
-            self.t2 = np.ascontiguousarray(t, dtype=cdtype).reshape(self.n, k)
+            self.t2 = np.ascontiguousarray(t, dtype=cdtype).reshape(self.x2.shape)
         self._factors()
 
     def _factors(self):
@@ -640,11 +677,26 @@ class _CE:
         return 1.0, np.ascontiguousarray(g, dtype=self.cdtype).reshape(self.n)
 
     def grad_buffer(self, out):
+        """The buffer the kernel writes the gradient to, of ``x2``'s shape: ``out``
+        itself when its layout allows."""
         if out is not None:
             _check_out(out, self.x.shape, self.rdtype)
-            if out.dtype == self.cdtype and out.flags.c_contiguous:
-                return out.reshape(self.n, self.k)
-        return np.empty((self.n, self.k), self.cdtype)
+            if self.mode != "moved" and out.dtype == self.cdtype and out.flags.c_contiguous:
+                return out.reshape(self.x2.shape)
+        return np.empty(self.x2.shape, self.cdtype)
+
+    def _blocks(self):
+        """(slice of x2, slice of the per-row data) pairs of bounded size: blocks
+        of rows, or of outer indices in "strided" mode."""
+        if self.mode != "strided":
+            for sl in _row_blocks(self.n, self.k):
+                yield sl, sl
+            return
+        per = self.k * self.inner
+        step = max(1, (1 << 20) // max(per, 1))
+        for o in range(0, self.outer, step):
+            o1 = min(self.outer, o + step)
+            yield slice(o, o1), slice(o * self.inner, o1 * self.inner)
 
     def compute(self, want_loss, grad, g=1.0, row_scale=None):
         """Run the kernel over blocks of rows; return the user's loss (None if not wanted).
@@ -658,27 +710,29 @@ class _CE:
             if grad is not None:
                 grad[...] = 0
             return self._reduce(np.zeros(n, self.cdtype), 0.0) if want_loss else None
-        kern = (self.be.cross_entropy_index_rows if self.index
-                else self.be.cross_entropy_prob_rows)
+        strided = self.mode == "strided"
+        name = "cross_entropy_index" if self.index else "cross_entropy_prob"
+        kern = getattr(self.be, name + ("_strided" if strided else "_rows"))
         extra = (self.ignore_index,) if self.index else ()
         full = np.empty(n, self.cdtype) if want_loss and self.reduction == "none" else None
         buf = None
         total = 0.0
         nt = _nthreads()
-        for sl in _row_blocks(n, k):
-            m = sl.stop - sl.start
+        for xs, rs in self._blocks():
+            m = rs.stop - rs.start
             if not want_loss:
                 lb = None
             elif full is not None:
-                lb = full[sl]
+                lb = full[rs]
             else:
                 if buf is None:
                     buf = np.empty(m, self.cdtype)
                 lb = buf[:m]
-            kern(self.x2[sl], self.t2[sl], self.weight, *extra, self.label_smoothing,
-                 self.z_loss, self.a, self.b, float(g),
-                 None if row_scale is None else row_scale[sl], lb,
-                 None if grad is None else grad[sl], nt)
+            shape = (xs.stop - xs.start, k, self.inner) if strided else ()
+            kern(self.x2[xs], self.t2[rs] if self.index else self.t2[xs], self.weight, *extra,
+                 self.label_smoothing, self.z_loss, self.a, self.b, float(g),
+                 None if row_scale is None else row_scale[rs], lb,
+                 None if grad is None else grad[xs], *shape, nt)
             if lb is not None and full is None:
                 total += float(np.sum(lb, dtype=np.float64))
         return self._reduce(full, total) if want_loss else None
@@ -700,38 +754,48 @@ def _row_blocks(n, k, elems=1 << 20):
         yield slice(i, min(n, i + step))
 
 
-def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                          label_smoothing=0.0, z_loss=0.0, backend=None):
-    """Cross-entropy of ``softmax(logits)`` (classes on the last axis) against index
-    targets ``(...)`` or probability targets ``(..., C)``; equals
-    ``torch.nn.functional.cross_entropy``, plus PaLM's ``z_loss * logsumexp**2``."""
-    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+def softmax_cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
+                          reduction="mean", label_smoothing=0.0, z_loss=0.0, backend=None):
+    """Cross-entropy of ``softmax(logits)`` (classes on ``axis``, by default the last)
+    against index targets (the logits' shape without ``axis``) or probability
+    targets (the logits' shape); equals ``torch.nn.functional.cross_entropy``
+    (``axis=1``: its ``(N, C, d1, ...)`` layout), plus PaLM's ``z_loss * logsumexp**2``."""
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
+             axis)
     return ce.compute(True, None)
 
 
-def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, weight=None,
+def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, axis=-1, weight=None,
                                    ignore_index=-100, reduction="mean", label_smoothing=0.0,
                                    z_loss=0.0, out=None, backend=None):
-    """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or ``(...)`` for "none")."""
-    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+    """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or of the loss's shape
+    for "none"), in the logits' shape."""
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
+             axis)
     g, rs = ce.row_scale(grad_loss)
     buf = ce.grad_buffer(out)
     ce.compute(False, buf, g, rs)
     return _ce_grad_result(ce, buf, out)
 
 
-def softmax_cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
+def softmax_cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
                                     reduction="mean", label_smoothing=0.0, z_loss=0.0,
                                     out=None, backend=None):
     """``(loss, dlogits)`` in one fused pass; ``out=logits`` overwrites the logits
     with their gradient."""
-    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
+             axis)
     buf = ce.grad_buffer(out)
     loss = ce.compute(True, buf)
     return loss, _ce_grad_result(ce, buf, out)
 
 
 def _ce_grad_result(ce, buf, out):
+    if ce.mode == "moved":  # back to the logits' axes, in their shape and C order
+        res = out if out is not None else np.empty(ce.x.shape, ce.rdtype)
+        mv = np.moveaxis(res, ce.axis, -1)
+        mv[...] = buf.reshape(mv.shape)
+        return res
     if out is not None:
         if not np.shares_memory(out, buf):
             out[...] = buf.reshape(out.shape)
