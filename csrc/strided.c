@@ -116,30 +116,71 @@ static inline void fa_tr4x4_f64_avx2(const double *s, int64_t lds, double *d, in
     _mm256_storeu_pd(d + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
 
-static void fa_tr_f32_avx2(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t R, int64_t C)
+/* The AVX2 transposes walk the big array's rows in order, whole rows at a
+ * time (all of a tile's w positions), so that its cache lines are read or
+ * written whole and once: `out` = 0, the source rows are the array's (tile in);
+ * `out` = 1, the destination rows are (tile out).  The array's rows
+ * FA_TR_PF_ROWS ahead are prefetched: they lie `inner` apart, too far for
+ * the hardware prefetchers. */
+#ifndef FA_TR_MAX_ROW_BYTES
+#define FA_TR_MAX_ROW_BYTES 16384
+#endif
+#ifndef FA_TR_PF_ROWS
+#define FA_TR_PF_ROWS 16
+#endif
+
+static void fa_tr_f32_avx2(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t R,
+                           int64_t C, int out)
 {
     const int64_t R8 = R - R % 8, C8 = C - C % 8;
-    for (int64_t r0 = 0; r0 < R8; r0 += 8)
-        for (int64_t c0 = 0; c0 < C8; c0 += 8)
-            fa_tr8x8_f32_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+    if (!out) {
+        for (int64_t r0 = 0; r0 < R8; r0 += 8) {
+            for (int64_t r = r0 + FA_TR_PF_ROWS; r < r0 + FA_TR_PF_ROWS + 8 && r < R; r++)
+                FA_PREFETCH_LINES(src, r * lds, 0, (size_t)C * sizeof(float));
+            for (int64_t c0 = 0; c0 < C8; c0 += 8)
+                fa_tr8x8_f32_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+        }
+    } else {
+        for (int64_t c0 = 0; c0 < C8; c0 += 8) {
+            for (int64_t c = c0 + FA_TR_PF_ROWS; c < c0 + FA_TR_PF_ROWS + 8 && c < C; c++)
+                FA_PREFETCH_LINES(dst, c * ldd, 1, (size_t)R * sizeof(float));
+            for (int64_t r0 = 0; r0 < R8; r0 += 8)
+                fa_tr8x8_f32_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+        }
+    }
     if (C8 < C) /* the last columns, every row */
         fa_tr_f32_base(src + C8, lds, dst + C8 * ldd, ldd, R, C - C8);
     if (R8 < R) /* the last rows, the columns done above */
         fa_tr_f32_base(src + R8 * lds, lds, dst + R8, ldd, R - R8, C8);
 }
 
-static void fa_tr_f64_avx2(const double *src, int64_t lds, double *dst, int64_t ldd, int64_t R, int64_t C)
+static FA_ALWAYS_INLINE void fa_tr8x8_f64_avx2(const double *s, int64_t lds, double *d, int64_t ldd)
+{
+    fa_tr4x4_f64_avx2(s, lds, d, ldd);
+    fa_tr4x4_f64_avx2(s + 4, lds, d + 4 * ldd, ldd);
+    fa_tr4x4_f64_avx2(s + 4 * lds, lds, d + 4, ldd);
+    fa_tr4x4_f64_avx2(s + 4 * lds + 4, lds, d + 4 * ldd + 4, ldd);
+}
+
+static void fa_tr_f64_avx2(const double *src, int64_t lds, double *dst, int64_t ldd, int64_t R,
+                           int64_t C, int out)
 {
     const int64_t R8 = R - R % 8, C8 = C - C % 8;
-    for (int64_t r0 = 0; r0 < R8; r0 += 8)
-        for (int64_t c0 = 0; c0 < C8; c0 += 8) {
-            const double *s = src + r0 * lds + c0;
-            double *d = dst + c0 * ldd + r0;
-            fa_tr4x4_f64_avx2(s, lds, d, ldd);
-            fa_tr4x4_f64_avx2(s + 4, lds, d + 4 * ldd, ldd);
-            fa_tr4x4_f64_avx2(s + 4 * lds, lds, d + 4, ldd);
-            fa_tr4x4_f64_avx2(s + 4 * lds + 4, lds, d + 4 * ldd + 4, ldd);
+    if (!out) {
+        for (int64_t r0 = 0; r0 < R8; r0 += 8) {
+            for (int64_t r = r0 + FA_TR_PF_ROWS; r < r0 + FA_TR_PF_ROWS + 8 && r < R; r++)
+                FA_PREFETCH_LINES(src, r * lds, 0, (size_t)C * sizeof(double));
+            for (int64_t c0 = 0; c0 < C8; c0 += 8)
+                fa_tr8x8_f64_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
         }
+    } else {
+        for (int64_t c0 = 0; c0 < C8; c0 += 8) {
+            for (int64_t c = c0 + FA_TR_PF_ROWS; c < c0 + FA_TR_PF_ROWS + 8 && c < C; c++)
+                FA_PREFETCH_LINES(dst, c * ldd, 1, (size_t)R * sizeof(double));
+            for (int64_t r0 = 0; r0 < R8; r0 += 8)
+                fa_tr8x8_f64_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+        }
+    }
     if (C8 < C)
         fa_tr_f64_base(src + C8, lds, dst + C8 * ldd, ldd, R, C - C8);
     if (R8 < R)
@@ -155,16 +196,18 @@ static void fa_tr_f64_avx2(const double *src, int64_t lds, double *dst, int64_t 
 
 /* Transpose of float data (itemsize 4 or 8) at the job's ISA level. */
 static void fa_tr(const fa_strided *S, const void *src, int64_t lds, void *dst, int64_t ldd,
-                  int64_t R, int64_t C)
+                  int64_t R, int64_t C, int out)
 {
 #if FA_X86
     if (S->isa >= FA_ISA_AVX2) {
         if (S->itemsize == 8)
-            fa_tr_f64_avx2((const double *)src, lds, (double *)dst, ldd, R, C);
+            fa_tr_f64_avx2((const double *)src, lds, (double *)dst, ldd, R, C, out);
         else
-            fa_tr_f32_avx2((const float *)src, lds, (float *)dst, ldd, R, C);
+            fa_tr_f32_avx2((const float *)src, lds, (float *)dst, ldd, R, C, out);
         return;
     }
+#else
+    (void)out;
 #endif
     if (S->itemsize == 8)
         fa_tr_f64_base((const double *)src, lds, (double *)dst, ldd, R, C);
@@ -217,7 +260,7 @@ static void fa_strided_part(const fa_args *hdr, int64_t p0, int64_t p1)
         const int64_t roff = o * inner + i0;    /* per-row position (o, i0) */
         for (int f = 0; f < 4; f++)
             if (bufs[f])
-                fa_tr(S, (const char *)srcs[f] + (size_t)off * es, inner, bufs[f], k, k, wt);
+                fa_tr(S, (const char *)srcs[f] + (size_t)off * es, inner, bufs[f], k, k, wt, 0);
         if (mbuf)
             fa_tr_u8(S->a.mask + off, inner, mbuf, k, k, wt);
         fa_args a = S->a;
@@ -243,10 +286,14 @@ static void fa_strided_part(const fa_args *hdr, int64_t p0, int64_t p1)
         if (a.target)
             a.target += roff;
         S->fn(&a, 0, wt);
+        /* the result back, the array's rows in order, but for long rows: the
+         * scratch rows then lie far apart in the same cache sets, and reading
+         * 8 of them per block thrashes (32000 x 512 over axis 0: 1.4x slower) */
+        const int by_rows = k * (int64_t)es <= FA_TR_MAX_ROW_BYTES;
         if (S->out_rows)
-            fa_tr(S, bufs[0], k, (char *)S->a.out + (size_t)off * es, inner, wt, k);
+            fa_tr(S, bufs[0], k, (char *)S->a.out + (size_t)off * es, inner, wt, k, by_rows);
         if (S->grad_rows)
-            fa_tr(S, gbuf, k, (char *)S->a.grad + (size_t)off * es, inner, wt, k);
+            fa_tr(S, gbuf, k, (char *)S->a.grad + (size_t)off * es, inner, wt, k, by_rows);
     }
     free(mem);
 }
