@@ -120,6 +120,8 @@ class _CrossEntropy(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         if ctx.reduction == "none":
             gx = grad * grad_loss.unsqueeze(ctx.axis)
+        elif grad_loss.item() == 1.0:  # the usual loss.backward(): no extra pass
+            gx = grad
         else:
             gx = grad * grad_loss
         return gx, None, None, None, None, None, None
