@@ -8,7 +8,8 @@ runnable by hand::
 
 API mode, out of line: the cdef is ``csrc/fastact.h`` itself (its preprocessor
 lines dropped); the kernels are one translation unit, ``csrc/fastact.c``,
-which expands ``csrc/rows_template.c`` per ISA and dtype.  No -march flags:
+which expands ``csrc/rows_template.c`` per ISA and dtype and includes
+``csrc/strided.c`` (the non-last-axis driver).  No -march flags:
 the AVX2/AVX-512 paths are compiled with target pragmas and chosen at run
 time.  No -ffast-math: the kernels depend on inf and NaN arithmetic.
 """
@@ -64,7 +65,7 @@ def make_ffi(sanitize=False, absolute=False):
         "\n".join(f'#include "{h}"' for h in HEADERS),
         sources=[_rel(os.path.join(HERE, n), absolute) for n in SOURCES],
         include_dirs=[_rel(HERE, absolute)],
-        depends=[_rel(os.path.join(HERE, n), absolute) for n in HEADERS + ("rows_template.c",)],
+        depends=[_rel(os.path.join(HERE, n), absolute) for n in HEADERS + ("rows_template.c", "strided.c")],
         extra_compile_args=cargs,
         extra_link_args=largs,
         libraries=libs,

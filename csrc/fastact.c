@@ -1055,3 +1055,6 @@ void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
         return;
     fa_run(fa_pick(cross_entropy_prob_rows_tab, itemsize, isa), &a, nthreads);
 }
+
+/* Any axis: the strided driver over the row kernels above. */
+#include "strided.c"

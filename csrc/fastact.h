@@ -74,4 +74,33 @@ void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
                                 const void *row_scale, void *loss, void *grad,
                                 int64_t n, int64_t k, int nthreads);
 
+/* The same kernels over the middle axis of C-contiguous (outer, k, inner)
+ * arrays (row data; per-row data are (outer, inner)), without a whole-array
+ * copy: tiles are transposed through a bounded per-thread scratch
+ * (csrc/strided.c).  Return 0, or -1 when the scratch could not be allocated. */
+int fa_softmax_strided(int itemsize, int isa, const void *x, const void *mask, void *out,
+                       int64_t outer, int64_t k, int64_t inner, int nthreads);
+int fa_log_softmax_strided(int itemsize, int isa, const void *x, const void *mask, void *out,
+                           int64_t outer, int64_t k, int64_t inner, int nthreads);
+int fa_logsumexp_strided(int itemsize, int isa, const void *x, const void *b,
+                         const void *mask, void *out, void *sign,
+                         int64_t outer, int64_t k, int64_t inner, int nthreads);
+int fa_softmax_backward_strided(int itemsize, int isa, const void *grad, const void *y,
+                                void *out, int64_t outer, int64_t k, int64_t inner,
+                                int nthreads);
+int fa_log_softmax_backward_strided(int itemsize, int isa, const void *grad, const void *y,
+                                    const void *mask, void *out, int64_t outer, int64_t k,
+                                    int64_t inner, int nthreads);
+int fa_cross_entropy_index_strided(int itemsize, int isa, const void *x,
+                                   const int64_t *target, const void *weight,
+                                   int64_t ignore_index, double label_smoothing,
+                                   double z_loss, double a, double b, double g,
+                                   const void *row_scale, void *loss, void *grad,
+                                   int64_t outer, int64_t k, int64_t inner, int nthreads);
+int fa_cross_entropy_prob_strided(int itemsize, int isa, const void *x, const void *target,
+                                  const void *weight, double label_smoothing, double z_loss,
+                                  double a, double b, double g, const void *row_scale,
+                                  void *loss, void *grad, int64_t outer, int64_t k,
+                                  int64_t inner, int nthreads);
+
 #endif

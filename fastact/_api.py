@@ -112,6 +112,75 @@ class _Rows:
         return t if self.identity else t.transpose(self.inv)
 
 
+class _Strided:
+    """One reduced axis that the C backend reduces where it lies, without moving it
+    last: the arrays C-contiguous in the view ``perm`` of their axes (identity for
+    C order, reversed for Fortran order), the axis at position ``q`` of that view,
+    i.e. an ``(outer, k, inner)`` array reduced over ``k`` (``csrc/strided.c``)."""
+
+    __slots__ = ("perm", "inv", "vshape", "outer", "k", "inner", "kept_perm", "kept_inv",
+                 "kept_vshape", "axis", "identity")
+
+    def __init__(self, shape, perm, axis):
+        self.perm = perm
+        self.inv = tuple(np.argsort(perm))
+        self.axis = axis
+        self.vshape = tuple(shape[a] for a in perm)
+        q = perm.index(axis)
+        self.outer = math.prod(self.vshape[:q])
+        self.k = self.vshape[q]
+        self.inner = math.prod(self.vshape[q + 1:])
+        kept = [a for a in range(len(shape)) if a != axis]
+        vkept = [a for a in perm if a != axis]
+        self.kept_perm = tuple(kept.index(a) for a in vkept)
+        self.kept_inv = tuple(np.argsort(self.kept_perm)) if vkept else ()
+        self.kept_vshape = tuple(shape[a] for a in vkept)
+        self.identity = perm == tuple(range(len(shape)))
+
+    @classmethod
+    def plan(cls, x, axes, be, kernel_name):
+        """A plan when backend ``be`` has the strided form of ``kernel_name`` and
+        ``x`` (an ndarray) is C- or Fortran-contiguous, reduced over one axis that
+        the row path would have to copy; else None (the row path)."""
+        if len(axes) != 1 or not hasattr(be, kernel_name.replace("_rows", "_strided")):
+            return None
+        nd = x.ndim
+        if x.flags.c_contiguous:
+            if axes[0] == nd - 1:
+                return None  # rows already
+            perm = tuple(range(nd))
+        elif x.flags.f_contiguous:
+            if nd == 2 and axes[0] == 0:
+                return None  # rows already (the transposed view is C-contiguous)
+            perm = tuple(range(nd - 1, -1, -1))
+        else:
+            return None
+        return cls(x.shape, perm, axes[0])
+
+    def arr(self, a, dtype):
+        """``a`` (of the input's shape) in the view, C-contiguous, copied only if needed."""
+        return np.ascontiguousarray(a if self.identity else a.transpose(self.perm), dtype=dtype)
+
+    def out_buffer(self, out, dtype):
+        """The view-layout buffer the kernel writes: ``out`` itself when its layout allows."""
+        if out is not None:
+            ov = out if self.identity else out.transpose(self.perm)
+            if ov.dtype == dtype and ov.flags.c_contiguous:
+                return ov
+        return np.empty(self.vshape, dtype)
+
+    def result(self, o, out, rdtype):
+        """The user's result from the view-layout buffer ``o``."""
+        if out is not None:
+            ov = out if self.identity else out.transpose(self.perm)
+            if not (ov.dtype == o.dtype and ov.flags.c_contiguous and np.shares_memory(ov, o)):
+                ov[...] = o
+            return out
+        if rdtype != o.dtype:
+            o = o.astype(rdtype)
+        return o if self.identity else o.transpose(self.inv)
+
+
 def _check_out(out, shape, dtype, what="out"):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"fastact: {what} must be a numpy.ndarray, got {type(out).__name__}")
@@ -127,18 +196,18 @@ def _check_out(out, shape, dtype, what="out"):
 # helpers shared by the row functions
 # ----------------------------------------------------------------------------
 
-def _mask_rows(where, x, rows):
+def _where(where, x):
+    """``where`` checked and broadcast to ``x``'s shape (a view), or None."""
     if where is None:
         return None
     w = np.asarray(where)
     if w.dtype != np.bool_:
         raise TypeError(f"fastact: where must be a boolean array, got dtype {w.dtype}")
     try:
-        w = np.broadcast_to(w, x.shape)
+        return np.broadcast_to(w, x.shape)
     except ValueError:
         raise ValueError(f"fastact: where of shape {np.shape(where)} does not broadcast to "
                          f"the input's shape {x.shape}") from None
-    return rows.rows(w, np.bool_)
 
 
 def _nthreads():
@@ -176,10 +245,20 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
     if out is not None:
         _check_out(out, shape, rdtype)
     rows = _Rows(shape, axes)
-    mask = _mask_rows(where, arrays[0], rows)
+    w = _where(where, arrays[0]) if masked else None
     be = _config.resolve(backend)
     if rows.n == 0 or rows.k == 0:
         return out if out is not None else np.empty(shape, rdtype)
+    st = _Strided.plan(arrays[0], axes, be, kernel_name)
+    if st is not None:
+        args = [st.arr(a, cdtype) for a in arrays]
+        if masked:
+            args.append(None if w is None else st.arr(w, np.bool_))
+        o = st.out_buffer(out, cdtype)
+        getattr(be, kernel_name.replace("_rows", "_strided"))(*args, o, st.outer, st.k,
+                                                              st.inner, _nthreads())
+        return st.result(o, out, rdtype)
+    mask = None if w is None else rows.rows(w, np.bool_)
     args = [rows.rows(a, cdtype) for a in arrays]
     if masked:
         args.append(mask)
@@ -337,9 +416,13 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
         rshape = rows.outer
     if out is not None:
         _check_out(out, rshape, rdtype)
-    mask = _mask_rows(where, x, rows)
+    w = _where(where, x)
     be = _config.resolve(backend)
     n = rows.n
+    st = _Strided.plan(x, axes, be, "logsumexp_rows") if n and rows.k else None
+    if st is not None:
+        return _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, out)
+    mask = None if w is None else rows.rows(w, np.bool_)
     if out is not None and out.dtype == cdtype and out.flags.c_contiguous:
         r = out.reshape(n)
     else:
@@ -372,6 +455,38 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
             s = s[()]
         return res, s
     return res
+
+
+def _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, out):
+    """logsumexp over one axis where it lies (the C backend's strided kernel)."""
+    ov = None
+    if out is not None:
+        ov = np.squeeze(out, axis=st.axis) if keepdims else out
+        ov = ov.transpose(st.kept_perm)
+    if ov is not None and ov.dtype == cdtype and ov.flags.c_contiguous:
+        r = ov
+    else:
+        r = np.empty(st.kept_vshape, cdtype)
+    sign = np.empty(st.kept_vshape, cdtype) if return_sign else None
+    be.logsumexp_strided(st.arr(x, cdtype), None if b is None else st.arr(b, cdtype),
+                         None if w is None else st.arr(w, np.bool_), r, sign,
+                         st.outer, st.k, st.inner, _nthreads())
+
+    def user(a):  # view layout -> the user's axes (a view), dtype, keepdims, 0-d
+        a = a.transpose(st.kept_inv)
+        if keepdims:
+            a = np.expand_dims(a, st.axis)
+        if rdtype != cdtype:
+            a = a.astype(rdtype)
+        return a[()] if a.ndim == 0 else a
+
+    if out is not None:
+        if not np.shares_memory(ov, r):
+            ov[...] = r
+        res = out
+    else:
+        res = user(r)
+    return (res, user(sign)) if return_sign else res
 
 
 # ----------------------------------------------------------------------------
@@ -415,11 +530,24 @@ def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None
 # public: cross-entropy
 # ----------------------------------------------------------------------------
 
-def _check_ce(x, t, weight, reduction, label_smoothing, z_loss):
+def _class_axis(axis, ndim):
+    """The class axis as a non-negative int (``AxisError`` when out of range)."""
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"fastact: axis must be an int, got {axis!r}") from None
+    if not -ndim <= a < ndim:
+        raise AxisError(a, ndim)
+    return a % ndim
+
+
+def _check_ce(x, t, weight, reduction, label_smoothing, z_loss, axis=-1):
     """The cross-entropy checks of SPEC.md on array-likes with ``shape``/``dtype``
-    (NumPy or dask): ``(cdtype, rdtype, index_targets, label_smoothing, z_loss)``."""
+    (NumPy or dask), classes on ``axis``: ``(cdtype, rdtype, index_targets,
+    label_smoothing, z_loss)``."""
     if x.ndim < 1:
         raise ValueError(f"fastact: logits must have a class axis, got shape {x.shape}")
+    axis = _class_axis(axis, x.ndim)
     cdtype, rdtype = _dtypes(x.dtype, "logits")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"fastact: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -429,7 +557,7 @@ def _check_ce(x, t, weight, reduction, label_smoothing, z_loss):
     z_loss = float(z_loss)
     if not z_loss >= 0.0:
         raise ValueError(f"fastact: z_loss must be >= 0, got {z_loss}")
-    lead = x.shape[:-1]
+    lead = x.shape[:axis] + x.shape[axis + 1:]
     if t.dtype.kind in "iu":
         index = True
         if t.shape != lead:
@@ -445,28 +573,37 @@ def _check_ce(x, t, weight, reduction, label_smoothing, z_loss):
                         f"probabilities, got dtype {t.dtype}")
     if weight is not None:
         _dtypes(weight.dtype, "weight")
-        if weight.shape != (x.shape[-1],):
+        if weight.shape != (x.shape[axis],):
             raise ValueError(f"fastact: weight has shape {weight.shape}, expected "
-                             f"({x.shape[-1]},) for logits of shape {x.shape}")
+                             f"({x.shape[axis]},) for logits of shape {x.shape}")
     return cdtype, rdtype, index, label_smoothing, z_loss
 
 
 class _CE:
-    """Validated cross-entropy arguments, as flat rows for the kernels."""
+    """Validated cross-entropy arguments, as flat rows for the kernels.
+
+    ``mode``: "rows" (classes on the last axis: ``(n, k)`` rows), "strided"
+    (classes on another axis, the C backend's strided kernels on the logits
+    where they lie, C-contiguous ``(outer, k, inner)``), "moved" (another axis
+    on a backend without those: the class axis moved last, a copy).  Per-row
+    data (index targets, ``grad_loss``, the loss) are always the C-order
+    flattening of ``lead``, the logits' shape without the class axis.
+    """
 
     def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
-                 z_loss, backend):
+                 z_loss, backend, axis=-1):
         x = _asarray(logits, "logits")
         t = np.asarray(target)
         if weight is not None:
             weight = _asarray(weight, "weight")
         (cdtype, rdtype, self.index, label_smoothing,
-         z_loss) = _check_ce(x, t, weight, reduction, label_smoothing, z_loss)
-        k = x.shape[-1]
-        lead = x.shape[:-1]
+         z_loss) = _check_ce(x, t, weight, reduction, label_smoothing, z_loss, axis)
+        ax = _class_axis(axis, x.ndim)
+        k = x.shape[ax]
+        lead = x.shape[:ax] + x.shape[ax + 1:]
         if weight is not None:
             weight = np.ascontiguousarray(weight, dtype=cdtype)
-        self.x, self.k, self.lead = x, k, lead
+        self.x, self.k, self.lead, self.axis = x, k, lead, ax
         self.n = math.prod(lead)
         self.cdtype, self.rdtype = cdtype, rdtype
         self.ldtype = _loss_dtype(cdtype, rdtype)
@@ -476,7 +613,22 @@ class _CE:
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
         self.be = _config.resolve(backend)
-        self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.n, k)
+        self.outer = math.prod(x.shape[:ax])
+        self.inner = math.prod(x.shape[ax + 1:])
+        if self.inner == 1:
+            self.mode = "rows"
+        elif hasattr(self.be, "cross_entropy_index_strided"):
+            self.mode = "strided"
+        else:
+            self.mode = "moved"
+        if self.mode == "moved":
+            x = np.moveaxis(x, ax, -1)
+            if not self.index:
+                t = np.moveaxis(t, ax, -1)
+        if self.mode == "strided":
+            self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.outer, k, self.inner)
+        else:
+            self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.n, k)
         if self.index:
             self.t2 = np.ascontiguousarray(t, dtype=np.int64).reshape(self.n)
             if self.n:
@@ -486,7 +638,7 @@ class _CE:
                                      f"{k} classes (at flat row {bad}; ignore_index is "
                                      f"{self.ignore_index})")
         else:
-            self.t2 = np.ascontiguousarray(t, dtype=cdtype).reshape(self.n, k)
+            self.t2 = np.ascontiguousarray(t, dtype=cdtype).reshape(self.x2.shape)
         self._factors()
 
     def _factors(self):
@@ -525,11 +677,26 @@ class _CE:
         return 1.0, np.ascontiguousarray(g, dtype=self.cdtype).reshape(self.n)
 
     def grad_buffer(self, out):
+        """The buffer the kernel writes the gradient to, of ``x2``'s shape: ``out``
+        itself when its layout allows."""
         if out is not None:
             _check_out(out, self.x.shape, self.rdtype)
-            if out.dtype == self.cdtype and out.flags.c_contiguous:
-                return out.reshape(self.n, self.k)
-        return np.empty((self.n, self.k), self.cdtype)
+            if self.mode != "moved" and out.dtype == self.cdtype and out.flags.c_contiguous:
+                return out.reshape(self.x2.shape)
+        return np.empty(self.x2.shape, self.cdtype)
+
+    def _blocks(self):
+        """(slice of x2, slice of the per-row data) pairs of bounded size: blocks
+        of rows, or of outer indices in "strided" mode."""
+        if self.mode != "strided":
+            for sl in _row_blocks(self.n, self.k):
+                yield sl, sl
+            return
+        per = self.k * self.inner
+        step = max(1, (1 << 20) // max(per, 1))
+        for o in range(0, self.outer, step):
+            o1 = min(self.outer, o + step)
+            yield slice(o, o1), slice(o * self.inner, o1 * self.inner)
 
     def compute(self, want_loss, grad, g=1.0, row_scale=None):
         """Run the kernel over blocks of rows; return the user's loss (None if not wanted).
@@ -543,27 +710,29 @@ class _CE:
             if grad is not None:
                 grad[...] = 0
             return self._reduce(np.zeros(n, self.cdtype), 0.0) if want_loss else None
-        kern = (self.be.cross_entropy_index_rows if self.index
-                else self.be.cross_entropy_prob_rows)
+        strided = self.mode == "strided"
+        name = "cross_entropy_index" if self.index else "cross_entropy_prob"
+        kern = getattr(self.be, name + ("_strided" if strided else "_rows"))
         extra = (self.ignore_index,) if self.index else ()
         full = np.empty(n, self.cdtype) if want_loss and self.reduction == "none" else None
         buf = None
         total = 0.0
         nt = _nthreads()
-        for sl in _row_blocks(n, k):
-            m = sl.stop - sl.start
+        for xs, rs in self._blocks():
+            m = rs.stop - rs.start
             if not want_loss:
                 lb = None
             elif full is not None:
-                lb = full[sl]
+                lb = full[rs]
             else:
                 if buf is None:
                     buf = np.empty(m, self.cdtype)
                 lb = buf[:m]
-            kern(self.x2[sl], self.t2[sl], self.weight, *extra, self.label_smoothing,
-                 self.z_loss, self.a, self.b, float(g),
-                 None if row_scale is None else row_scale[sl], lb,
-                 None if grad is None else grad[sl], nt)
+            shape = (xs.stop - xs.start, k, self.inner) if strided else ()
+            kern(self.x2[xs], self.t2[rs] if self.index else self.t2[xs], self.weight, *extra,
+                 self.label_smoothing, self.z_loss, self.a, self.b, float(g),
+                 None if row_scale is None else row_scale[rs], lb,
+                 None if grad is None else grad[xs], *shape, nt)
             if lb is not None and full is None:
                 total += float(lb.sum(dtype=np.float64))
         return self._reduce(full, total) if want_loss else None
@@ -586,38 +755,48 @@ def _row_blocks(n, k, elems=1 << 20):
     return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 
-def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                          label_smoothing=0.0, z_loss=0.0, backend=None):
-    """Cross-entropy of ``softmax(logits)`` (classes on the last axis) against index
-    targets ``(...)`` or probability targets ``(..., C)``; equals
-    ``torch.nn.functional.cross_entropy``, plus PaLM's ``z_loss * logsumexp**2``."""
-    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+def softmax_cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
+                          reduction="mean", label_smoothing=0.0, z_loss=0.0, backend=None):
+    """Cross-entropy of ``softmax(logits)`` (classes on ``axis``, by default the last)
+    against index targets (the logits' shape without ``axis``) or probability
+    targets (the logits' shape); equals ``torch.nn.functional.cross_entropy``
+    (``axis=1``: its ``(N, C, d1, ...)`` layout), plus PaLM's ``z_loss * logsumexp**2``."""
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
+             axis)
     return ce.compute(True, None)
 
 
-def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, weight=None,
+def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, axis=-1, weight=None,
                                    ignore_index=-100, reduction="mean", label_smoothing=0.0,
                                    z_loss=0.0, out=None, backend=None):
-    """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or ``(...)`` for "none")."""
-    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+    """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or of the loss's shape
+    for "none"), in the logits' shape."""
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
+             axis)
     g, rs = ce.row_scale(grad_loss)
     buf = ce.grad_buffer(out)
     ce.compute(False, buf, g, rs)
     return _ce_grad_result(ce, buf, out)
 
 
-def softmax_cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
+def softmax_cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
                                     reduction="mean", label_smoothing=0.0, z_loss=0.0,
                                     out=None, backend=None):
     """``(loss, dlogits)`` in one fused pass; ``out=logits`` overwrites the logits
     with their gradient."""
-    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend)
+    ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
+             axis)
     buf = ce.grad_buffer(out)
     loss = ce.compute(True, buf)
     return loss, _ce_grad_result(ce, buf, out)
 
 
 def _ce_grad_result(ce, buf, out):
+    if ce.mode == "moved":  # back to the logits' axes, in their shape and C order
+        res = out if out is not None else np.empty(ce.x.shape, ce.rdtype)
+        mv = np.moveaxis(res, ce.axis, -1)
+        mv[...] = buf.reshape(mv.shape)
+        return res
     if out is not None:
         if not np.shares_memory(out, buf):
             out[...] = buf.reshape(out.shape)

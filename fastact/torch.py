@@ -9,8 +9,9 @@ gradient for the backward pass, which is then one multiply.
 
 Tensors that fastact does not cover (another device, a dtype other than
 float32/float64, a ``weight`` or probability target that requires grad) go to
-torch's own function.  ``cross_entropy`` on ``(N, C, d1, ...)`` moves the class
-axis last (a view; the kernel then copies it once).  Only first derivatives are
+torch's own function.  ``cross_entropy`` on ``(N, C, d1, ...)`` passes the
+tensor as it lies, classes on axis 1 (the C backend reduces there without a
+copy; the others move the axis last).  Only first derivatives are
 provided (``once_differentiable``).
 """
 
@@ -98,15 +99,15 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
 
 
 class _CrossEntropy(torch.autograd.Function):
-    """Classes on the last axis of ``x``; the loss and its gradient from one fused pass."""
+    """Classes on ``axis`` of ``x``; the loss and its gradient from one fused pass."""
 
     @staticmethod
-    def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):
+    def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing, axis):
         w = None if weight is None else _np(weight)
         loss, grad = fastact.softmax_cross_entropy_with_grad(
-            _np(x), _np(target), weight=w, ignore_index=ignore_index, reduction=reduction,
-            label_smoothing=label_smoothing)
-        ctx.options = dict(weight=w, ignore_index=ignore_index, reduction=reduction,
+            _np(x), _np(target), axis=axis, weight=w, ignore_index=ignore_index,
+            reduction=reduction, label_smoothing=label_smoothing)
+        ctx.options = dict(axis=axis, weight=w, ignore_index=ignore_index, reduction=reduction,
                            label_smoothing=label_smoothing)
         # The fused gradient is kept as an attribute, not saved: the first
         # backward with grad_loss == 1 (loss.backward() on a mean or sum) hands
@@ -123,7 +124,7 @@ class _CrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_loss):
         grad = ctx.grad
-        none = (None,) * 5
+        none = (None,) * 6
         if grad is None:  # the buffer was handed out by an earlier backward
             x, target = ctx.saved_tensors
             g = _np(grad_loss)
@@ -131,7 +132,7 @@ class _CrossEntropy(torch.autograd.Function):
                                                         **ctx.options)
             return (torch.from_numpy(gx),) + none
         if ctx.options["reduction"] == "none":
-            return (grad * grad_loss.unsqueeze(-1),) + none
+            return (grad * grad_loss.unsqueeze(ctx.options["axis"]),) + none
         if float(grad_loss) == 1.0:
             ctx.grad = None
             return (grad,) + none
@@ -156,14 +157,11 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                 reduction=reduction, label_smoothing=label_smoothing)
     x = input
     prob = target.is_floating_point()
-    if input.dim() > 2:  # (N, C, d1, ...) -> (N, d1, ..., C): a view
-        x = input.movedim(1, -1)
-        if prob:
-            target = target.movedim(1, -1)
     if prob:
         target = target.to(input.dtype)
     if weight is not None:
         weight = weight.to(input.dtype)
+    # classes on dim 1 ((N, C, d1, ...), as torch) or the only dim: passed as they lie
     loss = _CrossEntropy.apply(x, target, weight, int(ignore_index), reduction,
-                               float(label_smoothing))
+                               float(label_smoothing), 1 if input.dim() > 1 else -1)
     return loss

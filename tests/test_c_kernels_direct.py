@@ -1157,3 +1157,81 @@ def test_near_zero_cross_entropy_long_streamed(isa, dtype):
     C.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0, 0.0, 1.0, None, lg, gg)
     sel = ri[ri < 8]
     assert_rel(lg[sel], lw[sel], dtype, f"ce long streamed {isa}")
+
+
+# ------------------------------------------- strided driver (any axis, issue 18)
+
+def _moved_rows(a, k):
+    """(outer, k, inner) -> (outer * inner, k) rows (a copy)."""
+    return np.ascontiguousarray(a.transpose(0, 2, 1)).reshape(-1, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("oki", [(2, 5, 1), (3, 7, 2), (2, 9, 3), (1, 33, 17), (2, 20, 40),
+                                 (1, 2100, 20)])
+def test_strided_kernels(isa, dtype, oki):
+    """*_strided over (outer, k, inner) == the row kernels on the moved rows, exactly."""
+    o, k, i = oki
+    g = rng(o * 1000 + k + i)
+    x = (g.standard_normal(oki) * 6).astype(dtype)
+    x[0, k // 2, ::3] = -np.inf
+    mask = g.random(oki) > 0.3
+    b = g.random(oki).astype(dtype)
+    xr, mr, br = _moved_rows(x, k), _moved_rows(mask, k), _moved_rows(b, k)
+
+    def back(r):  # (outer * inner, k) rows -> (outer, k, inner)
+        return r.reshape(o, i, k).transpose(0, 2, 1)
+
+    for name in ("softmax", "log_softmax"):
+        for m, m_r in ((None, None), (mask, mr)):
+            got = np.empty_like(x)
+            getattr(C, name + "_strided")(x, m, got, o, k, i, 2)
+            want = np.empty_like(xr)
+            getattr(C, name + "_rows")(xr, m_r, want, 2)
+            np.testing.assert_array_equal(got, back(want))
+    for bb, b_r in ((None, None), (b, br)):
+        for m, m_r in ((None, None), (mask, mr)):
+            got, gs = np.empty((o, i), dtype), np.empty((o, i), dtype)
+            C.logsumexp_strided(x, bb, m, got, gs, o, k, i, 2)
+            want, ws = np.empty(o * i, dtype), np.empty(o * i, dtype)
+            C.logsumexp_rows(xr, b_r, m_r, want, ws, 2)
+            np.testing.assert_array_equal(got.ravel(), want)
+            np.testing.assert_array_equal(gs.ravel(), ws)
+    y = np.empty_like(x)
+    C.softmax_strided(np.where(np.isinf(x), 0, x).astype(dtype), None, y, o, k, i, 1)
+    grad = g.standard_normal(oki).astype(dtype)
+    got = np.empty_like(x)
+    C.softmax_backward_strided(grad, y, got, o, k, i, 2)
+    want = np.empty_like(xr)
+    C.softmax_backward_rows(_moved_rows(grad, k), _moved_rows(y, k), want, 2)
+    np.testing.assert_array_equal(got, back(want))
+    got = np.empty_like(x)
+    C.log_softmax_backward_strided(grad, np.log(y), mask, got, o, k, i, 2)
+    want = np.empty_like(xr)
+    C.log_softmax_backward_rows(_moved_rows(grad, k), _moved_rows(np.log(y), k), mr, want, 2)
+    np.testing.assert_array_equal(got, back(want))
+    # cross entropy, index and probability targets, loss and gradient (in place too)
+    t = g.integers(0, k, (o, i))
+    t[:, ::4] = -100
+    w = (g.random(k) + 0.1).astype(dtype)
+    rs = g.random((o, i)).astype(dtype)
+    tp = g.random(oki).astype(dtype)
+    xf = np.where(np.isinf(x), 0, x).astype(dtype)
+    for eps, z in ((0.0, 0.0), (0.1, 1e-3)):
+        gl, gg = np.empty((o, i), dtype), np.empty_like(x)
+        C.cross_entropy_index_strided(xf, t, w, -100, eps, z, 0.5, 0.25, 2.0, rs, gl, gg,
+                                      o, k, i, 2)
+        wl, wg = np.empty(o * i, dtype), np.empty((o * i, k), dtype)
+        C.cross_entropy_index_rows(_moved_rows(xf, k), t.ravel(), w, -100, eps, z, 0.5, 0.25,
+                                   2.0, rs.ravel(), wl, wg, 2)
+        np.testing.assert_array_equal(gl.ravel(), wl)
+        np.testing.assert_array_equal(gg, back(wg))
+        ip = xf.copy()
+        C.cross_entropy_index_strided(ip, t, w, -100, eps, z, 0.5, 0.25, 2.0, rs, None, ip,
+                                      o, k, i, 1)
+        np.testing.assert_array_equal(ip, gg)
+        C.cross_entropy_prob_strided(xf, tp, w, eps, z, 0.5, 0.25, 2.0, rs, gl, gg, o, k, i, 2)
+        C.cross_entropy_prob_rows(_moved_rows(xf, k), _moved_rows(tp, k), w, eps, z, 0.5, 0.25,
+                                  2.0, rs.ravel(), wl, wg, 2)
+        np.testing.assert_array_equal(gl.ravel(), wl)
+        np.testing.assert_array_equal(gg, back(wg))

@@ -131,3 +131,63 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
         _NULL if row_scale is None else _fb(row_scale),
         _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
         n, k, nthreads)
+
+
+# ---------------------------------------------------------------- any axis
+# The same kernels over the middle axis of C-contiguous (outer, k, inner)
+# arrays, without a whole-array copy (csrc/strided.c): row data of shape
+# (outer, k, inner), per-row data (outer, inner) (any shapes of those sizes,
+# C-contiguous).  Only the C backend has them; _api uses them when present.
+
+def _strided_ok(rc):
+    if rc != 0:
+        raise MemoryError("fastact: the C kernels could not allocate their scratch")
+
+
+def softmax_strided(x, mask, out, outer, k, inner, nthreads=1):
+    _strided_ok(lib.fa_softmax_strided(x.itemsize, _isa, _fb(x), _NULL if mask is None else _fb(mask),
+                                       _fb(out), outer, k, inner, nthreads))
+
+
+def log_softmax_strided(x, mask, out, outer, k, inner, nthreads=1):
+    _strided_ok(lib.fa_log_softmax_strided(x.itemsize, _isa, _fb(x),
+                                           _NULL if mask is None else _fb(mask), _fb(out),
+                                           outer, k, inner, nthreads))
+
+
+def logsumexp_strided(x, b, mask, out, sign, outer, k, inner, nthreads=1):
+    _strided_ok(lib.fa_logsumexp_strided(x.itemsize, _isa, _fb(x), _NULL if b is None else _fb(b),
+                                         _NULL if mask is None else _fb(mask), _fb(out),
+                                         _NULL if sign is None else _fb(sign),
+                                         outer, k, inner, nthreads))
+
+
+def softmax_backward_strided(grad, y, out, outer, k, inner, nthreads=1):
+    _strided_ok(lib.fa_softmax_backward_strided(grad.itemsize, _isa, _fb(grad), _fb(y), _fb(out),
+                                                outer, k, inner, nthreads))
+
+
+def log_softmax_backward_strided(grad, y, mask, out, outer, k, inner, nthreads=1):
+    _strided_ok(lib.fa_log_softmax_backward_strided(grad.itemsize, _isa, _fb(grad), _fb(y),
+                                                    _NULL if mask is None else _fb(mask),
+                                                    _fb(out), outer, k, inner, nthreads))
+
+
+def cross_entropy_index_strided(x, target, weight, ignore_index, label_smoothing, z_loss,
+                                a, b, g, row_scale, loss, grad, outer, k, inner, nthreads=1):
+    _strided_ok(lib.fa_cross_entropy_index_strided(
+        x.itemsize, _isa, _fb(x), _fb("int64_t[]", target), _NULL if weight is None else _fb(weight),
+        ignore_index, label_smoothing, z_loss, a, b, g,
+        _NULL if row_scale is None else _fb(row_scale),
+        _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
+        outer, k, inner, nthreads))
+
+
+def cross_entropy_prob_strided(x, target, weight, label_smoothing, z_loss, a, b, g,
+                               row_scale, loss, grad, outer, k, inner, nthreads=1):
+    _strided_ok(lib.fa_cross_entropy_prob_strided(
+        x.itemsize, _isa, _fb(x), _fb(target), _NULL if weight is None else _fb(weight),
+        label_smoothing, z_loss, a, b, g,
+        _NULL if row_scale is None else _fb(row_scale),
+        _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
+        outer, k, inner, nthreads))
