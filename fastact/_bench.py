@@ -179,6 +179,8 @@ class Inputs:
             return fastact.softmax(self.x, backend="numpy")
         if name == "y_log_softmax":
             return fastact.log_softmax(self.x, backend="numpy")
+        if name == "xt":  # x's bytes laid out (k, n): reduced over axis 0, rows of k again
+            return np.ascontiguousarray(self.x.T)
         if name == "y_sigmoid":
             return fastact.sigmoid(self.x, backend="numpy")
         raise AttributeError(name)
@@ -206,6 +208,30 @@ def _out_like_x(inp):
 
 def _out_rows(inp):
     return np.empty(inp.shape[0], inp.dtype)
+
+
+def _out_like_xt(inp):
+    return np.empty(inp.shape[::-1], inp.dtype)
+
+
+def _torch_axis0(fname, rows_out=False):
+    """``torch.<fname>(xt, 0[, out=])``: the same op over the first dim of ``xt``."""
+    def make(P, inp, mode):
+        f = getattr(P.torch, fname)
+        x = inp.torch("xt")
+        if mode == "out":
+            o = P.torch.empty(inp.shape[:1] if rows_out else inp.shape[::-1], dtype=x.dtype)
+            return lambda: f(x, 0, out=o)
+        return lambda: f(x, 0)
+    return Peer(MODES, make)
+
+
+def _scipy_axis0(fname):
+    def make(P, inp, mode):
+        f = getattr(P.special, fname)
+        x = inp.xt
+        return lambda: f(x, axis=0)
+    return Peer(("alloc",), make)
 
 
 @dataclass(frozen=True)
@@ -552,6 +578,15 @@ OPS = {op.name: op for op in (
         scipy=_scipy("log_softmax"), torch=_torch_rowwise("log_softmax")),
     _op("logsumexp", "softmax", "logsumexp", ["x"], _out_rows, "logsumexp(x) per row",
         scipy=_scipy("logsumexp"), torch=_torch_rowwise("logsumexp", rows_out=True)),
+    _op("softmax_axis0", "softmax", "softmax", ["xt"], _out_like_xt,
+        "softmax over axis 0 of the (k, n) array of the same bytes (no transposing copy)",
+        kwargs={"axis": 0}, scipy=_scipy_axis0("softmax"), torch=_torch_axis0("softmax")),
+    _op("log_softmax_axis0", "softmax", "log_softmax", ["xt"], _out_like_xt,
+        "log_softmax over axis 0 of the (k, n) array", kwargs={"axis": 0},
+        scipy=_scipy_axis0("log_softmax"), torch=_torch_axis0("log_softmax")),
+    _op("logsumexp_axis0", "softmax", "logsumexp", ["xt"], _out_rows,
+        "logsumexp over axis 0 of the (k, n) array", kwargs={"axis": 0},
+        scipy=_scipy_axis0("logsumexp"), torch=_torch_axis0("logsumexp", rows_out=True)),
     _op("softmax_backward", "softmax", "softmax_backward", ["grad", "y_softmax"], _out_like_x,
         "y * (grad - sum(grad * y)), y = softmax(x)",
         torch=_torch_backward("_softmax_backward_data", "y_softmax", "grad_input")),
