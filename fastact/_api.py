@@ -53,6 +53,15 @@ def _loss_dtype(cdtype, rdtype):
     return np.dtype(np.float32) if rdtype != cdtype else rdtype
 
 
+def _kernel_dtype(be, cdtype, rdtype):
+    """The dtype of the rows handed to backend ``be``: a half result dtype itself
+    when the backend reads and writes half rows (widening inside its kernels, in
+    bounded blocks: ``HALF = True``), else the compute dtype."""
+    if rdtype != cdtype and getattr(be, "HALF", False):
+        return rdtype
+    return cdtype
+
+
 # ----------------------------------------------------------------------------
 # axes and layout
 # ----------------------------------------------------------------------------
@@ -180,10 +189,11 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
     be = _config.resolve(backend)
     if rows.n == 0 or rows.k == 0:
         return out if out is not None else np.empty(shape, rdtype)
-    args = [rows.rows(a, cdtype) for a in arrays]
+    kdtype = _kernel_dtype(be, cdtype, rdtype)
+    args = [rows.rows(a, kdtype) for a in arrays]
     if masked:
         args.append(mask)
-    o2 = _row_out_buffer(out, rows, cdtype)
+    o2 = _row_out_buffer(out, rows, kdtype)
     getattr(be, kernel_name)(*args, o2, _nthreads())
     return _elementwise_result(o2, rows, rdtype, out)
 
@@ -200,15 +210,20 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
+_F16 = np.dtype(np.float16)
 
 
-def _fast_in(x, axis):
-    """``(n, k)`` when ``x`` is the common case over ``axis``, else None."""
+def _fast_in(x, axis, be=None):
+    """``(n, k)`` when ``x`` is the common case over ``axis``, else None.  Half
+    dtypes are common only for a backend ``be`` that reads half rows itself."""
     if type(x) is not np.ndarray or type(axis) is not int:
         return None
     dt = x.dtype
     nd = x.ndim
-    if (dt is not _F32 and dt is not _F64) or nd == 0 or (axis != -1 and axis != nd - 1):
+    if dt is not _F32 and dt is not _F64:
+        if not ((dt == _F16 or dt.name == "bfloat16") and getattr(be, "HALF", False)):
+            return None
+    if nd == 0 or (axis != -1 and axis != nd - 1):
         return None
     size = x.size
     if size == 0 or not x.flags.c_contiguous:
@@ -227,8 +242,8 @@ def _fast_out(out, x):
     return None
 
 
-def _fast_map(kernel, x, axis, out, masked=True):
-    nk = _fast_in(x, axis)
+def _fast_map(be, name, x, axis, out, masked=True):
+    nk = _fast_in(x, axis, be)
     if nk is None:
         return None
     o = _fast_out(out, x)
@@ -239,6 +254,7 @@ def _fast_map(kernel, x, axis, out, masked=True):
         x2, o2 = x, o
     else:
         x2, o2 = x.reshape(n, k), o.reshape(n, k)
+    kernel = getattr(be, name)
     if masked:
         kernel(x2, None, o2, _config.get_num_threads())
     else:
@@ -246,9 +262,9 @@ def _fast_map(kernel, x, axis, out, masked=True):
     return o
 
 
-def _fast_pair(kernel, grad, y, axis, out, masked):
+def _fast_pair(be, name, grad, y, axis, out, masked):
     """The backward functions' common call: grad and y alike (shape, dtype, layout)."""
-    nk = _fast_in(y, axis)
+    nk = _fast_in(y, axis, be)
     if (nk is None or type(grad) is not np.ndarray or grad.dtype is not y.dtype
             or grad.shape != y.shape or not grad.flags.c_contiguous):
         return None
@@ -260,6 +276,7 @@ def _fast_pair(kernel, grad, y, axis, out, masked):
         grad, y, o2 = grad.reshape(n, k), y.reshape(n, k), o.reshape(n, k)
     else:
         o2 = o
+    kernel = getattr(be, name)
     if masked:
         kernel(grad, y, None, o2, _config.get_num_threads())
     else:
@@ -284,7 +301,7 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
     part; the others get exactly 0, and a row with nothing selected is all 0.
     """
     if where is None and backend is None:
-        r = _fast_map(_config.current().softmax_rows, x, axis, out)
+        r = _fast_map(_config.current(), "softmax_rows", x, axis, out)
         if r is not None:
             return r
     return _softmax_like("softmax_rows", x, axis, where, out, backend)
@@ -293,7 +310,7 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
 def log_softmax(x, axis=-1, *, where=None, out=None, backend=None):
     """``(x - max) - log(sum(exp(x - max)))`` along ``axis``; masked entries ``-inf``."""
     if where is None and backend is None:
-        r = _fast_map(_config.current().log_softmax_rows, x, axis, out)
+        r = _fast_map(_config.current(), "log_softmax_rows", x, axis, out)
         if r is not None:
             return r
     return _softmax_like("log_softmax_rows", x, axis, where, out, backend)
@@ -305,15 +322,18 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
     ``return_sign``); ``-inf`` over an empty axis or a fully masked row."""
     if (b is None and where is None and backend is None and out is None and not keepdims
             and not return_sign):
-        nk = _fast_in(x, axis)
+        be = _config.current()
+        nk = _fast_in(x, axis, be)
         if nk is not None:
             r = np.empty(x.shape[:-1], x.dtype)
-            _config.current().logsumexp_rows(x.reshape(nk), None, None, r.reshape(nk[0]),
+            be.logsumexp_rows(x.reshape(nk), None, None, r.reshape(nk[0]),
                                               None, _config.get_num_threads())
             return r if r.ndim else r[()]
     x = _asarray(x)
+    b_dtype = None
     if b is not None:
         bw = _asarray(b, "b")
+        b_dtype = bw.dtype
         # NEP 50: a Python scalar b is "weak" and does not promote x (as SciPy)
         weak = isinstance(b, (bool, int, float)) and not isinstance(b, np.generic)
         cdtype, rdtype = _dtypes(np.result_type(x.dtype, b if weak else bw.dtype))
@@ -340,19 +360,22 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
     mask = _mask_rows(where, x, rows)
     be = _config.resolve(backend)
     n = rows.n
-    if out is not None and out.dtype == cdtype and out.flags.c_contiguous:
+    kdtype = _kernel_dtype(be, cdtype, rdtype)
+    if b_dtype is not None and b_dtype != kdtype and kdtype != cdtype:
+        kdtype = cdtype  # b of another dtype (or a Python scalar): not rounded to x's
+    if out is not None and out.dtype == kdtype and out.flags.c_contiguous:
         r = out.reshape(n)
     else:
-        r = np.empty(n, cdtype)
-    sign = np.empty(n, cdtype) if return_sign else None
+        r = np.empty(n, kdtype)
+    sign = np.empty(n, kdtype) if return_sign else None
     if n:
         if rows.k == 0:
             r[...] = -np.inf
             if sign is not None:
                 sign[...] = 0
         else:
-            x2 = rows.rows(x, cdtype)
-            b2 = rows.rows(b, cdtype) if b is not None else None
+            x2 = rows.rows(x, kdtype)
+            b2 = rows.rows(b, kdtype) if b is not None else None
             be.logsumexp_rows(x2, b2, mask, r, sign, _nthreads())
     if out is not None:
         if not np.shares_memory(out, r):
@@ -360,13 +383,13 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
         res = out
     else:
         res = r.reshape(rshape)
-        if rdtype != cdtype:
+        if rdtype != res.dtype:
             res = res.astype(rdtype)
         if res.ndim == 0:
             res = res[()]
     if return_sign:
         s = sign.reshape(rshape)
-        if rdtype != cdtype:
+        if rdtype != s.dtype:
             s = s.astype(rdtype)
         if s.ndim == 0:
             s = s[()]
@@ -391,7 +414,7 @@ def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
     """Vector-Jacobian product of softmax given ``y = softmax(x)``:
     ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0."""
     if backend is None:
-        r = _fast_pair(_config.current().softmax_backward_rows, grad, y, axis, out, False)
+        r = _fast_pair(_config.current(), "softmax_backward_rows", grad, y, axis, out, False)
         if r is not None:
             return r
     grad, y, cdtype, rdtype = _pair(grad, y)
@@ -403,7 +426,7 @@ def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None
     """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)``:
     ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows."""
     if where is None and backend is None:
-        r = _fast_pair(_config.current().log_softmax_backward_rows, grad, y, axis, out, True)
+        r = _fast_pair(_config.current(), "log_softmax_backward_rows", grad, y, axis, out, True)
         if r is not None:
             return r
     grad, y, cdtype, rdtype = _pair(grad, y)
@@ -476,7 +499,11 @@ class _CE:
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
         self.be = _config.resolve(backend)
-        self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.n, k)
+        kdtype = _kernel_dtype(self.be, cdtype, rdtype)
+        if not self.index and t.dtype != kdtype:
+            kdtype = cdtype  # probabilities of another dtype: computed from float32 rows
+        self.kdtype = kdtype
+        self.x2 = np.ascontiguousarray(x, dtype=kdtype).reshape(self.n, k)
         if self.index:
             self.t2 = np.ascontiguousarray(t, dtype=np.int64).reshape(self.n)
             if self.n:
@@ -486,7 +513,7 @@ class _CE:
                                      f"{k} classes (at flat row {bad}; ignore_index is "
                                      f"{self.ignore_index})")
         else:
-            self.t2 = np.ascontiguousarray(t, dtype=cdtype).reshape(self.n, k)
+            self.t2 = np.ascontiguousarray(t, dtype=kdtype).reshape(self.n, k)
         self._factors()
 
     def _factors(self):
@@ -527,9 +554,9 @@ class _CE:
     def grad_buffer(self, out):
         if out is not None:
             _check_out(out, self.x.shape, self.rdtype)
-            if out.dtype == self.cdtype and out.flags.c_contiguous:
+            if out.dtype == self.kdtype and out.flags.c_contiguous:
                 return out.reshape(self.n, self.k)
-        return np.empty((self.n, self.k), self.cdtype)
+        return np.empty((self.n, self.k), self.kdtype)
 
     def compute(self, want_loss, grad, g=1.0, row_scale=None):
         """Run the kernel over blocks of rows; return the user's loss (None if not wanted).
@@ -623,4 +650,4 @@ def _ce_grad_result(ce, buf, out):
             out[...] = buf.reshape(out.shape)
         return out
     r = buf.reshape(ce.x.shape)
-    return r.astype(ce.rdtype) if ce.rdtype != ce.cdtype else r
+    return r.astype(ce.rdtype) if ce.rdtype != r.dtype else r
