@@ -18,14 +18,17 @@
  *
  * Scratch per thread part: FA_HALF_SCRATCH bytes (the rows of a block times
  * the widened inputs), or, for one row longer than that, one row per widened
- * input (k * 4 bytes each: at most 3 inputs, so 12 k bytes).  Short rows
+ * buffer (k * 4 bytes each: at most 3, so 12 k bytes).  Short rows
  * (k <= FA_TILE_ROWS) are blocked in multiples of FA_TILE_ROWS rows, so that
  * every row meets the float32 kernel in the same row tile as it would over
  * the whole array: the half result is the float32 result rounded.
  */
 
+/* 128 KB: within this VM's 512 KB L2 with the half rows streaming past;
+ * measured (1 thread, 4096x1000 / 512x32000 float16 softmax) 32 KB, 128 KB
+ * and 256 KB within noise of each other. */
 #ifndef FA_HALF_SCRATCH
-#define FA_HALF_SCRATCH ((int64_t)256 << 10)
+#define FA_HALF_SCRATCH ((int64_t)128 << 10)
 #endif
 
 /* ------------------------------------------------- portable conversions */
@@ -118,11 +121,21 @@ static void fa_narrow_base(const float *f, uint16_t *h, int64_t n, int bf16)
 #pragma GCC target("avx2,f16c")
 #endif
 
+/* Software prefetch FA_HALF_PF bytes ahead in the half rows (one line per
+ * 32 elements), as the float32 kernels do (FA_PF_BYTES): this VM's hardware
+ * prefetch alone left the half path at DRAM latency. */
+#ifndef FA_HALF_PF
+#define FA_HALF_PF 4096
+#endif
+#define FA_HALF_PF_EVERY(j) (((j) & 31) == 0)
+
 static void fa_widen_avx2(const uint16_t *h, float *f, int64_t n, int bf16)
 {
     int64_t j = 0;
     if (bf16) {
         for (; j + 16 <= n; j += 16) {
+            if (FA_HALF_PF_EVERY(j))
+                FA_PREFETCH_LINES(h, j + FA_HALF_PF / 2, 0, 1);
             const __m256i a = _mm256_loadu_si256((const __m256i *)(h + j));
             const __m256i lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(a));
             const __m256i hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256(a, 1));
@@ -131,6 +144,8 @@ static void fa_widen_avx2(const uint16_t *h, float *f, int64_t n, int bf16)
         }
     } else {
         for (; j + 16 <= n; j += 16) {
+            if (FA_HALF_PF_EVERY(j))
+                FA_PREFETCH_LINES(h, j + FA_HALF_PF / 2, 0, 1);
             const __m256i a = _mm256_loadu_si256((const __m256i *)(h + j));
             _mm256_storeu_ps(f + j, _mm256_cvtph_ps(_mm256_castsi256_si128(a)));
             _mm256_storeu_ps(f + j + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(a, 1)));
@@ -167,6 +182,8 @@ static void fa_narrow_avx2(const float *f, uint16_t *h, int64_t n, int bf16, int
     }
     if (bf16) {
         for (; j + 16 <= n; j += 16) {
+            if (!stream && FA_HALF_PF_EVERY(j))
+                FA_PREFETCH_LINES(h, j + FA_HALF_PF / 2, 1, 1);
             const __m256i a = fa_f2bf_avx2(_mm256_loadu_ps(f + j));
             const __m256i b = fa_f2bf_avx2(_mm256_loadu_ps(f + j + 8));
             /* packus per 128-bit lane: a0-3 b0-3 | a4-7 b4-7; then lanes 0 2 1 3 */
@@ -178,6 +195,8 @@ static void fa_narrow_avx2(const float *f, uint16_t *h, int64_t n, int bf16, int
         }
     } else {
         for (; j + 16 <= n; j += 16) {
+            if (!stream && FA_HALF_PF_EVERY(j))
+                FA_PREFETCH_LINES(h, j + FA_HALF_PF / 2, 1, 1);
             const __m128i a = _mm256_cvtps_ph(_mm256_loadu_ps(f + j), _MM_FROUND_TO_NEAREST_INT);
             const __m128i b = _mm256_cvtps_ph(_mm256_loadu_ps(f + j + 8), _MM_FROUND_TO_NEAREST_INT);
             const __m256i p = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
@@ -261,12 +280,28 @@ typedef struct {
 
 #define FA_HALF_ROW(p, i, k) ((const uint16_t *)(p) + (i) * (k))
 
+/* Cross entropy's gradient goes to its own scratch (not over x) when the
+ * loss is wanted with probability targets or label smoothing: those kernels
+ * read x again after writing grad on rows whose sum of w q (m - x) is not
+ * finite (wdiff_sum_d: a -inf logit, logits near -+max), so grad == x is not
+ * safe there. */
+static int fa_half_grad_apart(const fa_args *a)
+{
+    return a->grad != NULL && a->loss != NULL && (a->tprob != NULL || a->eps != 0);
+}
+
+/* Scratch rows per block row: one per widened input, and the gradient's. */
+static int fa_half_nbuf(const fa_args *a)
+{
+    return 1 + (a->y != NULL) + (a->b != NULL) + (a->tprob != NULL) + fa_half_grad_apart(a);
+}
+
 static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
 {
     const fa_half_job *J = (const fa_half_job *)A;
     const int64_t k = A->k, B = J->block;
     const int bf = J->bf16, cvt = J->cvt;
-    const int nin = 1 + (A->y != NULL) + (A->b != NULL) + (A->tprob != NULL);
+    const int nin = fa_half_nbuf(A);
     const int64_t nrow = J->row_out ? 2 * B : 0;
     float *mem = (float *)malloc(((size_t)(nin * B * k + nrow)) * sizeof(float) + 64);
     if (!mem)
@@ -284,6 +319,11 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
     }
     if (A->tprob) {
         ts = p;
+        p += B * k;
+    }
+    float *gs = xs; /* the gradient in place over x, but see fa_half_nbuf */
+    if (fa_half_grad_apart(A)) {
+        gs = p;
         p += B * k;
     }
     float *ro = p, *rs = p + B; /* logsumexp's per-row out and sign */
@@ -317,7 +357,7 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
             s2.out = A->out ? xs : NULL;
             s2.sign = NULL;
         }
-        s2.grad = A->grad ? xs : NULL;
+        s2.grad = A->grad ? gs : NULL;
         J->fn(&s2, 0, m);
         if (J->row_out) {
             fa_narrow(cvt, ro, (uint16_t *)A->out + i0, m, bf, 0);
@@ -325,7 +365,7 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
                 fa_narrow(cvt, rs, (uint16_t *)A->sign + i0, m, bf, 0);
         } else if (A->out || A->grad) {
             uint16_t *o = (uint16_t *)(A->out ? A->out : A->grad) + i0 * k;
-            fa_narrow(cvt, xs, o, e, bf, J->stream);
+            fa_narrow(cvt, A->out ? xs : gs, o, e, bf, J->stream);
         }
     }
 #if FA_X86
@@ -351,7 +391,7 @@ static void fa_half_run(const fa_rows_fn tab[3][2], int code, int isa, const fa_
     /* outputs too large to stay cached: non-temporal stores (as fastact.c's
      * FA_STREAM_BYTES) */
     J.stream = !row_out && (a->out || a->grad) && fa_stream_out(a->n, a->k, 2);
-    const int nin = 1 + (a->y != NULL) + (a->b != NULL) + (a->tprob != NULL);
+    const int nin = fa_half_nbuf(a);
     const int64_t k = a->k > 0 ? a->k : 1;
     int64_t B = FA_HALF_SCRATCH / (nin * k * (int64_t)sizeof(float));
     if (k <= FA_TILE_ROWS) /* blocks at the row-tile boundaries of fa_part */

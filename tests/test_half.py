@@ -431,3 +431,114 @@ def test_c_kernels_keep_half_out_of_numpy_conversions():
     if C is None:
         pytest.skip("C extension not built")
     assert C.HALF is True
+
+
+# ---------------------------------------------------------------- bounded memory
+
+@pytest.mark.parametrize("dt", HALVES)
+def test_no_whole_array_float32_temporary(dt):
+    """128 MiB of half logits with out=: the C path allocates (as traced by
+    tracemalloc, NumPy's buffers included) well under 8 MiB."""
+    if C is None:
+        pytest.skip("C extension not built")
+    n, k = 8192, 8192  # 64 Mi elements, 128 MiB
+    x = np.zeros((n, k), dt)
+    x[:, ::3] = 1
+    out = np.empty_like(x)
+    t = np.arange(n) % k
+    lse = np.empty(n, dt)
+    want = fastact.softmax(x[:2], backend="c")  # also warms imports and caches
+    tracemalloc.start()
+    try:
+        fastact.softmax(x, out=out, backend="c")
+        assert_half_equal(out[-2:], want, 0, "softmax")
+        fastact.log_softmax(x, out=out, backend="c")
+        fastact.logsumexp(x, out=lse, backend="c")
+        fastact.softmax_backward(x, x, out=out, backend="c")
+        fastact.softmax_cross_entropy_with_grad(x, t, out=out, backend="c")
+        fastact.softmax_cross_entropy_with_grad(out, t, out=out, backend="c")  # in place
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"traced peak {peak / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------- fastact.torch
+
+def _torch_half(dt):
+    torch = pytest.importorskip("torch")
+    return torch, (torch.float16 if dt == F16 else torch.bfloat16)
+
+
+def _np_of(t):
+    import torch
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(BF16)
+    return t.numpy()
+
+
+@pytest.mark.parametrize("dt", HALVES)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape,dim", [((37, 10), -1), ((5, 1000), 1), ((4, 6, 3), 1)])
+def test_torch_rows(backend, dt, name, shape, dim):
+    """Values within one half ulp of torch's float32 result rounded; gradients (in the
+    input dtype) close to torch's float32 gradient rounded."""
+    torch, tdt = _torch_half(dt)
+    import fastact.torch as ft
+    gen = torch.Generator().manual_seed(5)
+    x32 = torch.randn(shape, generator=gen) * 3
+    g32 = torch.randn(shape, generator=gen)
+    x = x32.to(tdt).requires_grad_(True)
+    with fastact.use_backend(backend):
+        y = getattr(ft, name)(x, dim=dim)
+        assert y.dtype == tdt
+        y.backward(g32.to(tdt))
+    assert x.grad.dtype == tdt
+    xr = x.detach().float().requires_grad_(True)
+    yr = getattr(torch.nn.functional, name)(xr, dim=dim)
+    yr.backward(g32.to(tdt).float())
+    assert_half_equal(_np_of(y), _np_of(yr.detach().to(tdt)), 1, "values")
+    # the half y the backward reads is rounded: a few half ulps of the gradient's scale
+    eps = float(ml_dtypes.finfo(dt).eps)
+    gf, rf = x.grad.float(), xr.grad
+    torch.testing.assert_close(gf, rf.to(tdt).float(), rtol=4 * eps,
+                               atol=4 * eps * float(rf.abs().max()))
+
+
+@pytest.mark.parametrize("dt", HALVES)
+@pytest.mark.parametrize("opts", [{}, {"reduction": "sum"}, {"reduction": "none"},
+                                  {"label_smoothing": 0.1, "weight": True}])
+@pytest.mark.parametrize("kind", ["index", "prob", "kdim"])
+def test_torch_cross_entropy(backend, dt, opts, kind):
+    torch, tdt = _torch_half(dt)
+    import fastact.torch as ft
+    gen = torch.Generator().manual_seed(7)
+    c = 11
+    if kind == "kdim":
+        x32 = torch.randn(4, c, 3, generator=gen) * 3
+        t = torch.randint(0, c, (4, 3), generator=gen)
+    else:
+        x32 = torch.randn(9, c, generator=gen) * 3
+        t = torch.randint(0, c, (9,), generator=gen)
+        if kind == "prob":
+            t = torch.softmax(torch.randn(9, c, generator=gen), -1).to(tdt)
+    kw = dict(opts)
+    if kw.get("weight"):
+        kw["weight"] = (torch.rand(c, generator=gen) + 0.5).to(tdt)
+    x = x32.to(tdt).requires_grad_(True)
+    with fastact.use_backend(backend):
+        loss = ft.cross_entropy(x, t, **kw)
+        assert loss.dtype == tdt
+        loss.sum().backward()
+    assert x.grad.dtype == tdt
+    xr = x.detach().float().requires_grad_(True)
+    kr = dict(kw)
+    if "weight" in kr:
+        kr["weight"] = kr["weight"].float()
+    tr = t.float() if t.is_floating_point() else t
+    lr = torch.nn.functional.cross_entropy(xr, tr, **kr)
+    lr.sum().backward()
+    eps = float(ml_dtypes.finfo(dt).eps)
+    torch.testing.assert_close(loss.float(), lr.detach().to(tdt).float(), rtol=eps, atol=eps)
+    assert_half_equal(_np_of(x.grad), _np_of(xr.grad.to(tdt)), 1, "gradient")
