@@ -542,3 +542,26 @@ def test_torch_cross_entropy(backend, dt, opts, kind):
     eps = float(ml_dtypes.finfo(dt).eps)
     torch.testing.assert_close(loss.float(), lr.detach().to(tdt).float(), rtol=eps, atol=eps)
     assert_half_equal(_np_of(x.grad), _np_of(xr.grad.to(tdt)), 1, "gradient")
+
+
+# ---------------------------------------------------------------- fastact bench --dtype
+
+def test_bench_half_dtypes(tmp_path):
+    """``fastact bench --dtype float16,bfloat16``: records of both dtypes whose results
+    agree with the reference (torch, where installed, on tensors of the same dtype);
+    the JSON validates against the documented schema."""
+    import json
+
+    from fastact import _bench, cli
+    path = tmp_path / "bench.json"
+    code = cli.main(["bench", "--quick", "--shapes", "64x10,3x40", "--ops",
+                     "softmax,log_softmax,logsumexp,cross_entropy_with_grad",
+                     "--dtype", "float16,bfloat16", "--threads", "1", "--json", str(path),
+                     "--no-progress"])
+    assert code == 0
+    result = json.loads(path.read_text())
+    assert {r["dtype"] for r in result["records"]} == {"float16", "bfloat16"}
+    assert all(fc["agrees"] for fc in result["first_calls"] if fc["agrees"] is not None), \
+        [fc for fc in result["first_calls"] if fc["agrees"] is False]
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(result, _bench.SCHEMA, cls=jsonschema.Draft202012Validator)
