@@ -1269,3 +1269,33 @@ def test_half_conversions(isa, hdt):
         en = np.isnan(exp.astype(np.float32))
         np.testing.assert_array_equal(np.isnan(got.astype(np.float32)), en)
         np.testing.assert_array_equal(got.view(np.uint16)[~en], exp.view(np.uint16)[~en])
+
+
+@pytest.mark.parametrize("hdt", _half_dtypes(), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [1, 7, 1023, 1025, 5000])
+def test_half_elementwise_blocks(hdt, n):
+    """fa_unary / fa_unary_backward on half arrays (block widening on the stack): the
+    float32 loops' results rounded, bit for bit, across block boundaries, in place."""
+    from fastact._backends import c_elementwise as E
+    hdt = np.dtype(hdt)
+    g = rng(n)
+    x = (g.standard_normal(n) * 5).astype(hdt)
+    x[0] = np.nan
+    gr = g.standard_normal(n).astype(hdt)
+    for op in E.UNARY:
+        o, o32 = np.empty_like(x), np.empty(n, np.float32)
+        E.unary(op, x, o, 2)
+        E.unary(op, x.astype(np.float32), o32, 2)
+        want = o32.astype(hdt)
+        ok = ~np.isnan(want.astype(np.float32))
+        np.testing.assert_array_equal(np.isnan(o.astype(np.float32)), ~ok, err_msg=op)
+        np.testing.assert_array_equal(o.view(np.uint16)[ok], want.view(np.uint16)[ok], err_msg=op)
+        xi = x.copy()
+        E.unary(op, xi, xi, 1)
+        np.testing.assert_array_equal(xi.view(np.uint16)[ok], want.view(np.uint16)[ok], err_msg=op)
+        b, b32 = np.empty_like(x), np.empty(n, np.float32)
+        E.unary_backward(op, gr, x, b, 2)
+        E.unary_backward(op, gr.astype(np.float32), x.astype(np.float32), b32, 2)
+        want = b32.astype(hdt)
+        ok = ~np.isnan(want.astype(np.float32))
+        np.testing.assert_array_equal(b.view(np.uint16)[ok], want.view(np.uint16)[ok], err_msg=op)

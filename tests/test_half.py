@@ -565,3 +565,47 @@ def test_bench_half_dtypes(tmp_path):
         [fc for fc in result["first_calls"] if fc["agrees"] is False]
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(result, _bench.SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+# ---------------------------------------------------------------- elementwise
+
+UNARY = [("sigmoid", {}), ("log_sigmoid", {}), ("relu", {}), ("tanh", {}), ("softsign", {}),
+         ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("silu", {})]
+
+
+def _elementwise_input(dt, n=2053):
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 4).astype(np.float64)
+    fmax = float(ml_dtypes.finfo(dt).max)
+    tiny = float(ml_dtypes.finfo(dt).smallest_subnormal)
+    x[:12] = [np.nan, np.inf, -np.inf, fmax, -fmax, 0.0, -0.0, tiny, -tiny, 30.0, -30.0, -12.0]
+    return x.astype(dt)
+
+
+@pytest.mark.parametrize("dt", HALVES)
+@pytest.mark.parametrize("name,kw", UNARY, ids=[n + "_".join(k.values()) for n, k in UNARY])
+def test_elementwise(backend, dt, name, kw):
+    """Forward and backward (sigmoid's from y): the float32 result rounded."""
+    x = _elementwise_input(dt)
+    g = (np.random.default_rng(1).standard_normal(x.size) * 2).astype(dt)
+    fwd = getattr(fastact, name)
+    got, ref, own = both(fwd, x, dt, backend, **kw)
+    assert_half_equal(got, ref, 1, f"{name} vs reference")
+    assert_half_equal(got, own, 0, f"{name} vs own float32")
+    bwd = getattr(fastact, name + "_backward")
+    s = got if name == "sigmoid" else x
+    gb = bwd(g, s, backend=backend, **kw)
+    ob = bwd(g.astype(F32), s.astype(F32), backend=backend, **kw)
+    rb = bwd(g.astype(F32), s.astype(F32), backend="numpy", **kw)
+    assert gb.dtype == dt
+    assert_half_equal(gb, rounded(ob, dt), 0, f"{name}_backward vs own float32")
+    assert_half_equal(gb, rounded(rb, dt), 1, f"{name}_backward vs reference")
+    # out=, in place, a 2-D Fortran-ordered input
+    out = np.empty_like(x)
+    assert fwd(x, out=out, backend=backend, **kw) is out
+    assert_half_equal(out, got, 0, "out=")
+    y = x.copy()
+    fwd(y, out=y, backend=backend, **kw)
+    assert_half_equal(y, got, 0, "in place")
+    x2 = np.asfortranarray(x[:2052].reshape(36, 57))
+    assert_half_equal(fwd(x2, backend=backend, **kw), got[:2052].reshape(36, 57), 0, "F order")
