@@ -1299,3 +1299,24 @@ def test_half_elementwise_blocks(hdt, n):
         want = b32.astype(hdt)
         ok = ~np.isnan(want.astype(np.float32))
         np.testing.assert_array_equal(b.view(np.uint16)[ok], want.view(np.uint16)[ok], err_msg=op)
+
+
+@pytest.mark.parametrize("hdt", _half_dtypes(), ids=lambda d: np.dtype(d).name)
+def test_half_rows_streamed_output(isa, hdt):
+    """Half outputs large enough for non-temporal stores (rows of odd length: every
+    alignment of a block's start), softmax and cross entropy's gradient in place."""
+    hdt = np.dtype(hdt)
+    g = rng(3)
+    n, k = 5, 400001
+    x = (g.standard_normal((n, k)) * 3).astype(hdt)
+    x32 = x.astype(np.float32)
+    o, o32 = np.empty_like(x), np.empty_like(x32)
+    C.softmax_rows(x, None, o, 2)
+    C.softmax_rows(x32, None, o32, 2)
+    np.testing.assert_array_equal(o.view(np.uint16), o32.astype(hdt).view(np.uint16))
+    t = g.integers(0, k, n)
+    loss, loss32 = np.empty(n, np.float32), np.empty(n, np.float32)
+    C.cross_entropy_index_rows(x, t, None, -100, 0.0, 0.0, 1.0, 1.0, 1.0, None, loss, x, 2)
+    C.cross_entropy_index_rows(x32, t, None, -100, 0.0, 0.0, 1.0, 1.0, 1.0, None, loss32, x32, 2)
+    np.testing.assert_array_equal(loss, loss32)
+    np.testing.assert_array_equal(x.view(np.uint16), x32.astype(hdt).view(np.uint16))
