@@ -4,7 +4,10 @@ every backend — and the call into the chosen backend's row kernels.
 Every function brings its input to "rows of the last axis": the reduced axes
 are moved to the end and the array viewed as ``(n, k)``, C-contiguous, in the
 compute dtype (a copy only when the layout or dtype requires one).  Backends
-only ever see that; the contract is in ``_backends/numpy_ref.py``.
+only ever see that; the contract is in ``_backends/numpy_ref.py``.  float16
+and bfloat16 rows go to a backend that reads half rows itself (``HALF = True``:
+the C kernels widen them in bounded blocks) in their own dtype, with ``out=``
+of that dtype written directly; other backends get float32 rows.
 """
 
 from __future__ import annotations

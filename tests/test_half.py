@@ -426,12 +426,6 @@ def test_c_conversions(isa, dt):
         assert_half_equal(C.narrow_half(vv, dt), exp, 0, f"narrowing n={n}")
 
 
-def test_c_kernels_keep_half_out_of_numpy_conversions():
-    """The C backend's module says it reads half rows itself (the API routes on it)."""
-    if C is None:
-        pytest.skip("C extension not built")
-    assert C.HALF is True
-
 
 # ---------------------------------------------------------------- bounded memory
 

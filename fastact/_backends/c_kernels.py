@@ -12,7 +12,9 @@ extension was not built (no C compiler when fastact was installed).
 
 The wrappers are on the hot path for small arrays, so they do the least:
 ``ffi.from_buffer`` (measured ~4x cheaper than casting ``arr.ctypes.data``),
-NULL for ``None``, the dtype passed as the item size.
+NULL for ``None``, the dtype passed as the item size (float16 2, bfloat16
+2 | FA_BF16: rows widened to float32 in bounded blocks inside the C code,
+results rounded back; weight, row_scale and losses stay float32).
 """
 
 from __future__ import annotations
