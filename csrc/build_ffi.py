@@ -65,7 +65,8 @@ def make_ffi(sanitize=False, absolute=False):
         "\n".join(f'#include "{h}"' for h in HEADERS),
         sources=[_rel(os.path.join(HERE, n), absolute) for n in SOURCES],
         include_dirs=[_rel(HERE, absolute)],
-        depends=[_rel(os.path.join(HERE, n), absolute) for n in HEADERS + ("rows_template.c", "strided.c")],
+        depends=[_rel(os.path.join(HERE, n), absolute)
+                 for n in HEADERS + ("rows_template.c", "strided.c", "half.c")],
         extra_compile_args=cargs,
         extra_link_args=largs,
         libraries=libs,

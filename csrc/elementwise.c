@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "elementwise.h"
+#include "fastact.h" /* fa_half_widen / fa_half_narrow (half.c), FA_BF16 */
 
 /* The loops are plain C that GCC vectorises (-O3); on x86-64 Linux each is also
  * compiled for AVX2 and AVX-512F and the widest the CPU has is picked at load
@@ -75,11 +76,42 @@ static const ew_bwd_fn ew_bwd_f64[] = EW_BTABLE(_f64);
 
 #define EW_NOPS ((int)(sizeof(ew_fwd_f32) / sizeof(ew_fwd_f32[0])))
 
+/* float16 / bfloat16 (itemsize 2, | FA_BF16): the float32 loops over blocks
+ * widened into stack buffers (in place: out may be an input), narrowed to
+ * nearest-even with subnormals kept, as the row kernels do (half.c). */
+#define EW_HALF_BLK 1024
+
+static void ew_half_unary(int code, int op, const void *x, void *out, int64_t n)
+{
+    float buf[EW_HALF_BLK];
+    for (int64_t i = 0; i < n; i += EW_HALF_BLK) {
+        const int64_t m = n - i < EW_HALF_BLK ? n - i : EW_HALF_BLK;
+        fa_half_widen(code, FA_ISA_AVX512F, (const uint16_t *)x + i, buf, m);
+        ew_fwd_f32[op](buf, buf, m);
+        fa_half_narrow(code, FA_ISA_AVX512F, buf, (uint16_t *)out + i, m);
+    }
+}
+
+static void ew_half_unary_backward(int code, int op, const void *grad, const void *s,
+                                   void *out, int64_t n)
+{
+    float gb[EW_HALF_BLK], sb[EW_HALF_BLK];
+    for (int64_t i = 0; i < n; i += EW_HALF_BLK) {
+        const int64_t m = n - i < EW_HALF_BLK ? n - i : EW_HALF_BLK;
+        fa_half_widen(code, FA_ISA_AVX512F, (const uint16_t *)grad + i, gb, m);
+        fa_half_widen(code, FA_ISA_AVX512F, (const uint16_t *)s + i, sb, m);
+        ew_bwd_f32[op](gb, sb, gb, m);
+        fa_half_narrow(code, FA_ISA_AVX512F, gb, (uint16_t *)out + i, m);
+    }
+}
+
 int fa_unary(int itemsize, int op, const void *x, void *out, int64_t n)
 {
     if (op < 0 || op >= EW_NOPS || n < 0)
         return -1;
-    if (itemsize == 4)
+    if ((itemsize & ~FA_BF16) == 2)
+        ew_half_unary(itemsize, op, x, out, n);
+    else if (itemsize == 4)
         ew_fwd_f32[op](x, out, n);
     else if (itemsize == 8)
         ew_fwd_f64[op](x, out, n);
@@ -93,7 +125,9 @@ int fa_unary_backward(int itemsize, int op, const void *grad, const void *s,
 {
     if (op < 0 || op >= EW_NOPS || n < 0)
         return -1;
-    if (itemsize == 4)
+    if ((itemsize & ~FA_BF16) == 2)
+        ew_half_unary_backward(itemsize, op, grad, s, out, n);
+    else if (itemsize == 4)
         ew_bwd_f32[op](grad, s, out, n);
     else if (itemsize == 8)
         ew_bwd_f64[op](grad, s, out, n);

@@ -6,7 +6,9 @@
  * fastact/_backends/numpy_elementwise.py; here every array is flat and
  * C-contiguous with n elements of one float dtype:
  *
- *   itemsize  4 (float32) or 8 (float64)
+ *   itemsize  4 (float32) or 8 (float64); fa_unary and fa_unary_backward
+ *             also 2 (float16) or 2 | FA_BF16 (bfloat16, fastact.h): computed
+ *             in float32 over blocks, results rounded to the half dtype
  *   op        a fa_unary_op (the index of the name in UNARY)
  *
  * `out` (or `grad`) may be the same array as an input.  No threads and no

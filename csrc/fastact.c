@@ -899,6 +899,20 @@ static int fa_stream_out(int64_t n, int64_t k, int itemsize)
     return n * k * (int64_t)itemsize >= (int64_t)FA_STREAM_BYTES;
 }
 
+/* float16 / bfloat16: the float32 kernels over blocks of widened rows */
+#include "half.c"
+
+/* The kernel of `tab` for the dtype code over a's rows: float32/float64 as
+ * they are, half dtypes through fa_half_run; row_out: out/sign per row. */
+static void fa_dispatch(const fa_rows_fn tab[3][2], int code, int isa, const fa_args *a,
+                        int nthreads, int row_out)
+{
+    if ((code & 0xff) == 2)
+        fa_half_run(tab, code, isa, a, nthreads, row_out);
+    else
+        fa_run(fa_pick(tab, code, isa), a, nthreads);
+}
+
 
 
 void fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
@@ -912,7 +926,7 @@ void fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
     a.n = n;
     a.k = k;
     a.stream = fa_stream_out(n, k, itemsize);
-    fa_run(fa_pick(softmax_rows_tab, itemsize, isa), &a, nthreads);
+    fa_dispatch(softmax_rows_tab, itemsize, isa, &a, nthreads, 0);
 }
 
 void fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
@@ -926,7 +940,7 @@ void fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
     a.n = n;
     a.k = k;
     a.stream = fa_stream_out(n, k, itemsize);
-    fa_run(fa_pick(log_softmax_rows_tab, itemsize, isa), &a, nthreads);
+    fa_dispatch(log_softmax_rows_tab, itemsize, isa, &a, nthreads, 0);
 }
 
 void fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
@@ -942,7 +956,7 @@ void fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
     a.sign = sign;
     a.n = n;
     a.k = k;
-    fa_run(fa_pick(logsumexp_rows_tab, itemsize, isa), &a, nthreads);
+    fa_dispatch(logsumexp_rows_tab, itemsize, isa, &a, nthreads, 1);
 }
 
 void fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
@@ -956,7 +970,7 @@ void fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
     a.out = out;
     a.n = n;
     a.k = k;
-    fa_run(fa_pick(softmax_backward_rows_tab, itemsize, isa), &a, nthreads);
+    fa_dispatch(softmax_backward_rows_tab, itemsize, isa, &a, nthreads, 0);
 }
 
 void fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
@@ -971,7 +985,7 @@ void fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
     a.out = out;
     a.n = n;
     a.k = k;
-    fa_run(fa_pick(log_softmax_backward_rows_tab, itemsize, isa), &a, nthreads);
+    fa_dispatch(log_softmax_backward_rows_tab, itemsize, isa, &a, nthreads, 0);
 }
 
 int64_t fa_check_targets(const int64_t *target, int64_t n, int64_t k,
@@ -1026,7 +1040,7 @@ void fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
     a.stream = grad != NULL && fa_stream_out(n, k, itemsize);
     if (!loss && !grad)
         return;
-    fa_run(fa_pick(cross_entropy_index_rows_tab, itemsize, isa), &a, nthreads);
+    fa_dispatch(cross_entropy_index_rows_tab, itemsize, isa, &a, nthreads, 0);
 }
 
 void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
@@ -1053,7 +1067,7 @@ void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
     a.k = k;
     if (!loss && !grad)
         return;
-    fa_run(fa_pick(cross_entropy_prob_rows_tab, itemsize, isa), &a, nthreads);
+    fa_dispatch(cross_entropy_prob_rows_tab, itemsize, isa, &a, nthreads, 0);
 }
 
 /* Any axis: the strided driver over the row kernels above. */

@@ -5,7 +5,10 @@
  * here row data are C-contiguous (n, k) arrays, per-row data (n,), masks are
  * bytes (0 = masked out), targets int64.
  *
- *   itemsize  4 (float32) or 8 (float64): the dtype of every float array
+ *   itemsize  4 (float32) or 8 (float64): the dtype of every float array;
+ *             2 (float16) or 2 | FA_BF16 (bfloat16): x, y, b, probability
+ *             targets and out/grad/sign are of that half dtype and computed
+ *             in float32 (half.c); weight, row_scale and loss are float32
  *   isa       FA_ISA_BASELINE / FA_ISA_AVX2 / FA_ISA_AVX512F; clamped to what
  *             the CPU supports (fa_cpu_isa())
  *   nthreads  upper bound on threads over rows; small work runs on the caller
@@ -25,6 +28,9 @@
 #define FA_ISA_BASELINE 0
 #define FA_ISA_AVX2 1
 #define FA_ISA_AVX512F 2
+
+/* Flag in `itemsize`: 2 | FA_BF16 is bfloat16 (2 alone is float16). */
+#define FA_BF16 0x100
 
 /* The best ISA level this CPU (and OS) supports, and a level's name. */
 int fa_cpu_isa(void);
@@ -102,5 +108,10 @@ int fa_cross_entropy_prob_strided(int itemsize, int isa, const void *x, const vo
                                   double a, double b, double g, const void *row_scale,
                                   void *loss, void *grad, int64_t outer, int64_t k,
                                   int64_t inner, int nthreads);
+
+/* float16 (code 2) or bfloat16 (2 | FA_BF16) <-> float32, n elements:
+ * widening exact, narrowing to nearest-even with subnormals kept. */
+void fa_half_widen(int code, int isa, const void *src, float *dst, int64_t n);
+void fa_half_narrow(int code, int isa, const float *src, void *dst, int64_t n);
 
 #endif

@@ -4,7 +4,10 @@ every backend — and the call into the chosen backend's row kernels.
 Every function brings its input to "rows of the last axis": the reduced axes
 are moved to the end and the array viewed as ``(n, k)``, C-contiguous, in the
 compute dtype (a copy only when the layout or dtype requires one).  Backends
-only ever see that; the contract is in ``_backends/numpy_ref.py``.
+only ever see that; the contract is in ``_backends/numpy_ref.py``.  float16
+and bfloat16 rows go to a backend that reads half rows itself (``HALF = True``:
+the C kernels widen them in bounded blocks) in their own dtype, with ``out=``
+of that dtype written directly; other backends get float32 rows.
 """
 
 from __future__ import annotations
@@ -51,6 +54,15 @@ def _asarray(x, what="x"):
 
 def _loss_dtype(cdtype, rdtype):
     return np.dtype(np.float32) if rdtype != cdtype else rdtype
+
+
+def _kernel_dtype(be, cdtype, rdtype):
+    """The dtype of the rows handed to backend ``be``: a half result dtype itself
+    when the backend reads and writes half rows (widening inside its kernels, in
+    bounded blocks: ``HALF = True``), else the compute dtype."""
+    if rdtype != cdtype and getattr(be, "HALF", False):
+        return rdtype
+    return cdtype
 
 
 # ----------------------------------------------------------------------------
@@ -249,7 +261,9 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
     be = _config.resolve(backend)
     if rows.n == 0 or rows.k == 0:
         return out if out is not None else np.empty(shape, rdtype)
-    st = _Strided.plan(arrays[0], axes, be, kernel_name)
+    kdtype = _kernel_dtype(be, cdtype, rdtype)
+    # the strided kernels take float32/float64; half inputs take the row path
+    st = _Strided.plan(arrays[0], axes, be, kernel_name) if kdtype == cdtype else None
     if st is not None:
         args = [st.arr(a, cdtype) for a in arrays]
         if masked:
@@ -259,10 +273,10 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
                                                               st.inner, _nthreads())
         return st.result(o, out, rdtype)
     mask = None if w is None else rows.rows(w, np.bool_)
-    args = [rows.rows(a, cdtype) for a in arrays]
+    args = [rows.rows(a, kdtype) for a in arrays]
     if masked:
         args.append(mask)
-    o2 = _row_out_buffer(out, rows, cdtype)
+    o2 = _row_out_buffer(out, rows, kdtype)
     getattr(be, kernel_name)(*args, o2, _nthreads())
     return _elementwise_result(o2, rows, rdtype, out)
 
@@ -279,15 +293,20 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
+_F16 = np.dtype(np.float16)
 
 
-def _fast_in(x, axis):
-    """``(n, k)`` when ``x`` is the common case over ``axis``, else None."""
+def _fast_in(x, axis, be=None):
+    """``(n, k)`` when ``x`` is the common case over ``axis``, else None.  Half
+    dtypes are common only for a backend ``be`` that reads half rows itself."""
     if type(x) is not np.ndarray or type(axis) is not int:
         return None
     dt = x.dtype
     nd = x.ndim
-    if (dt is not _F32 and dt is not _F64) or nd == 0 or (axis != -1 and axis != nd - 1):
+    if dt is not _F32 and dt is not _F64:
+        if not ((dt == _F16 or dt.name == "bfloat16") and getattr(be, "HALF", False)):
+            return None
+    if nd == 0 or (axis != -1 and axis != nd - 1):
         return None
     size = x.size
     if size == 0 or not x.flags.c_contiguous:
@@ -306,8 +325,8 @@ def _fast_out(out, x):
     return None
 
 
-def _fast_map(kernel, x, axis, out, masked=True):
-    nk = _fast_in(x, axis)
+def _fast_map(be, name, x, axis, out, masked=True):
+    nk = _fast_in(x, axis, be)
     if nk is None:
         return None
     o = _fast_out(out, x)
@@ -318,6 +337,7 @@ def _fast_map(kernel, x, axis, out, masked=True):
         x2, o2 = x, o
     else:
         x2, o2 = x.reshape(n, k), o.reshape(n, k)
+    kernel = getattr(be, name)
     if masked:
         kernel(x2, None, o2, _config.get_num_threads())
     else:
@@ -325,9 +345,9 @@ def _fast_map(kernel, x, axis, out, masked=True):
     return o
 
 
-def _fast_pair(kernel, grad, y, axis, out, masked):
+def _fast_pair(be, name, grad, y, axis, out, masked):
     """The backward functions' common call: grad and y alike (shape, dtype, layout)."""
-    nk = _fast_in(y, axis)
+    nk = _fast_in(y, axis, be)
     if (nk is None or type(grad) is not np.ndarray or grad.dtype is not y.dtype
             or grad.shape != y.shape or not grad.flags.c_contiguous):
         return None
@@ -339,6 +359,7 @@ def _fast_pair(kernel, grad, y, axis, out, masked):
         grad, y, o2 = grad.reshape(n, k), y.reshape(n, k), o.reshape(n, k)
     else:
         o2 = o
+    kernel = getattr(be, name)
     if masked:
         kernel(grad, y, None, o2, _config.get_num_threads())
     else:
@@ -363,7 +384,7 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
     part; the others get exactly 0, and a row with nothing selected is all 0.
     """
     if where is None and backend is None:
-        r = _fast_map(_config.current().softmax_rows, x, axis, out)
+        r = _fast_map(_config.current(), "softmax_rows", x, axis, out)
         if r is not None:
             return r
     return _softmax_like("softmax_rows", x, axis, where, out, backend)
@@ -372,7 +393,7 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
 def log_softmax(x, axis=-1, *, where=None, out=None, backend=None):
     """``(x - max) - log(sum(exp(x - max)))`` along ``axis``; masked entries ``-inf``."""
     if where is None and backend is None:
-        r = _fast_map(_config.current().log_softmax_rows, x, axis, out)
+        r = _fast_map(_config.current(), "log_softmax_rows", x, axis, out)
         if r is not None:
             return r
     return _softmax_like("log_softmax_rows", x, axis, where, out, backend)
@@ -384,15 +405,18 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
     ``return_sign``); ``-inf`` over an empty axis or a fully masked row."""
     if (b is None and where is None and backend is None and out is None and not keepdims
             and not return_sign):
-        nk = _fast_in(x, axis)
+        be = _config.current()
+        nk = _fast_in(x, axis, be)
         if nk is not None:
             r = np.empty(x.shape[:-1], x.dtype)
-            _config.current().logsumexp_rows(x.reshape(nk), None, None, r.reshape(nk[0]),
+            be.logsumexp_rows(x.reshape(nk), None, None, r.reshape(nk[0]),
                                               None, _config.get_num_threads())
             return r if r.ndim else r[()]
     x = _asarray(x)
+    b_dtype = None
     if b is not None:
         bw = _asarray(b, "b")
+        b_dtype = bw.dtype
         # NEP 50: a Python scalar b is "weak" and does not promote x (as SciPy)
         weak = isinstance(b, (bool, int, float)) and not isinstance(b, np.generic)
         cdtype, rdtype = _dtypes(np.result_type(x.dtype, b if weak else bw.dtype))
@@ -419,23 +443,28 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
     w = _where(where, x)
     be = _config.resolve(backend)
     n = rows.n
-    st = _Strided.plan(x, axes, be, "logsumexp_rows") if n and rows.k else None
+    kdtype = _kernel_dtype(be, cdtype, rdtype)
+    if b_dtype is not None and b_dtype != kdtype and kdtype != cdtype:
+        kdtype = cdtype  # b of another dtype (or a Python scalar): not rounded to x's
+    # the strided kernels take float32/float64; half inputs take the row path
+    st = (_Strided.plan(x, axes, be, "logsumexp_rows") if n and rows.k and kdtype == cdtype
+          else None)
     if st is not None:
         return _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, out)
     mask = None if w is None else rows.rows(w, np.bool_)
-    if out is not None and out.dtype == cdtype and out.flags.c_contiguous:
+    if out is not None and out.dtype == kdtype and out.flags.c_contiguous:
         r = out.reshape(n)
     else:
-        r = np.empty(n, cdtype)
-    sign = np.empty(n, cdtype) if return_sign else None
+        r = np.empty(n, kdtype)
+    sign = np.empty(n, kdtype) if return_sign else None
     if n:
         if rows.k == 0:
             r[...] = -np.inf
             if sign is not None:
                 sign[...] = 0
         else:
-            x2 = rows.rows(x, cdtype)
-            b2 = rows.rows(b, cdtype) if b is not None else None
+            x2 = rows.rows(x, kdtype)
+            b2 = rows.rows(b, kdtype) if b is not None else None
             be.logsumexp_rows(x2, b2, mask, r, sign, _nthreads())
     if out is not None:
         if not np.shares_memory(out, r):
@@ -443,13 +472,13 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
         res = out
     else:
         res = r.reshape(rshape)
-        if rdtype != cdtype:
+        if rdtype != res.dtype:
             res = res.astype(rdtype)
         if res.ndim == 0:
             res = res[()]
     if return_sign:
         s = sign.reshape(rshape)
-        if rdtype != cdtype:
+        if rdtype != s.dtype:
             s = s.astype(rdtype)
         if s.ndim == 0:
             s = s[()]
@@ -506,7 +535,7 @@ def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
     """Vector-Jacobian product of softmax given ``y = softmax(x)``:
     ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0."""
     if backend is None:
-        r = _fast_pair(_config.current().softmax_backward_rows, grad, y, axis, out, False)
+        r = _fast_pair(_config.current(), "softmax_backward_rows", grad, y, axis, out, False)
         if r is not None:
             return r
     grad, y, cdtype, rdtype = _pair(grad, y)
@@ -518,7 +547,7 @@ def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None
     """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)``:
     ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows."""
     if where is None and backend is None:
-        r = _fast_pair(_config.current().log_softmax_backward_rows, grad, y, axis, out, True)
+        r = _fast_pair(_config.current(), "log_softmax_backward_rows", grad, y, axis, out, True)
         if r is not None:
             return r
     grad, y, cdtype, rdtype = _pair(grad, y)
@@ -613,12 +642,16 @@ class _CE:
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
         self.be = _config.resolve(backend)
+        kdtype = _kernel_dtype(self.be, cdtype, rdtype)
+        if not self.index and t.dtype != kdtype:
+            kdtype = cdtype  # probabilities of another dtype: computed from float32 rows
+        self.kdtype = kdtype
         self.outer = math.prod(x.shape[:ax])
         self.inner = math.prod(x.shape[ax + 1:])
         if self.inner == 1:
             self.mode = "rows"
-        elif hasattr(self.be, "cross_entropy_index_strided"):
-            self.mode = "strided"
+        elif kdtype == cdtype and hasattr(self.be, "cross_entropy_index_strided"):
+            self.mode = "strided"  # (the strided kernels take float32/float64)
         else:
             self.mode = "moved"
         if self.mode == "moved":
@@ -626,9 +659,9 @@ class _CE:
             if not self.index:
                 t = np.moveaxis(t, ax, -1)
         if self.mode == "strided":
-            self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.outer, k, self.inner)
+            self.x2 = np.ascontiguousarray(x, dtype=kdtype).reshape(self.outer, k, self.inner)
         else:
-            self.x2 = np.ascontiguousarray(x, dtype=cdtype).reshape(self.n, k)
+            self.x2 = np.ascontiguousarray(x, dtype=kdtype).reshape(self.n, k)
         if self.index:
             self.t2 = np.ascontiguousarray(t, dtype=np.int64).reshape(self.n)
             if self.n:
@@ -638,7 +671,7 @@ class _CE:
                                      f"{k} classes (at flat row {bad}; ignore_index is "
                                      f"{self.ignore_index})")
         else:
-            self.t2 = np.ascontiguousarray(t, dtype=cdtype).reshape(self.x2.shape)
+            self.t2 = np.ascontiguousarray(t, dtype=kdtype).reshape(self.x2.shape)
         self._factors()
 
     def _factors(self):
@@ -681,9 +714,9 @@ class _CE:
         itself when its layout allows."""
         if out is not None:
             _check_out(out, self.x.shape, self.rdtype)
-            if self.mode != "moved" and out.dtype == self.cdtype and out.flags.c_contiguous:
+            if self.mode != "moved" and out.dtype == self.kdtype and out.flags.c_contiguous:
                 return out.reshape(self.x2.shape)
-        return np.empty(self.x2.shape, self.cdtype)
+        return np.empty(self.x2.shape, self.kdtype)
 
     def _blocks(self):
         """(slice of x2, slice of the per-row data) pairs of bounded size: blocks
@@ -802,4 +835,4 @@ def _ce_grad_result(ce, buf, out):
             out[...] = buf.reshape(out.shape)
         return out
     r = buf.reshape(ce.x.shape)
-    return r.astype(ce.rdtype) if ce.rdtype != ce.cdtype else r
+    return r.astype(ce.rdtype) if ce.rdtype != r.dtype else r

@@ -80,6 +80,14 @@ def _result(buf, direct, out, shape, flip, rdtype):
     return r.T if flip else r
 
 
+def _half_kernel_dtype(mod, name, cdtype, rdtype):
+    """The dtype handed to kernel ``name`` of ``mod``: a half result dtype itself when
+    the kernel reads and writes half arrays (``mod.HALF`` lists it), else ``cdtype``."""
+    if rdtype != cdtype and name in getattr(mod, "HALF", ()):
+        return rdtype
+    return cdtype
+
+
 def _check_approximate(approximate):
     if approximate not in _APPROXIMATE:
         raise ValueError(f"fastact: approximate must be one of {_APPROXIMATE}, "
@@ -96,8 +104,9 @@ def _unary(op, x, out, backend):
     if x.size == 0:
         return out if out is not None else np.empty(x.shape, rdtype)
     flip = _flip(x)
-    xf = _flat(x, flip, cdtype)
-    buf, direct = _out_buffer(out, flip, cdtype, xf.shape[0])
+    kdtype = _half_kernel_dtype(mod, "unary", cdtype, rdtype)
+    xf = _flat(x, flip, kdtype)
+    buf, direct = _out_buffer(out, flip, kdtype, xf.shape[0])
     mod.unary(op, xf, buf, _nthreads())
     return _result(buf, direct, out, x.shape, flip, rdtype)
 
@@ -114,9 +123,10 @@ def _unary_backward(op, grad, s, out, backend, what="x"):
     if s.size == 0:
         return out if out is not None else np.empty(s.shape, rdtype)
     flip = _flip(s)
-    sf = _flat(s, flip, cdtype)
-    gf = _flat(grad, flip, cdtype)
-    buf, direct = _out_buffer(out, flip, cdtype, sf.shape[0])
+    kdtype = _half_kernel_dtype(mod, "unary_backward", cdtype, rdtype)
+    sf = _flat(s, flip, kdtype)
+    gf = _flat(grad, flip, kdtype)
+    buf, direct = _out_buffer(out, flip, kdtype, sf.shape[0])
     mod.unary_backward(op, gf, sf, buf, _nthreads())
     return _result(buf, direct, out, s.shape, flip, rdtype)
 

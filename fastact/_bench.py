@@ -144,7 +144,7 @@ class Inputs:
 
     def __init__(self, shape, dtype, seed=0):
         self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
+        self.dtype = _np_dtype(dtype)
         self.seed = seed
         self._cache = {}
 
@@ -167,14 +167,17 @@ class Inputs:
         import fastact
 
         n, k = self.shape
+        # half dtypes: drawn in float32 and rounded (the generators make float32/64 only)
+        gdt = self.dtype if self.dtype.itemsize >= 4 else np.dtype(np.float32)
         if name == "x":
-            return self._rng(1).standard_normal(self.shape, dtype=self.dtype) * self.dtype.type(2)
+            x = self._rng(1).standard_normal(self.shape, dtype=gdt) * gdt.type(2)
+            return x.astype(self.dtype, copy=False)
         if name == "grad":
-            return self._rng(2).standard_normal(self.shape, dtype=self.dtype)
+            return self._rng(2).standard_normal(self.shape, dtype=gdt).astype(self.dtype, copy=False)
         if name == "target":
             return self._rng(3).integers(0, k, n, dtype=np.int64)
         if name == "prob":
-            return self._rng(4).random(self.shape, dtype=self.dtype)
+            return self._rng(4).random(self.shape, dtype=gdt).astype(self.dtype, copy=False)
         if name == "y_softmax":
             return fastact.softmax(self.x, backend="numpy")
         if name == "y_log_softmax":
@@ -188,9 +191,7 @@ class Inputs:
     def torch(self, name):
         key = "torch:" + name
         if key not in self._cache:
-            import torch
-
-            self._cache[key] = torch.from_numpy(getattr(self, name))
+            self._cache[key] = _torch_tensor(getattr(self, name))
         return self._cache[key]
 
     def jax(self, name):
@@ -200,6 +201,28 @@ class Inputs:
 
             self._cache[key] = jnp.asarray(getattr(self, name))
         return self._cache[key]
+
+
+#: --dtype choices; the half ones compute in float32 (bfloat16 needs ml_dtypes).
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def _np_dtype(name):
+    """The NumPy dtype of a --dtype name (bfloat16: ml_dtypes')."""
+    if str(name) == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def _torch_tensor(a):
+    """A zero-copy tensor of NumPy array ``a`` (bfloat16: through an int16 view)."""
+    import torch
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _out_like_x(inp):
@@ -340,7 +363,7 @@ def _torch_cross_entropy(P, inp, mode):
 
 def _torch_cross_entropy_with_grad(P, inp, mode):
     # autograd, as a training loop gets the gradient: forward, then d loss / d logits
-    x = P.torch.from_numpy(inp.x).requires_grad_(True)
+    x = _torch_tensor(inp.x).requires_grad_(True)
     t = inp.torch("target")
     F, grad = P.F, P.torch.autograd.grad
 
@@ -369,7 +392,7 @@ def _torch_bce(with_grad):
         if not with_grad:
             x = inp.torch("x")
             return lambda: F.binary_cross_entropy_with_logits(x, t)
-        x = P.torch.from_numpy(inp.x).requires_grad_(True)
+        x = _torch_tensor(inp.x).requires_grad_(True)
 
         def call():
             loss = F.binary_cross_entropy_with_logits(x, t)
@@ -853,7 +876,10 @@ def _to_numpy(r):
     if isinstance(r, tuple):
         return tuple(_to_numpy(v) for v in r)
     if hasattr(r, "detach"):
-        r = r.detach().numpy()
+        r = r.detach()
+        if r.dtype.is_floating_point and r.element_size() == 2:  # no .numpy() for bfloat16
+            r = r.float()
+        r = r.numpy()
     return np.asarray(r, dtype=np.float64)
 
 
@@ -863,7 +889,10 @@ def _agrees(a, b, dtype):
         if not (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)):
             return False
         return all(_agrees(u, v, dtype) for u, v in zip(a, b))
-    tol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
+    dt = _np_dtype(dtype)
+    # half dtypes: results rounded to 11 (float16) / 8 (bfloat16) bits, by different
+    # routes (torch's own kernels, the reference in float32): a few units of the last bit
+    tol = {4: 1e-4, 8: 1e-9}.get(dt.itemsize, 4e-3 if dt == np.float16 else 3e-2)
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=tol, atol=tol, equal_nan=True))
 
 
@@ -1144,7 +1173,7 @@ _OPT_NUM = {"type": ["number", "null"]}
 _OPT_STR = {"type": ["string", "null"]}
 _SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1},
           "minItems": 2, "maxItems": 2}
-_DTYPE = {"enum": ["float32", "float64"]}
+_DTYPE = {"enum": list(DTYPES)}
 _MODE = {"enum": list(MODES)}
 _AVAIL = {"type": "object", "required": ["available"],
           "properties": {"available": {"type": "boolean"}, "version": _STR, "reason": _STR}}
@@ -1641,7 +1670,9 @@ def add_arguments(p):
                         + ", ".join(fmt_shape(s) for s in SHAPES) + "; the default; --quick: "
                         + ", ".join(fmt_shape(s) for s in QUICK["shapes"]) + ")")
     p.add_argument("--dtype", default="float32",
-                   help="float32 (default), float64 or 'float32,float64'")
+                   help="float32 (default), float64, float16, bfloat16 (ml_dtypes) or a "
+                        "list such as 'float32,float16'; half dtypes are computed in float32 "
+                        "and every peer gets tensors of the same dtype")
     p.add_argument("--threads", default=None,
                    help="thread counts, e.g. '1,2' (default: fastact's, all cores)")
     p.add_argument("--quick", action="store_true",
@@ -1702,8 +1733,13 @@ def _config_from_args(args):
                 raise ValueError(f"unknown peer {p!r}; expected some of {', '.join(PEERS)}")
     dtypes = []
     for d in _csv(args.dtype):
-        if d not in ("float32", "float64"):
-            raise ValueError(f"--dtype must be float32 and/or float64, got {d!r}")
+        if d not in DTYPES:
+            raise ValueError(f"--dtype must be some of {', '.join(DTYPES)}, got {d!r}")
+        if d == "bfloat16":
+            try:
+                import ml_dtypes  # noqa: F401
+            except ImportError:
+                raise ValueError("--dtype bfloat16 needs the ml_dtypes package") from None
         dtypes.append(d)
     if args.threads is None:
         threads = [fastact.get_num_threads()]

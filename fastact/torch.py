@@ -7,11 +7,18 @@ copy (``Tensor.numpy()`` / ``torch.from_numpy``); ``cross_entropy`` runs the
 fused ``softmax_cross_entropy_with_grad`` in the forward pass and keeps the
 gradient for the backward pass, which is then one multiply.
 
+float16 and bfloat16 tensors run on fastact's kernels too (computed in
+float32, results and gradients in the input dtype, as torch's; the C backend
+widens them in bounded blocks).  bfloat16 tensors have no ``.numpy()``: they
+cross as int16 views reinterpreted as ``ml_dtypes.bfloat16`` (no copy), which
+needs ml_dtypes.
+
 Tensors that fastact does not cover (another device, a dtype other than
-float32/float64, a ``weight`` or probability target that requires grad) go to
-torch's own function.  ``cross_entropy`` on ``(N, C, d1, ...)`` passes the
-tensor as it lies, classes on axis 1 (the C backend reduces there without a
-copy; the others move the axis last).  Only first derivatives are
+float16/bfloat16/float32/float64, a ``weight`` or probability target that
+requires grad) go to torch's own function.  ``cross_entropy`` on ``(N, C, d1,
+...)`` passes the tensor as it lies, classes on axis 1 (the C backend reduces
+there without a copy for float32/float64; the others move the axis last).
+Only first derivatives are
 provided (``once_differentiable``).
 """
 
@@ -28,7 +35,13 @@ import fastact
 __all__ = ["softmax", "log_softmax", "cross_entropy"]
 
 _F = torch.nn.functional
-_FAST_DTYPES = (torch.float32, torch.float64)
+try:
+    import ml_dtypes
+except ImportError:  # pragma: no cover - bfloat16 then stays with torch
+    ml_dtypes = None
+    _FAST_DTYPES = (torch.float32, torch.float64, torch.float16)
+else:
+    _FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _fast(t):
@@ -37,8 +50,18 @@ def _fast(t):
 
 
 def _np(t):
-    """A NumPy view of a CPU tensor (no copy)."""
-    return t.detach().numpy()
+    """A NumPy view of a CPU tensor (no copy; bfloat16 through an int16 view)."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def _tensor(a):
+    """A tensor viewing NumPy array ``a`` (no copy; bfloat16 through an int16 view)."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _implicit_dim(ndim):
@@ -60,7 +83,7 @@ def _row_function(name, forward, backward):
     product is ``fastact.<backward>(grad, y, axis)`` (looked up per call), zero-copy."""
 
     def fwd(ctx, x, dim):
-        y = torch.from_numpy(getattr(fastact, forward)(_np(x), axis=dim))
+        y = _tensor(getattr(fastact, forward)(_np(x), axis=dim))
         ctx.dim = dim
         ctx.save_for_backward(y)
         return y
@@ -68,7 +91,7 @@ def _row_function(name, forward, backward):
     @once_differentiable
     def bwd(ctx, grad):
         (y,) = ctx.saved_tensors
-        return torch.from_numpy(getattr(fastact, backward)(_np(grad), _np(y), axis=ctx.dim)), None
+        return _tensor(getattr(fastact, backward)(_np(grad), _np(y), axis=ctx.dim)), None
 
     return type(name, (torch.autograd.Function,),
                 {"forward": staticmethod(fwd), "backward": staticmethod(bwd)})
@@ -114,10 +137,10 @@ class _CrossEntropy(torch.autograd.Function):
         # this very buffer to autograd, no copy and no pass.  The inputs are
         # saved for a later backward through a retained graph, which computes
         # the gradient again (torch's version check guards them).
-        ctx.grad = torch.from_numpy(grad)
+        ctx.grad = _tensor(grad)
         ctx.save_for_backward(x, target)
-        if reduction == "none":
-            return torch.from_numpy(np.asarray(loss))
+        if reduction == "none":  # float32 for half logits: torch's loss has their dtype
+            return torch.from_numpy(np.asarray(loss)).to(x.dtype)
         return torch.tensor(float(loss), dtype=x.dtype)
 
     @staticmethod
@@ -130,7 +153,7 @@ class _CrossEntropy(torch.autograd.Function):
             g = _np(grad_loss)
             gx = fastact.softmax_cross_entropy_backward(_np(x), _np(target), g if g.ndim else float(g),
                                                         **ctx.options)
-            return (torch.from_numpy(gx),) + none
+            return (_tensor(gx),) + none
         if ctx.options["reduction"] == "none":
             return (grad * grad_loss.unsqueeze(ctx.options["axis"]),) + none
         if float(grad_loss) == 1.0:

@@ -21,6 +21,9 @@ if not hasattr(_lib, "fa_unary"):  # pragma: no cover - an extension from before
                       "kernels (csrc/elementwise.c); rebuild it")
 
 NAME = "c"
+#: fa_unary / fa_unary_backward read and write float16 and bfloat16 themselves
+#: (widened in blocks inside the C code); BCE is computed from float32 arrays.
+HALF = ("unary", "unary_backward")
 UNARY = ("sigmoid", "log_sigmoid", "relu", "tanh", "softsign", "gelu", "gelu_tanh", "silu")
 BACKWARD = UNARY
 _OP = {name: i for i, name in enumerate(UNARY)}  # enum fa_unary_op in csrc/elementwise.h
@@ -37,9 +40,15 @@ def _bind(ffi, lib):
 _bind(_ffi, _lib)
 
 
+def _dtype_code(x):
+    """The C dtype code: the item size, | FA_BF16 (0x100) for bfloat16."""
+    n = x.itemsize
+    return 2 | 0x100 if n == 2 and x.dtype.char != "e" else n
+
+
 def unary(op, x, out, nthreads=1):
     code = _OP[op]
-    isz = x.itemsize
+    isz = _dtype_code(x)
 
     def part(a, b):
         _unary(isz, code, _fb(x[a:b]), _fb(out[a:b]), b - a)
@@ -49,7 +58,7 @@ def unary(op, x, out, nthreads=1):
 
 def unary_backward(op, grad, s, out, nthreads=1):
     code = _OP[op]
-    isz = s.itemsize
+    isz = _dtype_code(s)
 
     def part(a, b):
         _unary_bwd(isz, code, _fb(grad[a:b]), _fb(s[a:b]), _fb(out[a:b]), b - a)

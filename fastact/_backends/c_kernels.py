@@ -12,13 +12,17 @@ extension was not built (no C compiler when fastact was installed).
 
 The wrappers are on the hot path for small arrays, so they do the least:
 ``ffi.from_buffer`` (measured ~4x cheaper than casting ``arr.ctypes.data``),
-NULL for ``None``, the dtype passed as the item size.
+NULL for ``None``, the dtype passed as the item size (float16 2, bfloat16
+2 | FA_BF16: rows widened to float32 in bounded blocks inside the C code,
+results rounded back; weight, row_scale and losses stay float32).
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+
+import numpy as np
 
 try:
     from fastact._fastact_c import ffi, lib
@@ -50,6 +54,19 @@ _isa = _isa_from_env()
 _fb = ffi.from_buffer
 _NULL = ffi.NULL
 
+#: The kernels read and write float16 and bfloat16 rows themselves (widened
+#: to float32 in bounded blocks inside the C code: csrc/half.c).
+HALF = True
+_BF16 = 0x100  # FA_BF16 in csrc/fastact.h
+
+
+def _code(x):
+    """The C dtype code of a float array: its item size, | FA_BF16 for bfloat16."""
+    n = x.itemsize
+    if n == 2 and x.dtype.char != "e":
+        return 2 | _BF16
+    return n
+
 
 def simd_level():
     """The SIMD level the kernels run at: ``"avx512f"``, ``"avx2"`` or ``"baseline"``."""
@@ -76,33 +93,49 @@ def force_isa(name):
         _isa = old
 
 
+def widen_half(h):
+    """float16/bfloat16 array -> float32 array by the kernels' own conversion (for tests)."""
+    h = np.ascontiguousarray(h)
+    f = np.empty(h.shape, np.float32)
+    lib.fa_half_widen(_code(h), _isa, _fb(h), _fb("float[]", f), h.size)
+    return f
+
+
+def narrow_half(f, dtype):
+    """float32 array -> ``dtype`` (float16/bfloat16) by the kernels' own rounding (for tests)."""
+    f = np.ascontiguousarray(f, dtype=np.float32)
+    h = np.empty(f.shape, dtype)
+    lib.fa_half_narrow(_code(h), _isa, _fb("float[]", f), _fb(h), f.size)
+    return h
+
+
 def softmax_rows(x, mask, out, nthreads=1):
     n, k = x.shape
-    lib.fa_softmax_rows(x.itemsize, _isa, _fb(x), _NULL if mask is None else _fb(mask),
+    lib.fa_softmax_rows(_code(x), _isa, _fb(x), _NULL if mask is None else _fb(mask),
                         _fb(out), n, k, nthreads)
 
 
 def log_softmax_rows(x, mask, out, nthreads=1):
     n, k = x.shape
-    lib.fa_log_softmax_rows(x.itemsize, _isa, _fb(x), _NULL if mask is None else _fb(mask),
+    lib.fa_log_softmax_rows(_code(x), _isa, _fb(x), _NULL if mask is None else _fb(mask),
                             _fb(out), n, k, nthreads)
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
     n, k = x.shape
-    lib.fa_logsumexp_rows(x.itemsize, _isa, _fb(x), _NULL if b is None else _fb(b),
+    lib.fa_logsumexp_rows(_code(x), _isa, _fb(x), _NULL if b is None else _fb(b),
                           _NULL if mask is None else _fb(mask), _fb(out),
                           _NULL if sign is None else _fb(sign), n, k, nthreads)
 
 
 def softmax_backward_rows(grad, y, out, nthreads=1):
     n, k = grad.shape
-    lib.fa_softmax_backward_rows(grad.itemsize, _isa, _fb(grad), _fb(y), _fb(out), n, k, nthreads)
+    lib.fa_softmax_backward_rows(_code(grad), _isa, _fb(grad), _fb(y), _fb(out), n, k, nthreads)
 
 
 def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
     n, k = grad.shape
-    lib.fa_log_softmax_backward_rows(grad.itemsize, _isa, _fb(grad), _fb(y),
+    lib.fa_log_softmax_backward_rows(_code(grad), _isa, _fb(grad), _fb(y),
                                      _NULL if mask is None else _fb(mask), _fb(out),
                                      n, k, nthreads)
 
@@ -115,7 +148,7 @@ def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
                              z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
     n, k = x.shape
     lib.fa_cross_entropy_index_rows(
-        x.itemsize, _isa, _fb(x), _fb("int64_t[]", target), _NULL if weight is None else _fb(weight),
+        _code(x), _isa, _fb(x), _fb("int64_t[]", target), _NULL if weight is None else _fb(weight),
         ignore_index, label_smoothing, z_loss, a, b, g,
         _NULL if row_scale is None else _fb(row_scale),
         _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
@@ -126,7 +159,7 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
                             row_scale, loss, grad, nthreads=1):
     n, k = x.shape
     lib.fa_cross_entropy_prob_rows(
-        x.itemsize, _isa, _fb(x), _fb(target), _NULL if weight is None else _fb(weight),
+        _code(x), _isa, _fb(x), _fb(target), _NULL if weight is None else _fb(weight),
         label_smoothing, z_loss, a, b, g,
         _NULL if row_scale is None else _fb(row_scale),
         _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
