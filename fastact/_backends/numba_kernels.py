@@ -9,7 +9,8 @@ How the kernels are fast:
 
 * ``exp`` is our own polynomial (``_exp_f32``/``_exp_f64``) built from
   operations LLVM vectorises: round, Cody-Waite reduction, Horner, and
-  ``llvm.ldexp`` for ``2**n`` (one ``vscalefps`` on AVX-512); NumPy's
+  ``2**n`` as two multiplies by powers of two made in the exponent field
+  (``_ldexp``: exact, subnormals included, on every ISA); NumPy's
   ``np.exp`` in a Numba loop is a scalar libm call.  Where the argument is
   ``x - max`` (<= 0), float32 uses ``_exp_nonpos_f32``: one clamp, and the
   rounding by a magic-number add instead of ``rint``.
@@ -135,13 +136,34 @@ def _rint(typingctx, a):
 
 @intrinsic
 def _ldexp(typingctx, p, n):
-    """``p * 2**n`` for ``n`` a float holding a small integer; exact, subnormals included."""
+    """``p * 2**n`` for ``n`` a float holding a small integer (the exps' range:
+    |n| <= 151 for float32, 1077 for float64) and ``p`` near 1; exact,
+    subnormals included.
+
+    As two multiplies by powers of two built in the exponent field, ``2**(n//2)``
+    then ``2**(n - n//2)``: both are normal numbers, the first product is exact
+    and the second rounds once, so the result is the correctly rounded
+    ``p * 2**n`` (gradual underflow and overflow to inf included) that
+    ``llvm.ldexp`` gives — but in integer and multiply instructions that vectorise
+    on every ISA, where ``llvm.ldexp`` is one vector instruction on AVX-512
+    (vscalef) and a scalar libm call per element elsewhere (AVX2: ~10x slower
+    softmax).  The multiplies carry no fast-math flags, so they are not
+    reassociated into ``p * 2**n`` (which would underflow ``2**n`` itself).
+    """
     def codegen(context, builder, signature, args):
         pv, nv = args
-        i32 = ir.IntType(32)
-        fn = builder.module.declare_intrinsic(
-            "llvm.ldexp", [pv.type, i32], ir.FunctionType(pv.type, [pv.type, i32]))
-        return builder.call(fn, [pv, builder.fptosi(nv, i32)])
+        if isinstance(pv.type, ir.DoubleType):
+            it, mant, bias = ir.IntType(64), 52, 1023
+        else:
+            it, mant, bias = ir.IntType(32), 23, 127
+        ni = builder.fptosi(nv, it)
+        n1 = builder.ashr(ni, ir.Constant(it, 1))
+        n2 = builder.sub(ni, n1)
+
+        def pow2(k):
+            e = builder.shl(builder.add(k, ir.Constant(it, bias)), ir.Constant(it, mant))
+            return builder.bitcast(e, pv.type)
+        return builder.fmul(builder.fmul(pv, pow2(n1)), pow2(n2))
     return p(p, n), codegen
 
 
@@ -330,9 +352,9 @@ def _exp_f32(z):
 # float32 exp(z) for z <= 0 (or NaN), the softmax case: the same polynomial,
 # with n rounded by the magic-number add (no float -> int -> float round trip)
 # and one clamp (z < -104: -inf -> 0; NaN kept, the comparison is false).
-# 2**n is applied by llvm.ldexp (vscalefps on AVX-512), exact for subnormal
-# results, so softmax entries below finfo.tiny are the subnormals np.exp gives
-# rather than 0.
+# 2**n is applied exactly by _ldexp (two multiplies by normal powers of two),
+# subnormal results included, so softmax entries below finfo.tiny are the
+# subnormals np.exp gives rather than 0.
 _E32_MAGIC = _f32(float.fromhex("0x1.8p23"))   # 1.5 * 2**23: adding it rounds to an integer
 
 
