@@ -319,9 +319,10 @@ def _fast_out(out, x):
     """A fresh result like ``x``, ``out`` if it fits the common case, else None."""
     if out is None:
         return np.empty_like(x)
-    if (type(out) is np.ndarray and out.dtype is x.dtype and out.shape == x.shape
-            and out.flags.c_contiguous and out.flags.writeable):
-        return out
+    if type(out) is np.ndarray and out.dtype is x.dtype and out.shape == x.shape:
+        f = out.flags
+        if f.c_contiguous and f.writeable:
+            return out
     return None
 
 
@@ -332,11 +333,10 @@ def _fast_map(be, name, x, axis, out, masked=True):
     o = _fast_out(out, x)
     if o is None:
         return None
-    n, k = nk
-    if x.ndim == 2:
+    if x.ndim == 2 or getattr(be, "ND_ROWS", False):
         x2, o2 = x, o
     else:
-        x2, o2 = x.reshape(n, k), o.reshape(n, k)
+        x2, o2 = x.reshape(nk), o.reshape(nk)
     kernel = getattr(be, name)
     if masked:
         kernel(x2, None, o2, _config.get_num_threads())
@@ -354,9 +354,8 @@ def _fast_pair(be, name, grad, y, axis, out, masked):
     o = _fast_out(out, y)
     if o is None:
         return None
-    n, k = nk
-    if y.ndim != 2:
-        grad, y, o2 = grad.reshape(n, k), y.reshape(n, k), o.reshape(n, k)
+    if y.ndim != 2 and not getattr(be, "ND_ROWS", False):
+        grad, y, o2 = grad.reshape(nk), y.reshape(nk), o.reshape(nk)
     else:
         o2 = o
     kernel = getattr(be, name)

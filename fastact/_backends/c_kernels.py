@@ -109,16 +109,24 @@ def narrow_half(f, dtype):
     return h
 
 
+# The row kernels below also take C-contiguous arrays of any ndim >= 1 as the
+# rows of their last axis (the API's fast path passes them without a reshape).
+ND_ROWS = True
+
+
 def softmax_rows(x, mask, out, nthreads=1):
-    n, k = x.shape
-    lib.fa_softmax_rows(_code(x), _isa, _fb(x), _NULL if mask is None else _fb(mask),
-                        _fb(out), n, k, nthreads)
+    k = x.shape[-1]
+    i = x.itemsize
+    lib.fa_softmax_rows(i if i != 2 else _code(x), _isa, _fb(x),
+                        _NULL if mask is None else _fb(mask), _fb(out), x.size // k, k, nthreads)
 
 
 def log_softmax_rows(x, mask, out, nthreads=1):
-    n, k = x.shape
-    lib.fa_log_softmax_rows(_code(x), _isa, _fb(x), _NULL if mask is None else _fb(mask),
-                            _fb(out), n, k, nthreads)
+    k = x.shape[-1]
+    i = x.itemsize
+    lib.fa_log_softmax_rows(i if i != 2 else _code(x), _isa, _fb(x),
+                            _NULL if mask is None else _fb(mask), _fb(out), x.size // k, k,
+                            nthreads)
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
@@ -129,15 +137,18 @@ def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
 
 
 def softmax_backward_rows(grad, y, out, nthreads=1):
-    n, k = grad.shape
-    lib.fa_softmax_backward_rows(_code(grad), _isa, _fb(grad), _fb(y), _fb(out), n, k, nthreads)
+    k = grad.shape[-1]
+    i = grad.itemsize
+    lib.fa_softmax_backward_rows(i if i != 2 else _code(grad), _isa, _fb(grad), _fb(y), _fb(out),
+                                 grad.size // k, k, nthreads)
 
 
 def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
-    n, k = grad.shape
-    lib.fa_log_softmax_backward_rows(_code(grad), _isa, _fb(grad), _fb(y),
+    k = grad.shape[-1]
+    i = grad.itemsize
+    lib.fa_log_softmax_backward_rows(i if i != 2 else _code(grad), _isa, _fb(grad), _fb(y),
                                      _NULL if mask is None else _fb(mask), _fb(out),
-                                     n, k, nthreads)
+                                     grad.size // k, k, nthreads)
 
 
 def check_targets(target, k, ignore_index):
