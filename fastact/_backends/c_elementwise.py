@@ -8,7 +8,7 @@ reason when the extension is missing or was built without these kernels.
 
 from __future__ import annotations
 
-from .elementwise import chunked
+from .elementwise import chunked, min_chunk
 from .numpy_elementwise import tile_periodic
 
 try:
@@ -53,7 +53,7 @@ def unary(op, x, out, nthreads=1):
     def part(a, b):
         _unary(isz, code, _fb(x[a:b]), _fb(out[a:b]), b - a)
 
-    chunked(part, x.shape[0], nthreads)
+    chunked(part, x.shape[0], nthreads, min_chunk(op))
 
 
 def unary_backward(op, grad, s, out, nthreads=1):
@@ -63,7 +63,7 @@ def unary_backward(op, grad, s, out, nthreads=1):
     def part(a, b):
         _unary_bwd(isz, code, _fb(grad[a:b]), _fb(s[a:b]), _fb(out[a:b]), b - a)
 
-    chunked(part, s.shape[0], nthreads)
+    chunked(part, s.shape[0], nthreads, min_chunk(op))
 
 
 def bce_chunk(x, t, w, pw, offset, c, gscale, loss, grad):

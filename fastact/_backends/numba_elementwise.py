@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
-from .elementwise import chunked
+from .elementwise import chunked, min_chunk
 from .numba_kernels import (_E32_LN2_HI, _E32_LN2_LO, _E32_LOG2E, _E64_LN2_HI, _E64_LN2_LO,
                             _E64_LOG2E, _FASTMATH_POLY, _exp, _ldexp, _rint)
 from .numpy_elementwise import GELU_KAPPA, INV_SQRT_2PI, SQRT_2_OVER_PI, tile_periodic
@@ -343,12 +343,12 @@ _BWD = {"sigmoid": _sigmoid_bwd, "log_sigmoid": _log_sigmoid_bwd, "relu": _relu_
 
 def unary(op, x, out, nthreads=1):
     k = _FWD[op]
-    chunked(lambda a, b: k(x[a:b], out[a:b]), x.shape[0], nthreads)
+    chunked(lambda a, b: k(x[a:b], out[a:b]), x.shape[0], nthreads, min_chunk(op))
 
 
 def unary_backward(op, grad, s, out, nthreads=1):
     k = _BWD[op]
-    chunked(lambda a, b: k(grad[a:b], s[a:b], out[a:b]), s.shape[0], nthreads)
+    chunked(lambda a, b: k(grad[a:b], s[a:b], out[a:b]), s.shape[0], nthreads, min_chunk(op))
 
 
 
