@@ -921,14 +921,53 @@ static void fa_dispatch(const fa_rows_fn tab[3][2], int code, int isa, const fa_
 
 
 
+/* The fa_args of a softmax-family call (fields a kernel does not read stay
+ * 0; n, k and stream are the caller's), shared by the row entry points below
+ * and the strided ones (strided.c). */
+static void fa_row_args(fa_args *a, const void *x, const void *y, const void *b,
+                        const void *mask, void *out, void *sign)
+{
+    memset(a, 0, sizeof *a);
+    a->x = x;
+    a->y = y;
+    a->b = b;
+    a->mask = (const unsigned char *)mask;
+    a->out = out;
+    a->sign = sign;
+}
+
+static double fa_weight_sum(int itemsize, const void *weight, int64_t k);
+
+/* The fa_args of a cross-entropy call, index targets (target) or
+ * probabilities (tprob); as fa_row_args. */
+static void fa_ce_args(fa_args *a, int itemsize, const void *x, const int64_t *target,
+                       const void *tprob, const void *weight, int64_t ignore_index,
+                       double label_smoothing, double z_loss, double a_, double b, double g,
+                       const void *row_scale, void *loss, void *grad, int64_t k)
+{
+    memset(a, 0, sizeof *a);
+    a->x = x;
+    a->target = target;
+    a->tprob = tprob;
+    a->weight = weight;
+    a->ignore_index = ignore_index;
+    a->eps = label_smoothing;
+    a->z_loss = z_loss;
+    a->a = a_;
+    a->b_coef = b;
+    a->g = g;
+    a->row_scale = row_scale;
+    a->loss = loss;
+    a->grad = grad;
+    if (target && label_smoothing != 0)
+        a->wsum = fa_weight_sum(itemsize, weight, k);
+}
+
 void fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
                      void *out, int64_t n, int64_t k, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.mask = (const unsigned char *)mask;
-    a.out = out;
+    fa_row_args(&a, x, NULL, NULL, mask, out, NULL);
     a.n = n;
     a.k = k;
     a.stream = fa_stream_out(n, k, itemsize);
@@ -939,10 +978,7 @@ void fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
                          void *out, int64_t n, int64_t k, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.mask = (const unsigned char *)mask;
-    a.out = out;
+    fa_row_args(&a, x, NULL, NULL, mask, out, NULL);
     a.n = n;
     a.k = k;
     a.stream = fa_stream_out(n, k, itemsize);
@@ -954,12 +990,7 @@ void fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
                        int64_t n, int64_t k, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.b = b;
-    a.mask = (const unsigned char *)mask;
-    a.out = out;
-    a.sign = sign;
+    fa_row_args(&a, x, NULL, b, mask, out, sign);
     a.n = n;
     a.k = k;
     fa_dispatch(logsumexp_rows_tab, itemsize, isa, &a, nthreads, 1);
@@ -970,10 +1001,7 @@ void fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
                               int64_t n, int64_t k, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = grad;
-    a.y = y;
-    a.out = out;
+    fa_row_args(&a, grad, y, NULL, NULL, out, NULL);
     a.n = n;
     a.k = k;
     fa_dispatch(softmax_backward_rows_tab, itemsize, isa, &a, nthreads, 0);
@@ -984,11 +1012,7 @@ void fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
                                   int64_t n, int64_t k, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = grad;
-    a.y = y;
-    a.mask = (const unsigned char *)mask;
-    a.out = out;
+    fa_row_args(&a, grad, y, NULL, mask, out, NULL);
     a.n = n;
     a.k = k;
     fa_dispatch(log_softmax_backward_rows_tab, itemsize, isa, &a, nthreads, 0);
@@ -1027,22 +1051,10 @@ void fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
                                  int64_t n, int64_t k, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.target = target;
-    a.weight = weight;
-    a.ignore_index = ignore_index;
-    a.eps = label_smoothing;
-    a.z_loss = z_loss;
-    a.a = a_;
-    a.b_coef = b;
-    a.g = g;
-    a.row_scale = row_scale;
-    a.loss = loss;
-    a.grad = grad;
+    fa_ce_args(&a, itemsize, x, target, NULL, weight, ignore_index, label_smoothing, z_loss, a_,
+               b, g, row_scale, loss, grad, k);
     a.n = n;
     a.k = k;
-    a.wsum = label_smoothing != 0 ? fa_weight_sum(itemsize, weight, k) : 0.0;
     a.stream = grad != NULL && fa_stream_out(n, k, itemsize);
     if (!loss && !grad)
         return;
@@ -1057,18 +1069,8 @@ void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
                                 int64_t n, int64_t k, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.tprob = target;
-    a.weight = weight;
-    a.eps = label_smoothing;
-    a.z_loss = z_loss;
-    a.a = a_;
-    a.b_coef = b;
-    a.g = g;
-    a.row_scale = row_scale;
-    a.loss = loss;
-    a.grad = grad;
+    fa_ce_args(&a, itemsize, x, NULL, target, weight, 0, label_smoothing, z_loss, a_, b, g,
+               row_scale, loss, grad, k);
     a.n = n;
     a.k = k;
     if (!loss && !grad)

@@ -129,30 +129,37 @@ static inline void fa_tr4x4_f64_avx2(const double *s, int64_t lds, double *d, in
 #define FA_TR_PF_ROWS 16
 #endif
 
-static void fa_tr_f32_avx2(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t R,
-                           int64_t C, int out)
-{
-    const int64_t R8 = R - R % 8, C8 = C - C % 8;
-    if (!out) {
-        for (int64_t r0 = 0; r0 < R8; r0 += 8) {
-            for (int64_t r = r0 + FA_TR_PF_ROWS; r < r0 + FA_TR_PF_ROWS + 8 && r < R; r++)
-                FA_PREFETCH_LINES(src, r * lds, 0, (size_t)C * sizeof(float));
-            for (int64_t c0 = 0; c0 < C8; c0 += 8)
-                fa_tr8x8_f32_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
-        }
-    } else {
-        for (int64_t c0 = 0; c0 < C8; c0 += 8) {
-            for (int64_t c = c0 + FA_TR_PF_ROWS; c < c0 + FA_TR_PF_ROWS + 8 && c < C; c++)
-                FA_PREFETCH_LINES(dst, c * ldd, 1, (size_t)R * sizeof(float));
-            for (int64_t r0 = 0; r0 < R8; r0 += 8)
-                fa_tr8x8_f32_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
-        }
+/* An R x C transpose by 8x8 blocks (TR8: the block transpose, BASE: the
+ * scalar one for the edges), prefetching FA_TR_PF_ROWS rows of the side read
+ * row-wise (out = 0: src, gathered into scratch) or written column-wise
+ * (out = 1: dst, scattered back). */
+#define FA_TRANSPOSE_AVX2(NAME, T, TR8, BASE)                                                      \
+    static void NAME(const T *src, int64_t lds, T *dst, int64_t ldd, int64_t R, int64_t C,      \
+                     int out)                                                                    \
+    {                                                                                            \
+        const int64_t R8 = R - R % 8, C8 = C - C % 8;                                            \
+        if (!out) {                                                                              \
+            for (int64_t r0 = 0; r0 < R8; r0 += 8) {                                             \
+                for (int64_t r = r0 + FA_TR_PF_ROWS; r < r0 + FA_TR_PF_ROWS + 8 && r < R; r++)   \
+                    FA_PREFETCH_LINES(src, r * lds, 0, (size_t)C * sizeof(T));                   \
+                for (int64_t c0 = 0; c0 < C8; c0 += 8)                                           \
+                    TR8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);                     \
+            }                                                                                    \
+        } else {                                                                                 \
+            for (int64_t c0 = 0; c0 < C8; c0 += 8) {                                             \
+                for (int64_t c = c0 + FA_TR_PF_ROWS; c < c0 + FA_TR_PF_ROWS + 8 && c < C; c++)   \
+                    FA_PREFETCH_LINES(dst, c * ldd, 1, (size_t)R * sizeof(T));                   \
+                for (int64_t r0 = 0; r0 < R8; r0 += 8)                                           \
+                    TR8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);                     \
+            }                                                                                    \
+        }                                                                                        \
+        if (C8 < C) /* the last columns, every row */                                            \
+            BASE(src + C8, lds, dst + C8 * ldd, ldd, R, C - C8);                                 \
+        if (R8 < R) /* the last rows, the columns done above */                                  \
+            BASE(src + R8 * lds, lds, dst + R8, ldd, R - R8, C8);                                \
     }
-    if (C8 < C) /* the last columns, every row */
-        fa_tr_f32_base(src + C8, lds, dst + C8 * ldd, ldd, R, C - C8);
-    if (R8 < R) /* the last rows, the columns done above */
-        fa_tr_f32_base(src + R8 * lds, lds, dst + R8, ldd, R - R8, C8);
-}
+
+FA_TRANSPOSE_AVX2(fa_tr_f32_avx2, float, fa_tr8x8_f32_avx2, fa_tr_f32_base)
 
 static FA_ALWAYS_INLINE void fa_tr8x8_f64_avx2(const double *s, int64_t lds, double *d, int64_t ldd)
 {
@@ -162,30 +169,7 @@ static FA_ALWAYS_INLINE void fa_tr8x8_f64_avx2(const double *s, int64_t lds, dou
     fa_tr4x4_f64_avx2(s + 4 * lds + 4, lds, d + 4 * ldd + 4, ldd);
 }
 
-static void fa_tr_f64_avx2(const double *src, int64_t lds, double *dst, int64_t ldd, int64_t R,
-                           int64_t C, int out)
-{
-    const int64_t R8 = R - R % 8, C8 = C - C % 8;
-    if (!out) {
-        for (int64_t r0 = 0; r0 < R8; r0 += 8) {
-            for (int64_t r = r0 + FA_TR_PF_ROWS; r < r0 + FA_TR_PF_ROWS + 8 && r < R; r++)
-                FA_PREFETCH_LINES(src, r * lds, 0, (size_t)C * sizeof(double));
-            for (int64_t c0 = 0; c0 < C8; c0 += 8)
-                fa_tr8x8_f64_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
-        }
-    } else {
-        for (int64_t c0 = 0; c0 < C8; c0 += 8) {
-            for (int64_t c = c0 + FA_TR_PF_ROWS; c < c0 + FA_TR_PF_ROWS + 8 && c < C; c++)
-                FA_PREFETCH_LINES(dst, c * ldd, 1, (size_t)R * sizeof(double));
-            for (int64_t r0 = 0; r0 < R8; r0 += 8)
-                fa_tr8x8_f64_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
-        }
-    }
-    if (C8 < C)
-        fa_tr_f64_base(src + C8, lds, dst + C8 * ldd, ldd, R, C - C8);
-    if (R8 < R)
-        fa_tr_f64_base(src + R8 * lds, lds, dst + R8, ldd, R - R8, C8);
-}
+FA_TRANSPOSE_AVX2(fa_tr_f64_avx2, double, fa_tr8x8_f64_avx2, fa_tr_f64_base)
 
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -363,32 +347,31 @@ static int fa_strided_run(const fa_rows_fn tab[3][2], fa_args *a, int itemsize, 
 
 /* ======================================================== the C API */
 
+/* softmax and log_softmax: x (and mask) in, out of x's layout. */
+static int fa_softmax_like_strided(const fa_rows_fn tab[3][2], int itemsize, int isa,
+                                   const void *x, const void *mask, void *out, int64_t outer,
+                                   int64_t k, int64_t inner, int nthreads)
+{
+    fa_args a;
+    fa_row_args(&a, x, NULL, NULL, mask, out, NULL);
+    if (inner == 1)
+        a.stream = fa_stream_out(outer, k, itemsize);
+    return fa_strided_run(tab, &a, itemsize, isa, outer, k, inner,
+                          FA_S_X | (mask ? FA_S_MASK : 0), 1, 0, nthreads);
+}
+
 int fa_softmax_strided(int itemsize, int isa, const void *x, const void *mask, void *out,
                        int64_t outer, int64_t k, int64_t inner, int nthreads)
 {
-    fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.mask = (const unsigned char *)mask;
-    a.out = out;
-    if (inner == 1)
-        a.stream = fa_stream_out(outer, k, itemsize);
-    return fa_strided_run(softmax_rows_tab, &a, itemsize, isa, outer, k, inner,
-                          FA_S_X | (mask ? FA_S_MASK : 0), 1, 0, nthreads);
+    return fa_softmax_like_strided(softmax_rows_tab, itemsize, isa, x, mask, out, outer, k,
+                                   inner, nthreads);
 }
 
 int fa_log_softmax_strided(int itemsize, int isa, const void *x, const void *mask, void *out,
                            int64_t outer, int64_t k, int64_t inner, int nthreads)
 {
-    fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.mask = (const unsigned char *)mask;
-    a.out = out;
-    if (inner == 1)
-        a.stream = fa_stream_out(outer, k, itemsize);
-    return fa_strided_run(log_softmax_rows_tab, &a, itemsize, isa, outer, k, inner,
-                          FA_S_X | (mask ? FA_S_MASK : 0), 1, 0, nthreads);
+    return fa_softmax_like_strided(log_softmax_rows_tab, itemsize, isa, x, mask, out, outer, k,
+                                   inner, nthreads);
 }
 
 int fa_logsumexp_strided(int itemsize, int isa, const void *x, const void *b,
@@ -396,12 +379,7 @@ int fa_logsumexp_strided(int itemsize, int isa, const void *x, const void *b,
                          int64_t outer, int64_t k, int64_t inner, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.b = b;
-    a.mask = (const unsigned char *)mask;
-    a.out = out;
-    a.sign = sign;
+    fa_row_args(&a, x, NULL, b, mask, out, sign);
     return fa_strided_run(logsumexp_rows_tab, &a, itemsize, isa, outer, k, inner,
                           FA_S_X | (b ? FA_S_B : 0) | (mask ? FA_S_MASK : 0), 0, 0, nthreads);
 }
@@ -411,10 +389,7 @@ int fa_softmax_backward_strided(int itemsize, int isa, const void *grad, const v
                                 int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = grad;
-    a.y = y;
-    a.out = out;
+    fa_row_args(&a, grad, y, NULL, NULL, out, NULL);
     return fa_strided_run(softmax_backward_rows_tab, &a, itemsize, isa, outer, k, inner,
                           FA_S_X | FA_S_Y, 1, 0, nthreads);
 }
@@ -424,11 +399,7 @@ int fa_log_softmax_backward_strided(int itemsize, int isa, const void *grad, con
                                     int64_t inner, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = grad;
-    a.y = y;
-    a.mask = (const unsigned char *)mask;
-    a.out = out;
+    fa_row_args(&a, grad, y, NULL, mask, out, NULL);
     return fa_strided_run(log_softmax_backward_rows_tab, &a, itemsize, isa, outer, k, inner,
                           FA_S_X | FA_S_Y | (mask ? FA_S_MASK : 0), 1, 0, nthreads);
 }
@@ -441,20 +412,8 @@ int fa_cross_entropy_index_strided(int itemsize, int isa, const void *x,
                                    int64_t outer, int64_t k, int64_t inner, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.target = target;
-    a.weight = weight;
-    a.ignore_index = ignore_index;
-    a.eps = label_smoothing;
-    a.z_loss = z_loss;
-    a.a = a_;
-    a.b_coef = b;
-    a.g = g;
-    a.row_scale = row_scale;
-    a.loss = loss;
-    a.grad = grad;
-    a.wsum = label_smoothing != 0 ? fa_weight_sum(itemsize, weight, k) : 0.0;
+    fa_ce_args(&a, itemsize, x, target, NULL, weight, ignore_index, label_smoothing, z_loss, a_,
+               b, g, row_scale, loss, grad, k);
     if (inner == 1)
         a.stream = grad != NULL && fa_stream_out(outer, k, itemsize);
     if (!loss && !grad)
@@ -470,18 +429,8 @@ int fa_cross_entropy_prob_strided(int itemsize, int isa, const void *x, const vo
                                   int64_t inner, int nthreads)
 {
     fa_args a;
-    memset(&a, 0, sizeof a);
-    a.x = x;
-    a.tprob = target;
-    a.weight = weight;
-    a.eps = label_smoothing;
-    a.z_loss = z_loss;
-    a.a = a_;
-    a.b_coef = b;
-    a.g = g;
-    a.row_scale = row_scale;
-    a.loss = loss;
-    a.grad = grad;
+    fa_ce_args(&a, itemsize, x, NULL, target, weight, 0, label_smoothing, z_loss, a_, b, g,
+               row_scale, loss, grad, k);
     if (!loss && !grad)
         return 0;
     return fa_strided_run(cross_entropy_prob_rows_tab, &a, itemsize, isa, outer, k, inner,
