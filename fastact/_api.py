@@ -284,9 +284,8 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
 # ----------------------------------------------------------------------------
 # the common call: a fast path
 # ----------------------------------------------------------------------------
-# A C-contiguous float32/float64 ndarray reduced over its last axis, no mask, no
-# backend= and an ``out`` (if any) of the same kind goes straight to the current
-# backend's kernel: a few attribute checks instead of the general path's axis,
+# A C-contiguous float32/float64 ndarray reduced over its last axis, no mask,
+# and an ``out`` (if any) of the same kind goes straight to the backend's kernel: a few attribute checks instead of the general path's axis,
 # layout and dtype normalisation (which costs several microseconds, more than
 # the kernel itself on a small array).  Anything else returns None and takes
 # the general path, which validates it and raises on bad input.
@@ -382,8 +381,8 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
     ``where`` (bool, broadcastable to ``x``) selects the entries that take
     part; the others get exactly 0, and a row with nothing selected is all 0.
     """
-    if where is None and backend is None:
-        r = _fast_map(_config.current(), "softmax_rows", x, axis, out)
+    if where is None:
+        r = _fast_map(_config.current(backend), "softmax_rows", x, axis, out)
         if r is not None:
             return r
     return _softmax_like("softmax_rows", x, axis, where, out, backend)
@@ -391,8 +390,8 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
 
 def log_softmax(x, axis=-1, *, where=None, out=None, backend=None):
     """``(x - max) - log(sum(exp(x - max)))`` along ``axis``; masked entries ``-inf``."""
-    if where is None and backend is None:
-        r = _fast_map(_config.current(), "log_softmax_rows", x, axis, out)
+    if where is None:
+        r = _fast_map(_config.current(backend), "log_softmax_rows", x, axis, out)
         if r is not None:
             return r
     return _softmax_like("log_softmax_rows", x, axis, where, out, backend)
@@ -402,9 +401,8 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
               out=None, backend=None):
     """``log(sum(b * exp(x)))`` along ``axis`` without overflow (SciPy's ``b`` and
     ``return_sign``); ``-inf`` over an empty axis or a fully masked row."""
-    if (b is None and where is None and backend is None and out is None and not keepdims
-            and not return_sign):
-        be = _config.current()
+    if b is None and where is None and out is None and not keepdims and not return_sign:
+        be = _config.current(backend)
         nk = _fast_in(x, axis, be)
         if nk is not None:
             r = np.empty(x.shape[:-1], x.dtype)
@@ -533,10 +531,9 @@ def _pair(grad, y):
 def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
     """Vector-Jacobian product of softmax given ``y = softmax(x)``:
     ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0."""
-    if backend is None:
-        r = _fast_pair(_config.current(), "softmax_backward_rows", grad, y, axis, out, False)
-        if r is not None:
-            return r
+    r = _fast_pair(_config.current(backend), "softmax_backward_rows", grad, y, axis, out, False)
+    if r is not None:
+        return r
     grad, y, cdtype, rdtype = _pair(grad, y)
     return _row_map("softmax_backward_rows", (grad, y), cdtype, rdtype, axis, None, out,
                     backend, masked=False)
@@ -545,8 +542,9 @@ def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
 def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None):
     """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)``:
     ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows."""
-    if where is None and backend is None:
-        r = _fast_pair(_config.current(), "log_softmax_backward_rows", grad, y, axis, out, True)
+    if where is None:
+        r = _fast_pair(_config.current(backend), "log_softmax_backward_rows", grad, y, axis, out,
+                       True)
         if r is not None:
             return r
     grad, y, cdtype, rdtype = _pair(grad, y)

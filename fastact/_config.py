@@ -43,13 +43,20 @@ def resolve(name=None):
     return _backends.load(name)
 
 
-_current: dict = {}  # backend name (or "auto") -> its loaded module, once resolved
+_current: dict = {}  # "auto" -> the module it resolved to
 
 
-def current():
-    """The backend module calls use now: ``resolve(None)`` without the look-ups
-    (modules and the meaning of "auto" do not change once resolved)."""
-    name = _override.get() or _default_backend
+def current(name=None):
+    """The backend module of a call with ``backend=name`` (None: the current
+    backend): ``resolve`` without the look-ups once a name has been resolved
+    (modules and the meaning of "auto" do not change after that)."""
+    if name is None:
+        name = _override.get() or _default_backend
+    elif type(name) is not str:
+        return resolve(name)  # raises, naming the problem
+    if name != "auto":
+        mod = _backends._loaded.get((name, "rows"))  # a loaded backend: one look-up
+        return mod if mod is not None else resolve(name)
     mod = _current.get(name)
     if mod is None:
         mod = _current[name] = resolve(name)

@@ -59,7 +59,8 @@ def _np(t):
 
 def _tensor(a):
     """A tensor viewing NumPy array ``a`` (no copy; bfloat16 through an int16 view)."""
-    if a.dtype.name == "bfloat16":
+    dt = a.dtype
+    if dt.itemsize == 2 and dt.char != "e":  # bfloat16 (checked without dtype.name's cost)
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 
