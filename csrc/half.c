@@ -18,7 +18,7 @@
  *
  * Scratch per thread part: FA_HALF_SCRATCH bytes (the rows of a block times
  * the widened inputs), or, for one row longer than that, one row per widened
- * buffer (k * 4 bytes each: at most 3, so 12 k bytes).  Short rows
+ * buffer (k * 4 bytes each: at most 2, so 8 k bytes).  Short rows
  * (k <= FA_TILE_ROWS) are blocked in multiples of FA_TILE_ROWS rows, so that
  * every row meets the float32 kernel in the same row tile as it would over
  * the whole array: the half result is the float32 result rounded.
@@ -280,20 +280,11 @@ typedef struct {
 
 #define FA_HALF_ROW(p, i, k) ((const uint16_t *)(p) + (i) * (k))
 
-/* Cross entropy's gradient goes to its own scratch (not over x) when the
- * loss is wanted with probability targets or label smoothing: those kernels
- * read x again after writing grad on rows whose sum of w q (m - x) is not
- * finite (wdiff_sum_d: a -inf logit, logits near -+max), so grad == x is not
- * safe there. */
-static int fa_half_grad_apart(const fa_args *a)
-{
-    return a->grad != NULL && a->loss != NULL && (a->tprob != NULL || a->eps != 0);
-}
-
-/* Scratch rows per block row: one per widened input, and the gradient's. */
+/* Scratch rows per block row: one per widened input (a cross-entropy
+ * gradient is written over the widened x, which the kernels allow). */
 static int fa_half_nbuf(const fa_args *a)
 {
-    return 1 + (a->y != NULL) + (a->b != NULL) + (a->tprob != NULL) + fa_half_grad_apart(a);
+    return 1 + (a->y != NULL) + (a->b != NULL) + (a->tprob != NULL);
 }
 
 static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
@@ -321,11 +312,7 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
         ts = p;
         p += B * k;
     }
-    float *gs = xs; /* the gradient in place over x, but see fa_half_nbuf */
-    if (fa_half_grad_apart(A)) {
-        gs = p;
-        p += B * k;
-    }
+    float *gs = xs; /* the gradient in place over x */
     float *ro = p, *rs = p + B; /* logsumexp's per-row out and sign */
     for (int64_t i0 = r0; i0 < r1; i0 += B) {
         const int64_t m = r1 - i0 < B ? r1 - i0 : B, e = m * k;
