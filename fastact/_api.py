@@ -284,10 +284,12 @@ def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, mas
 # ----------------------------------------------------------------------------
 # the common call: a fast path
 # ----------------------------------------------------------------------------
-# A C-contiguous float32/float64 ndarray reduced over its last axis, no mask,
-# and an ``out`` (if any) of the same kind goes straight to the backend's kernel: a few attribute checks instead of the general path's axis,
-# layout and dtype normalisation (which costs several microseconds, more than
-# the kernel itself on a small array).  Anything else returns None and takes
+# A C-contiguous float32/float64 ndarray (or float16/bfloat16 for a backend that
+# reads half rows) reduced over its last axis, no mask, and an ``out`` (if any)
+# of the same kind goes straight to the backend's kernel: a few attribute
+# checks instead of the general path's axis, layout and dtype normalisation
+# (which costs several microseconds, more than the kernel itself on a small
+# array).  Anything else returns None and takes
 # the general path, which validates it and raises on bad input.
 
 _F32 = np.dtype(np.float32)
@@ -325,7 +327,8 @@ def _fast_out(out, x):
     return None
 
 
-def _fast_map(be, name, x, axis, out, masked=True):
+def _fast_map(be, name, x, axis, out):
+    """softmax / log_softmax's common call (kernel ``name`` of ``be``, no mask)."""
     nk = _fast_in(x, axis, be)
     if nk is None:
         return None
@@ -336,11 +339,7 @@ def _fast_map(be, name, x, axis, out, masked=True):
         x2, o2 = x, o
     else:
         x2, o2 = x.reshape(nk), o.reshape(nk)
-    kernel = getattr(be, name)
-    if masked:
-        kernel(x2, None, o2, _config.get_num_threads())
-    else:
-        kernel(x2, o2, _config.get_num_threads())
+    getattr(be, name)(x2, None, o2, _config.get_num_threads())
     return o
 
 
@@ -406,8 +405,8 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
         nk = _fast_in(x, axis, be)
         if nk is not None:
             r = np.empty(x.shape[:-1], x.dtype)
-            be.logsumexp_rows(x.reshape(nk), None, None, r.reshape(nk[0]),
-                                              None, _config.get_num_threads())
+            be.logsumexp_rows(x.reshape(nk), None, None, r.reshape(nk[0]), None,
+                              _config.get_num_threads())
             return r if r.ndim else r[()]
     x = _asarray(x)
     b_dtype = None

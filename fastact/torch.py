@@ -5,7 +5,8 @@
 training loop can swap them in.  Tensors cross into NumPy and back without a
 copy (``Tensor.numpy()`` / ``torch.from_numpy``); ``cross_entropy`` runs the
 fused ``softmax_cross_entropy_with_grad`` in the forward pass and keeps the
-gradient for the backward pass, which is then one multiply.
+gradient buffer, which the backward hands to autograd as it is when
+``grad_loss`` is 1 (else one multiply).
 
 float16 and bfloat16 tensors run on fastact's kernels too (computed in
 float32, results and gradients in the input dtype, as torch's; the C backend
@@ -18,8 +19,7 @@ float16/bfloat16/float32/float64, a ``weight`` or probability target that
 requires grad) go to torch's own function.  ``cross_entropy`` on ``(N, C, d1,
 ...)`` passes the tensor as it lies, classes on axis 1 (the C backend reduces
 there without a copy for float32/float64; the others move the axis last).
-Only first derivatives are
-provided (``once_differentiable``).
+Only first derivatives are provided (``once_differentiable``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ reason when the extension is missing or was built without these kernels.
 
 from __future__ import annotations
 
+from .c_kernels import dtype_code
 from .elementwise import chunked, min_chunk
 from .numpy_elementwise import tile_periodic
 
@@ -40,15 +41,9 @@ def _bind(ffi, lib):
 _bind(_ffi, _lib)
 
 
-def _dtype_code(x):
-    """The C dtype code: the item size, | FA_BF16 (0x100) for bfloat16."""
-    n = x.itemsize
-    return 2 | 0x100 if n == 2 and x.dtype.char != "e" else n
-
-
 def unary(op, x, out, nthreads=1):
     code = _OP[op]
-    isz = _dtype_code(x)
+    isz = dtype_code(x)
 
     def part(a, b):
         _unary(isz, code, _fb(x[a:b]), _fb(out[a:b]), b - a)
@@ -58,7 +53,7 @@ def unary(op, x, out, nthreads=1):
 
 def unary_backward(op, grad, s, out, nthreads=1):
     code = _OP[op]
-    isz = _dtype_code(s)
+    isz = dtype_code(s)
 
     def part(a, b):
         _unary_bwd(isz, code, _fb(grad[a:b]), _fb(s[a:b]), _fb(out[a:b]), b - a)

@@ -60,8 +60,9 @@ HALF = True
 _BF16 = 0x100  # FA_BF16 in csrc/fastact.h
 
 
-def _code(x):
-    """The C dtype code of a float array: its item size, | FA_BF16 for bfloat16."""
+def dtype_code(x):
+    """The C dtype code of a float array: its item size, | FA_BF16 for bfloat16
+    (the row and the elementwise kernels alike)."""
     n = x.itemsize
     if n == 2 and x.dtype.char != "e":
         return 2 | _BF16
@@ -97,7 +98,7 @@ def widen_half(h):
     """float16/bfloat16 array -> float32 array by the kernels' own conversion (for tests)."""
     h = np.ascontiguousarray(h)
     f = np.empty(h.shape, np.float32)
-    lib.fa_half_widen(_code(h), _isa, _fb(h), _fb("float[]", f), h.size)
+    lib.fa_half_widen(dtype_code(h), _isa, _fb(h), _fb("float[]", f), h.size)
     return f
 
 
@@ -105,7 +106,7 @@ def narrow_half(f, dtype):
     """float32 array -> ``dtype`` (float16/bfloat16) by the kernels' own rounding (for tests)."""
     f = np.ascontiguousarray(f, dtype=np.float32)
     h = np.empty(f.shape, dtype)
-    lib.fa_half_narrow(_code(h), _isa, _fb("float[]", f), _fb(h), f.size)
+    lib.fa_half_narrow(dtype_code(h), _isa, _fb("float[]", f), _fb(h), f.size)
     return h
 
 
@@ -117,21 +118,21 @@ ND_ROWS = True
 def softmax_rows(x, mask, out, nthreads=1):
     k = x.shape[-1]
     i = x.itemsize
-    lib.fa_softmax_rows(i if i != 2 else _code(x), _isa, _fb(x),
+    lib.fa_softmax_rows(i if i != 2 else dtype_code(x), _isa, _fb(x),
                         _NULL if mask is None else _fb(mask), _fb(out), x.size // k, k, nthreads)
 
 
 def log_softmax_rows(x, mask, out, nthreads=1):
     k = x.shape[-1]
     i = x.itemsize
-    lib.fa_log_softmax_rows(i if i != 2 else _code(x), _isa, _fb(x),
+    lib.fa_log_softmax_rows(i if i != 2 else dtype_code(x), _isa, _fb(x),
                             _NULL if mask is None else _fb(mask), _fb(out), x.size // k, k,
                             nthreads)
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
     n, k = x.shape
-    lib.fa_logsumexp_rows(_code(x), _isa, _fb(x), _NULL if b is None else _fb(b),
+    lib.fa_logsumexp_rows(dtype_code(x), _isa, _fb(x), _NULL if b is None else _fb(b),
                           _NULL if mask is None else _fb(mask), _fb(out),
                           _NULL if sign is None else _fb(sign), n, k, nthreads)
 
@@ -139,14 +140,14 @@ def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
 def softmax_backward_rows(grad, y, out, nthreads=1):
     k = grad.shape[-1]
     i = grad.itemsize
-    lib.fa_softmax_backward_rows(i if i != 2 else _code(grad), _isa, _fb(grad), _fb(y), _fb(out),
-                                 grad.size // k, k, nthreads)
+    lib.fa_softmax_backward_rows(i if i != 2 else dtype_code(grad), _isa, _fb(grad), _fb(y),
+                                 _fb(out), grad.size // k, k, nthreads)
 
 
 def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
     k = grad.shape[-1]
     i = grad.itemsize
-    lib.fa_log_softmax_backward_rows(i if i != 2 else _code(grad), _isa, _fb(grad), _fb(y),
+    lib.fa_log_softmax_backward_rows(i if i != 2 else dtype_code(grad), _isa, _fb(grad), _fb(y),
                                      _NULL if mask is None else _fb(mask), _fb(out),
                                      grad.size // k, k, nthreads)
 
@@ -159,7 +160,7 @@ def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
                              z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
     n, k = x.shape
     lib.fa_cross_entropy_index_rows(
-        _code(x), _isa, _fb(x), _fb("int64_t[]", target), _NULL if weight is None else _fb(weight),
+        dtype_code(x), _isa, _fb(x), _fb("int64_t[]", target), _NULL if weight is None else _fb(weight),
         ignore_index, label_smoothing, z_loss, a, b, g,
         _NULL if row_scale is None else _fb(row_scale),
         _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
@@ -170,7 +171,7 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
                             row_scale, loss, grad, nthreads=1):
     n, k = x.shape
     lib.fa_cross_entropy_prob_rows(
-        _code(x), _isa, _fb(x), _fb(target), _NULL if weight is None else _fb(weight),
+        dtype_code(x), _isa, _fb(x), _fb(target), _NULL if weight is None else _fb(weight),
         label_smoothing, z_loss, a, b, g,
         _NULL if row_scale is None else _fb(row_scale),
         _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
