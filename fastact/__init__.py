@@ -5,7 +5,8 @@ Every function takes NumPy arrays and a ``backend=`` ("auto", "c", "numba",
 no backend: the native kernels are loaded (and Numba's compiled) on first use.
 """
 
-from ._api import (
+from . import _api
+from ._api import (  # noqa: F401  (listed in __all__ by _api.__all__)
     log_softmax,
     log_softmax_backward,
     logsumexp,
@@ -46,14 +47,7 @@ from ._config import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "softmax",
-    "log_softmax",
-    "logsumexp",
-    "softmax_backward",
-    "log_softmax_backward",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_backward",
-    "softmax_cross_entropy_with_grad",
+    *_api.__all__,
     "sigmoid",
     "log_sigmoid",
     "sigmoid_backward",

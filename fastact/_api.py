@@ -13,214 +13,23 @@ of that dtype written directly; other backends get float32 rows.
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 
 from . import _config
 
-try:
-    from numpy.exceptions import AxisError
-except ImportError:  # pragma: no cover - numpy < 1.25
-    AxisError = np.AxisError
+#: The softmax family, in the order the package and ``fastact.dask`` list it.
+__all__ = ["softmax", "log_softmax", "logsumexp", "softmax_backward", "log_softmax_backward",
+           "softmax_cross_entropy", "softmax_cross_entropy_backward",
+           "softmax_cross_entropy_with_grad"]
 
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-# ----------------------------------------------------------------------------
-# dtypes
-# ----------------------------------------------------------------------------
-
-def _dtypes(dt, what="x"):
-    """(compute dtype, result dtype) for an input dtype, per SPEC's dtype policy."""
-    dt = np.dtype(dt)
-    if dt == np.float32 or dt == np.float64:
-        return dt, dt
-    if dt == np.float16 or dt.name == "bfloat16":
-        return np.dtype(np.float32), dt
-    if dt.kind in "biu":
-        return np.dtype(np.float64), np.dtype(np.float64)
-    if dt.kind == "f":  # longdouble: computed and returned in float64
-        return np.dtype(np.float64), np.dtype(np.float64)
-    raise TypeError(f"fastact: {what} has unsupported dtype {dt} (expected a real floating, "
-                    f"integer or bool array)")
-
-
-def _asarray(x, what="x"):
-    a = np.asarray(x)
-    _dtypes(a.dtype, what)  # raises TypeError for complex/object/str
-    return a
-
-
-def _loss_dtype(cdtype, rdtype):
-    return np.dtype(np.float32) if rdtype != cdtype else rdtype
-
-
-def _kernel_dtype(be, cdtype, rdtype):
-    """The dtype of the rows handed to backend ``be``: a half result dtype itself
-    when the backend reads and writes half rows (widening inside its kernels, in
-    bounded blocks: ``HALF = True``), else the compute dtype."""
-    if rdtype != cdtype and getattr(be, "HALF", False):
-        return rdtype
-    return cdtype
-
-
-# ----------------------------------------------------------------------------
-# axes and layout
-# ----------------------------------------------------------------------------
-
-def _axes(axis, ndim):
-    """Normalise ``axis`` (int, tuple of ints, None) to a sorted tuple of axes."""
-    if axis is None:
-        return tuple(range(ndim))
-    if isinstance(axis, (tuple, list)):
-        raw = list(axis)
-    else:
-        raw = [axis]
-    out = []
-    for a in raw:
-        try:
-            a = operator.index(a)
-        except TypeError:
-            raise TypeError(f"fastact: axis must be an int, a tuple of ints or None, got {axis!r}") from None
-        if ndim == 0 and a in (0, -1):
-            continue  # a 0-d array is one row of one element (as PyTorch)
-        if not -ndim <= a < ndim:
-            raise AxisError(a, ndim)
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"fastact: repeated axis in {axis!r}")
-    return tuple(sorted(out))
-
-
-class _Rows:
-    """How an array of ``shape`` maps onto ``(n, k)`` rows for the reduced ``axes``."""
-
-    __slots__ = ("shape", "axes", "perm", "inv", "tshape", "outer", "n", "k", "identity")
-
-    def __init__(self, shape, axes):
-        nd = len(shape)
-        keep = [a for a in range(nd) if a not in axes]
-        self.shape = tuple(shape)
-        self.axes = axes
-        self.perm = tuple(keep) + tuple(axes)
-        self.inv = tuple(np.argsort(self.perm)) if nd else ()
-        self.tshape = tuple(shape[a] for a in self.perm)
-        self.outer = tuple(shape[a] for a in keep)
-        self.n = math.prod(self.outer)
-        self.k = math.prod(shape[a] for a in axes)
-        self.identity = self.perm == tuple(range(nd))
-
-    def view(self, a):
-        """``a`` (of ``shape``) with the reduced axes last."""
-        return a if self.identity else a.transpose(self.perm)
-
-    def rows(self, a, dtype):
-        """``a`` as C-contiguous ``(n, k)`` rows of ``dtype``, copied only if needed."""
-        return np.ascontiguousarray(self.view(a), dtype=dtype).reshape(self.n, self.k)
-
-    def unview(self, t):
-        """Inverse of ``view`` for an array of ``tshape``."""
-        return t if self.identity else t.transpose(self.inv)
-
-
-class _Strided:
-    """One reduced axis that the C backend reduces where it lies, without moving it
-    last: the arrays C-contiguous in the view ``perm`` of their axes (identity for
-    C order, reversed for Fortran order), the axis at position ``q`` of that view,
-    i.e. an ``(outer, k, inner)`` array reduced over ``k`` (``csrc/strided.c``)."""
-
-    __slots__ = ("perm", "inv", "vshape", "outer", "k", "inner", "kept_perm", "kept_inv",
-                 "kept_vshape", "axis", "identity")
-
-    def __init__(self, shape, perm, axis):
-        self.perm = perm
-        self.inv = tuple(np.argsort(perm))
-        self.axis = axis
-        self.vshape = tuple(shape[a] for a in perm)
-        q = perm.index(axis)
-        self.outer = math.prod(self.vshape[:q])
-        self.k = self.vshape[q]
-        self.inner = math.prod(self.vshape[q + 1:])
-        kept = [a for a in range(len(shape)) if a != axis]
-        vkept = [a for a in perm if a != axis]
-        self.kept_perm = tuple(kept.index(a) for a in vkept)
-        self.kept_inv = tuple(np.argsort(self.kept_perm)) if vkept else ()
-        self.kept_vshape = tuple(shape[a] for a in vkept)
-        self.identity = perm == tuple(range(len(shape)))
-
-    @classmethod
-    def plan(cls, x, axes, be, kernel_name):
-        """A plan when backend ``be`` has the strided form of ``kernel_name`` and
-        ``x`` (an ndarray) is C- or Fortran-contiguous, reduced over one axis that
-        the row path would have to copy; else None (the row path)."""
-        if len(axes) != 1 or not hasattr(be, kernel_name.replace("_rows", "_strided")):
-            return None
-        nd = x.ndim
-        if x.flags.c_contiguous:
-            if axes[0] == nd - 1:
-                return None  # rows already
-            perm = tuple(range(nd))
-        elif x.flags.f_contiguous:
-            if nd == 2 and axes[0] == 0:
-                return None  # rows already (the transposed view is C-contiguous)
-            perm = tuple(range(nd - 1, -1, -1))
-        else:
-            return None
-        return cls(x.shape, perm, axes[0])
-
-    def arr(self, a, dtype):
-        """``a`` (of the input's shape) in the view, C-contiguous, copied only if needed."""
-        return np.ascontiguousarray(a if self.identity else a.transpose(self.perm), dtype=dtype)
-
-    def out_buffer(self, out, dtype):
-        """The view-layout buffer the kernel writes: ``out`` itself when its layout allows."""
-        if out is not None:
-            ov = out if self.identity else out.transpose(self.perm)
-            if ov.dtype == dtype and ov.flags.c_contiguous:
-                return ov
-        return np.empty(self.vshape, dtype)
-
-    def result(self, o, out, rdtype):
-        """The user's result from the view-layout buffer ``o``."""
-        if out is not None:
-            ov = out if self.identity else out.transpose(self.perm)
-            if not (ov.dtype == o.dtype and ov.flags.c_contiguous and np.shares_memory(ov, o)):
-                ov[...] = o
-            return out
-        if rdtype != o.dtype:
-            o = o.astype(rdtype)
-        return o if self.identity else o.transpose(self.inv)
-
-
-def _check_out(out, shape, dtype, what="out"):
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"fastact: {what} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"fastact: {what} has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != dtype:
-        raise ValueError(f"fastact: {what} has dtype {out.dtype}, expected {np.dtype(dtype)}")
-    if not out.flags.writeable:
-        raise ValueError(f"fastact: {what} is read-only")
+from ._validate import (Rows, Strided, asarray, check_ce, check_out, class_axis, dtypes,
+                        kernel_dtype, loss_dtype, norm_axes, row_blocks, where_mask)
 
 
 # ----------------------------------------------------------------------------
 # helpers shared by the row functions
 # ----------------------------------------------------------------------------
-
-def _where(where, x):
-    """``where`` checked and broadcast to ``x``'s shape (a view), or None."""
-    if where is None:
-        return None
-    w = np.asarray(where)
-    if w.dtype != np.bool_:
-        raise TypeError(f"fastact: where must be a boolean array, got dtype {w.dtype}")
-    try:
-        return np.broadcast_to(w, x.shape)
-    except ValueError:
-        raise ValueError(f"fastact: where of shape {np.shape(where)} does not broadcast to "
-                         f"the input's shape {x.shape}") from None
-
 
 def _nthreads():
     return _config.get_num_threads()
@@ -248,36 +57,35 @@ def _row_out_buffer(out, rows, cdtype):
     return np.empty((rows.n, rows.k), cdtype)
 
 
-def _row_map(kernel_name, arrays, cdtype, rdtype, axis, where, out, backend, masked=True):
+def _row_map(be, op, arrays, cdtype, rdtype, axis, where, out, masked=True):
     """The shared path of the ``(n, k) -> (n, k)`` row functions: ``arrays`` (one
     input, or grad and y) of one shape, the kernel called with the mask when
-    ``masked``, the result in the user's layout (or ``out``)."""
+    ``masked``, the result in the user's layout (or ``out``).  ``op`` is the
+    op's entry in backend ``be``'s kernel table."""
     shape = arrays[0].shape
-    axes = _axes(axis, len(shape))
+    axes = norm_axes(axis, len(shape))
     if out is not None:
-        _check_out(out, shape, rdtype)
-    rows = _Rows(shape, axes)
-    w = _where(where, arrays[0]) if masked else None
-    be = _config.resolve(backend)
+        check_out(out, shape, rdtype)
+    rows = Rows(shape, axes)
+    w = where_mask(where, arrays[0]) if masked else None
     if rows.n == 0 or rows.k == 0:
         return out if out is not None else np.empty(shape, rdtype)
-    kdtype = _kernel_dtype(be, cdtype, rdtype)
+    kdtype = kernel_dtype(be, cdtype, rdtype)
     # the strided kernels take float32/float64; half inputs take the row path
-    st = _Strided.plan(arrays[0], axes, be, kernel_name) if kdtype == cdtype else None
+    st = Strided.plan(arrays[0], axes, op) if kdtype == cdtype else None
     if st is not None:
         args = [st.arr(a, cdtype) for a in arrays]
         if masked:
             args.append(None if w is None else st.arr(w, np.bool_))
         o = st.out_buffer(out, cdtype)
-        getattr(be, kernel_name.replace("_rows", "_strided"))(*args, o, st.outer, st.k,
-                                                              st.inner, _nthreads())
+        op.strided(*args, o, st.outer, st.k, st.inner, _nthreads())
         return st.result(o, out, rdtype)
     mask = None if w is None else rows.rows(w, np.bool_)
     args = [rows.rows(a, kdtype) for a in arrays]
     if masked:
         args.append(mask)
     o2 = _row_out_buffer(out, rows, kdtype)
-    getattr(be, kernel_name)(*args, o2, _nthreads())
+    op.rows(*args, o2, _nthreads())
     return _elementwise_result(o2, rows, rdtype, out)
 
 
@@ -305,7 +113,7 @@ def _fast_in(x, axis, be=None):
     dt = x.dtype
     nd = x.ndim
     if dt is not _F32 and dt is not _F64:
-        if not ((dt == _F16 or dt.name == "bfloat16") and getattr(be, "HALF", False)):
+        if not ((dt == _F16 or dt.name == "bfloat16") and be.half):
             return None
     if nd == 0 or (axis != -1 and axis != nd - 1):
         return None
@@ -327,23 +135,7 @@ def _fast_out(out, x):
     return None
 
 
-def _fast_map(be, name, x, axis, out):
-    """softmax / log_softmax's common call (kernel ``name`` of ``be``, no mask)."""
-    nk = _fast_in(x, axis, be)
-    if nk is None:
-        return None
-    o = _fast_out(out, x)
-    if o is None:
-        return None
-    if x.ndim == 2 or getattr(be, "ND_ROWS", False):
-        x2, o2 = x, o
-    else:
-        x2, o2 = x.reshape(nk), o.reshape(nk)
-    getattr(be, name)(x2, None, o2, _config.get_num_threads())
-    return o
-
-
-def _fast_pair(be, name, grad, y, axis, out, masked):
+def _fast_pair(be, kernel, grad, y, axis, out, masked):
     """The backward functions' common call: grad and y alike (shape, dtype, layout)."""
     nk = _fast_in(y, axis, be)
     if (nk is None or type(grad) is not np.ndarray or grad.dtype is not y.dtype
@@ -352,11 +144,10 @@ def _fast_pair(be, name, grad, y, axis, out, masked):
     o = _fast_out(out, y)
     if o is None:
         return None
-    if y.ndim != 2 and not getattr(be, "ND_ROWS", False):
+    if y.ndim != 2 and not be.nd_rows:
         grad, y, o2 = grad.reshape(nk), y.reshape(nk), o.reshape(nk)
     else:
         o2 = o
-    kernel = getattr(be, name)
     if masked:
         kernel(grad, y, None, o2, _config.get_num_threads())
     else:
@@ -364,10 +155,22 @@ def _fast_pair(be, name, grad, y, axis, out, masked):
     return o
 
 
-def _softmax_like(kernel_name, x, axis, where, out, backend):
-    x = _asarray(x)
-    cdtype, rdtype = _dtypes(x.dtype)
-    return _row_map(kernel_name, (x,), cdtype, rdtype, axis, where, out, backend)
+def _softmax_like(be, op, x, axis, where, out):
+    """softmax / log_softmax (``op``: the entry of table ``be``): the common call
+    straight to the row kernel, anything else through ``_row_map``."""
+    if where is None:
+        nk = _fast_in(x, axis, be)
+        if nk is not None:
+            o = _fast_out(out, x)
+            if o is not None:
+                if x.ndim == 2 or be.nd_rows:
+                    op.rows(x, None, o, _config.get_num_threads())
+                else:
+                    op.rows(x.reshape(nk), None, o.reshape(nk), _config.get_num_threads())
+                return o
+    x = asarray(x)
+    cdtype, rdtype = dtypes(x.dtype)
+    return _row_map(be, op, (x,), cdtype, rdtype, axis, where, out)
 
 
 # ----------------------------------------------------------------------------
@@ -380,20 +183,14 @@ def softmax(x, axis=-1, *, where=None, out=None, backend=None):
     ``where`` (bool, broadcastable to ``x``) selects the entries that take
     part; the others get exactly 0, and a row with nothing selected is all 0.
     """
-    if where is None:
-        r = _fast_map(_config.current(backend), "softmax_rows", x, axis, out)
-        if r is not None:
-            return r
-    return _softmax_like("softmax_rows", x, axis, where, out, backend)
+    be = _config.current(backend)
+    return _softmax_like(be, be.softmax, x, axis, where, out)
 
 
 def log_softmax(x, axis=-1, *, where=None, out=None, backend=None):
     """``(x - max) - log(sum(exp(x - max)))`` along ``axis``; masked entries ``-inf``."""
-    if where is None:
-        r = _fast_map(_config.current(backend), "log_softmax_rows", x, axis, out)
-        if r is not None:
-            return r
-    return _softmax_like("log_softmax_rows", x, axis, where, out, backend)
+    be = _config.current(backend)
+    return _softmax_like(be, be.log_softmax, x, axis, where, out)
 
 
 def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=None,
@@ -405,17 +202,17 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
         nk = _fast_in(x, axis, be)
         if nk is not None:
             r = np.empty(x.shape[:-1], x.dtype)
-            be.logsumexp_rows(x.reshape(nk), None, None, r.reshape(nk[0]), None,
+            be.logsumexp.rows(x.reshape(nk), None, None, r.reshape(nk[0]), None,
                               _config.get_num_threads())
             return r if r.ndim else r[()]
-    x = _asarray(x)
+    x = asarray(x)
     b_dtype = None
     if b is not None:
-        bw = _asarray(b, "b")
+        bw = asarray(b, "b")
         b_dtype = bw.dtype
         # NEP 50: a Python scalar b is "weak" and does not promote x (as SciPy)
         weak = isinstance(b, (bool, int, float)) and not isinstance(b, np.generic)
-        cdtype, rdtype = _dtypes(np.result_type(x.dtype, b if weak else bw.dtype))
+        cdtype, rdtype = dtypes(np.result_type(x.dtype, b if weak else bw.dtype))
         b = bw
         if b.shape != x.shape:
             # x and b broadcast together, and the broadcast result is reduced (as SciPy)
@@ -427,23 +224,23 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
             x = np.broadcast_to(x, shape)
             b = np.broadcast_to(b, shape)
     else:
-        cdtype, rdtype = _dtypes(x.dtype)
-    axes = _axes(axis, x.ndim)
-    rows = _Rows(x.shape, axes)
+        cdtype, rdtype = dtypes(x.dtype)
+    axes = norm_axes(axis, x.ndim)
+    rows = Rows(x.shape, axes)
     if keepdims:
         rshape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
     else:
         rshape = rows.outer
     if out is not None:
-        _check_out(out, rshape, rdtype)
-    w = _where(where, x)
+        check_out(out, rshape, rdtype)
+    w = where_mask(where, x)
     be = _config.resolve(backend)
     n = rows.n
-    kdtype = _kernel_dtype(be, cdtype, rdtype)
+    kdtype = kernel_dtype(be, cdtype, rdtype)
     if b_dtype is not None and b_dtype != kdtype and kdtype != cdtype:
         kdtype = cdtype  # b of another dtype (or a Python scalar): not rounded to x's
     # the strided kernels take float32/float64; half inputs take the row path
-    st = (_Strided.plan(x, axes, be, "logsumexp_rows") if n and rows.k and kdtype == cdtype
+    st = (Strided.plan(x, axes, be.logsumexp) if n and rows.k and kdtype == cdtype
           else None)
     if st is not None:
         return _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, out)
@@ -461,7 +258,7 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
         else:
             x2 = rows.rows(x, kdtype)
             b2 = rows.rows(b, kdtype) if b is not None else None
-            be.logsumexp_rows(x2, b2, mask, r, sign, _nthreads())
+            be.logsumexp.rows(x2, b2, mask, r, sign, _nthreads())
     if out is not None:
         if not np.shares_memory(out, r):
             out[...] = r.reshape(rshape)
@@ -493,7 +290,7 @@ def _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, o
     else:
         r = np.empty(st.kept_vshape, cdtype)
     sign = np.empty(st.kept_vshape, cdtype) if return_sign else None
-    be.logsumexp_strided(st.arr(x, cdtype), None if b is None else st.arr(b, cdtype),
+    be.logsumexp.strided(st.arr(x, cdtype), None if b is None else st.arr(b, cdtype),
                          None if w is None else st.arr(w, np.bool_), r, sign,
                          st.outer, st.k, st.inner, _nthreads())
 
@@ -519,90 +316,41 @@ def _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, o
 # ----------------------------------------------------------------------------
 
 def _pair(grad, y):
-    grad = _asarray(grad, "grad")
-    y = _asarray(y, "y")
+    grad = asarray(grad, "grad")
+    y = asarray(y, "y")
     if grad.shape != y.shape:
         raise ValueError(f"fastact: grad has shape {grad.shape} but y has shape {y.shape}")
-    cdtype, rdtype = _dtypes(np.result_type(grad.dtype, y.dtype))
+    cdtype, rdtype = dtypes(np.result_type(grad.dtype, y.dtype))
     return grad, y, cdtype, rdtype
 
 
 def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
     """Vector-Jacobian product of softmax given ``y = softmax(x)``:
     ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0."""
-    r = _fast_pair(_config.current(backend), "softmax_backward_rows", grad, y, axis, out, False)
+    be = _config.current(backend)
+    r = _fast_pair(be, be.softmax_backward.rows, grad, y, axis, out, False)
     if r is not None:
         return r
     grad, y, cdtype, rdtype = _pair(grad, y)
-    return _row_map("softmax_backward_rows", (grad, y), cdtype, rdtype, axis, None, out,
-                    backend, masked=False)
+    return _row_map(be, be.softmax_backward, (grad, y), cdtype, rdtype, axis, None, out,
+                    masked=False)
 
 
 def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None):
     """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)``:
     ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows."""
+    be = _config.current(backend)
     if where is None:
-        r = _fast_pair(_config.current(backend), "log_softmax_backward_rows", grad, y, axis, out,
-                       True)
+        r = _fast_pair(be, be.log_softmax_backward.rows, grad, y, axis, out, True)
         if r is not None:
             return r
     grad, y, cdtype, rdtype = _pair(grad, y)
-    return _row_map("log_softmax_backward_rows", (grad, y), cdtype, rdtype, axis, where, out,
-                    backend)
+    return _row_map(be, be.log_softmax_backward, (grad, y), cdtype, rdtype, axis, where, out)
 
 
 # ----------------------------------------------------------------------------
 # public: cross-entropy
 # ----------------------------------------------------------------------------
-
-def _class_axis(axis, ndim):
-    """The class axis as a non-negative int (``AxisError`` when out of range)."""
-    try:
-        a = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"fastact: axis must be an int, got {axis!r}") from None
-    if not -ndim <= a < ndim:
-        raise AxisError(a, ndim)
-    return a % ndim
-
-
-def _check_ce(x, t, weight, reduction, label_smoothing, z_loss, axis=-1):
-    """The cross-entropy checks of SPEC.md on array-likes with ``shape``/``dtype``
-    (NumPy or dask), classes on ``axis``: ``(cdtype, rdtype, index_targets,
-    label_smoothing, z_loss)``."""
-    if x.ndim < 1:
-        raise ValueError(f"fastact: logits must have a class axis, got shape {x.shape}")
-    axis = _class_axis(axis, x.ndim)
-    cdtype, rdtype = _dtypes(x.dtype, "logits")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"fastact: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    label_smoothing = float(label_smoothing)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"fastact: label_smoothing must be in [0, 1], got {label_smoothing}")
-    z_loss = float(z_loss)
-    if not z_loss >= 0.0:
-        raise ValueError(f"fastact: z_loss must be >= 0, got {z_loss}")
-    lead = x.shape[:axis] + x.shape[axis + 1:]
-    if t.dtype.kind in "iu":
-        index = True
-        if t.shape != lead:
-            raise ValueError(f"fastact: index target has shape {t.shape}, expected {lead} "
-                             f"for logits of shape {x.shape}")
-    elif t.dtype.kind == "f" or t.dtype.name == "bfloat16":
-        index = False
-        if t.shape != x.shape:
-            raise ValueError(f"fastact: probability target has shape {t.shape}, expected "
-                             f"the logits' shape {x.shape}")
-    else:
-        raise TypeError(f"fastact: target must hold integer class indices or float "
-                        f"probabilities, got dtype {t.dtype}")
-    if weight is not None:
-        _dtypes(weight.dtype, "weight")
-        if weight.shape != (x.shape[axis],):
-            raise ValueError(f"fastact: weight has shape {weight.shape}, expected "
-                             f"({x.shape[axis]},) for logits of shape {x.shape}")
-    return cdtype, rdtype, index, label_smoothing, z_loss
-
 
 class _CE:
     """Validated cross-entropy arguments, as flat rows for the kernels.
@@ -617,13 +365,13 @@ class _CE:
 
     def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
                  z_loss, backend, axis=-1):
-        x = _asarray(logits, "logits")
+        x = asarray(logits, "logits")
         t = np.asarray(target)
         if weight is not None:
-            weight = _asarray(weight, "weight")
+            weight = asarray(weight, "weight")
         (cdtype, rdtype, self.index, label_smoothing,
-         z_loss) = _check_ce(x, t, weight, reduction, label_smoothing, z_loss, axis)
-        ax = _class_axis(axis, x.ndim)
+         z_loss) = check_ce(x, t, weight, reduction, label_smoothing, z_loss, axis)
+        ax = class_axis(axis, x.ndim)
         k = x.shape[ax]
         lead = x.shape[:ax] + x.shape[ax + 1:]
         if weight is not None:
@@ -631,14 +379,14 @@ class _CE:
         self.x, self.k, self.lead, self.axis = x, k, lead, ax
         self.n = math.prod(lead)
         self.cdtype, self.rdtype = cdtype, rdtype
-        self.ldtype = _loss_dtype(cdtype, rdtype)
+        self.ldtype = loss_dtype(cdtype, rdtype)
         self.weight = weight
         self.ignore_index = int(ignore_index)
         self.reduction = reduction
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
         self.be = _config.resolve(backend)
-        kdtype = _kernel_dtype(self.be, cdtype, rdtype)
+        kdtype = kernel_dtype(self.be, cdtype, rdtype)
         if not self.index and t.dtype != kdtype:
             kdtype = cdtype  # probabilities of another dtype: computed from float32 rows
         self.kdtype = kdtype
@@ -646,7 +394,7 @@ class _CE:
         self.inner = math.prod(x.shape[ax + 1:])
         if self.inner == 1:
             self.mode = "rows"
-        elif kdtype == cdtype and hasattr(self.be, "cross_entropy_index_strided"):
+        elif kdtype == cdtype and self.be.cross_entropy_index.strided is not None:
             self.mode = "strided"  # (the strided kernels take float32/float64)
         else:
             self.mode = "moved"
@@ -678,7 +426,7 @@ class _CE:
             return
         if self.index:
             n_valid, den = 0, 0.0
-            for sl in _row_blocks(self.n, 1):  # bounded temporaries, whatever n is
+            for sl in row_blocks(self.n, 1):  # bounded temporaries, whatever n is
                 tb = self.t2[sl]
                 valid = tb != self.ignore_index
                 c = int(np.count_nonzero(valid))
@@ -709,7 +457,7 @@ class _CE:
         """The buffer the kernel writes the gradient to, of ``x2``'s shape: ``out``
         itself when its layout allows."""
         if out is not None:
-            _check_out(out, self.x.shape, self.rdtype)
+            check_out(out, self.x.shape, self.rdtype)
             if self.mode != "moved" and out.dtype == self.kdtype and out.flags.c_contiguous:
                 return out.reshape(self.x2.shape)
         return np.empty(self.x2.shape, self.kdtype)
@@ -718,7 +466,7 @@ class _CE:
         """(slice of x2, slice of the per-row data) pairs of bounded size: blocks
         of rows, or of outer indices in "strided" mode."""
         if self.mode != "strided":
-            for sl in _row_blocks(self.n, self.k):
+            for sl in row_blocks(self.n, self.k):
                 yield sl, sl
             return
         per = self.k * self.inner
@@ -740,8 +488,8 @@ class _CE:
                 grad[...] = 0
             return self._reduce(np.zeros(n, self.cdtype), 0.0) if want_loss else None
         strided = self.mode == "strided"
-        name = "cross_entropy_index" if self.index else "cross_entropy_prob"
-        kern = getattr(self.be, name + ("_strided" if strided else "_rows"))
+        op = self.be.cross_entropy_index if self.index else self.be.cross_entropy_prob
+        kern = op.strided if strided else op.rows
         extra = (self.ignore_index,) if self.index else ()
         full = np.empty(n, self.cdtype) if want_loss and self.reduction == "none" else None
         buf = None
@@ -774,14 +522,6 @@ class _CE:
         if self.reduction == "mean" and self.empty_mean:
             total = math.nan
         return self.ldtype.type(total)
-
-
-def _row_blocks(n, k, elems=1 << 20):
-    """Slices of at most ~``elems`` elements (at least 256 rows) covering ``n`` rows."""
-    step = max(256, elems // max(k, 1))
-    if n <= step:
-        return (slice(0, n),)  # the common case, without a generator's cost
-    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
 
 def softmax_cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,

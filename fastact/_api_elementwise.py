@@ -16,28 +16,27 @@ import math
 import numpy as np
 
 from . import _config
-from ._api import _REDUCTIONS, _asarray, _check_out, _dtypes, _loss_dtype, _nthreads
+from ._validate import REDUCTIONS, asarray, check_out, dtypes, loss_dtype
 
 _APPROXIMATE = ("none", "tanh")
 
 
 def _kernels(backend):
-    """The elementwise module of ``backend`` (None: the current one; "auto" as for softmax,
-    falling back to the next backend if the chosen one has no elementwise kernels)."""
-    from ._backends import NAMES, load
+    """The elementwise kernel table of ``backend`` (None: the current one; "auto" as
+    for softmax, falling back to the next backend if the chosen one has no
+    elementwise kernels)."""
+    from ._backends import NAMES, kernels
 
-    name = _config.resolve(backend).NAME
+    name = _config.resolve(backend).name
     try:
-        return load(name, "elementwise")
+        return kernels(name, "elementwise")
     except RuntimeError:
-        asked = backend if backend is not None else (_config._override.get()
-                                                     or _config._default_backend)
-        if asked != "auto":
+        if _config.requested(backend) != "auto":
             raise
         for other in NAMES[NAMES.index(name) + 1:]:
             try:
                 _config.resolve(other)
-                return load(other, "elementwise")
+                return kernels(other, "elementwise")
             except RuntimeError:
                 continue
         raise
@@ -81,9 +80,9 @@ def _result(buf, direct, out, shape, flip, rdtype):
 
 
 def _half_kernel_dtype(mod, name, cdtype, rdtype):
-    """The dtype handed to kernel ``name`` of ``mod``: a half result dtype itself when
-    the kernel reads and writes half arrays (``mod.HALF`` lists it), else ``cdtype``."""
-    if rdtype != cdtype and name in getattr(mod, "HALF", ()):
+    """The dtype handed to kernel ``name`` of table ``mod``: a half result dtype itself
+    when the kernel reads and writes half arrays (``mod.half`` lists it), else ``cdtype``."""
+    if rdtype != cdtype and name in mod.half:
         return rdtype
     return cdtype
 
@@ -96,53 +95,62 @@ def _check_approximate(approximate):
 
 
 def _unary(op, x, out, backend):
-    x = _asarray(x)
-    cdtype, rdtype = _dtypes(x.dtype)
-    if out is not None:
-        _check_out(out, x.shape, rdtype)
-    mod = _kernels(backend)
-    if x.size == 0:
-        return out if out is not None else np.empty(x.shape, rdtype)
-    flip = _flip(x)
-    kdtype = _half_kernel_dtype(mod, "unary", cdtype, rdtype)
-    xf = _flat(x, flip, kdtype)
-    buf, direct = _out_buffer(out, flip, kdtype, xf.shape[0])
-    mod.unary(op, xf, buf, _nthreads())
-    return _result(buf, direct, out, x.shape, flip, rdtype)
+    x = asarray(x)
+    return _elementwise(op, "unary", (x,), dtypes(x.dtype), out, backend)
 
 
 def _unary_backward(op, grad, s, out, backend, what="x"):
-    grad = _asarray(grad, "grad")
-    s = _asarray(s, what)
+    grad = asarray(grad, "grad")
+    s = asarray(s, what)
     if grad.shape != s.shape:
         raise ValueError(f"fastact: grad has shape {grad.shape} but {what} has shape {s.shape}")
-    cdtype, rdtype = _dtypes(np.result_type(grad.dtype, s.dtype))
+    return _elementwise(op, "unary_backward", (grad, s),
+                        dtypes(np.result_type(grad.dtype, s.dtype)), out, backend)
+
+
+def _elementwise(op, kernel, arrays, dtypes_, out, backend):
+    """Elementwise ``op`` by the table's ``kernel`` ("unary" or "unary_backward") on
+    ``arrays`` (of one shape, the layout of the last one leads): flat views in,
+    the result in the user's layout (or ``out``)."""
+    cdtype, rdtype = dtypes_
+    shape = arrays[-1].shape
     if out is not None:
-        _check_out(out, s.shape, rdtype)
+        check_out(out, shape, rdtype)
     mod = _kernels(backend)
-    if s.size == 0:
-        return out if out is not None else np.empty(s.shape, rdtype)
-    flip = _flip(s)
-    kdtype = _half_kernel_dtype(mod, "unary_backward", cdtype, rdtype)
-    sf = _flat(s, flip, kdtype)
-    gf = _flat(grad, flip, kdtype)
-    buf, direct = _out_buffer(out, flip, kdtype, sf.shape[0])
-    mod.unary_backward(op, gf, sf, buf, _nthreads())
-    return _result(buf, direct, out, s.shape, flip, rdtype)
+    if arrays[-1].size == 0:
+        return out if out is not None else np.empty(shape, rdtype)
+    flip = _flip(arrays[-1])
+    kdtype = _half_kernel_dtype(mod, kernel, cdtype, rdtype)
+    flat = [_flat(a, flip, kdtype) for a in arrays]
+    buf, direct = _out_buffer(out, flip, kdtype, flat[-1].shape[0])
+    fn = mod.unary if kernel == "unary" else mod.unary_backward
+    fn(op, *flat, buf, _config.get_num_threads())
+    return _result(buf, direct, out, shape, flip, rdtype)
 
 
 # ----------------------------------------------------------------------------
-# public: sigmoid family
+# public: the sigmoid family and the hidden-layer activations
 # ----------------------------------------------------------------------------
+
+def _activation(op, doc, backward_doc):
+    """The public function of elementwise ``op`` and its vector-Jacobian product
+    (given ``x``): ``f(x, *, out=None, backend=None)`` and
+    ``f_backward(grad, x, *, out=None, backend=None)``."""
+    def forward(x, *, out=None, backend=None):
+        return _unary(op, x, out, backend)
+
+    def backward(grad, x, *, out=None, backend=None):
+        return _unary_backward(op, grad, x, out, backend)
+
+    for f, name, d in ((forward, op, doc), (backward, op + "_backward", backward_doc)):
+        f.__name__ = f.__qualname__ = name
+        f.__doc__ = d
+    return forward, backward
+
 
 def sigmoid(x, *, out=None, backend=None):
     """``1 / (1 + exp(-x))`` elementwise; no overflow for any input (``exp(-|x|)`` only)."""
     return _unary("sigmoid", x, out, backend)
-
-
-def log_sigmoid(x, *, out=None, backend=None):
-    """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``: exact for large ``|x|``."""
-    return _unary("log_sigmoid", x, out, backend)
 
 
 def sigmoid_backward(grad, y, *, out=None, backend=None):
@@ -150,43 +158,26 @@ def sigmoid_backward(grad, y, *, out=None, backend=None):
     return _unary_backward("sigmoid", grad, y, out, backend, what="y")
 
 
-def log_sigmoid_backward(grad, x, *, out=None, backend=None):
-    """Vector-Jacobian product of log_sigmoid at ``x``: ``grad * sigmoid(-x)``."""
-    return _unary_backward("log_sigmoid", grad, x, out, backend)
-
-
-# ----------------------------------------------------------------------------
-# public: hidden-layer activations
-# ----------------------------------------------------------------------------
-
-def relu(x, *, out=None, backend=None):
-    """``max(x, 0)`` elementwise (NaN stays NaN)."""
-    return _unary("relu", x, out, backend)
-
-
-def relu_backward(grad, x, *, out=None, backend=None):
-    """``grad`` where ``x > 0``, else 0 (as PyTorch: NaN ``x`` passes ``grad``)."""
-    return _unary_backward("relu", grad, x, out, backend)
-
-
-def tanh(x, *, out=None, backend=None):
-    """``tanh(x)`` elementwise."""
-    return _unary("tanh", x, out, backend)
-
-
-def tanh_backward(grad, x, *, out=None, backend=None):
-    """``grad * (1 - tanh(x)**2)``, computed as ``4t / (1 + t)**2``, ``t = exp(-2|x|)``."""
-    return _unary_backward("tanh", grad, x, out, backend)
-
-
-def softsign(x, *, out=None, backend=None):
-    """``x / (1 + |x|)`` elementwise."""
-    return _unary("softsign", x, out, backend)
-
-
-def softsign_backward(grad, x, *, out=None, backend=None):
-    """``grad / (1 + |x|)**2``."""
-    return _unary_backward("softsign", grad, x, out, backend)
+log_sigmoid, log_sigmoid_backward = _activation(
+    "log_sigmoid",
+    """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``: exact for large ``|x|``.""",
+    """Vector-Jacobian product of log_sigmoid at ``x``: ``grad * sigmoid(-x)``.""")
+relu, relu_backward = _activation(
+    "relu",
+    """``max(x, 0)`` elementwise (NaN stays NaN).""",
+    """``grad`` where ``x > 0``, else 0 (as PyTorch: NaN ``x`` passes ``grad``).""")
+tanh, tanh_backward = _activation(
+    "tanh",
+    """``tanh(x)`` elementwise.""",
+    """``grad * (1 - tanh(x)**2)``, computed as ``4t / (1 + t)**2``, ``t = exp(-2|x|)``.""")
+softsign, softsign_backward = _activation(
+    "softsign",
+    """``x / (1 + |x|)`` elementwise.""",
+    """``grad / (1 + |x|)**2``.""")
+silu, silu_backward = _activation(
+    "silu",
+    """``x * sigmoid(x)`` (a.k.a. swish) elementwise.""",
+    """``grad * sigmoid(x) * (1 + x * sigmoid(-x))``.""")
 
 
 def gelu(x, approximate="none", *, out=None, backend=None):
@@ -200,16 +191,6 @@ def gelu_backward(grad, x, approximate="none", *, out=None, backend=None):
     return _unary_backward(_check_approximate(approximate), grad, x, out, backend)
 
 
-def silu(x, *, out=None, backend=None):
-    """``x * sigmoid(x)`` (a.k.a. swish) elementwise."""
-    return _unary("silu", x, out, backend)
-
-
-def silu_backward(grad, x, *, out=None, backend=None):
-    """``grad * sigmoid(x) * (1 + x * sigmoid(-x))``."""
-    return _unary_backward("silu", grad, x, out, backend)
-
-
 # ----------------------------------------------------------------------------
 # public: binary cross-entropy with logits
 # ----------------------------------------------------------------------------
@@ -218,18 +199,18 @@ class _BCE:
     """Validated binary cross-entropy arguments, as flat arrays for the kernels."""
 
     def __init__(self, logits, target, weight, pos_weight, reduction, backend):
-        x = _asarray(logits, "logits")
-        cdtype, rdtype = _dtypes(x.dtype, "logits")
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"fastact: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        t = _asarray(target, "target")
+        x = asarray(logits, "logits")
+        cdtype, rdtype = dtypes(x.dtype, "logits")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"fastact: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        t = asarray(target, "target")
         if t.shape != x.shape:
             raise ValueError(f"fastact: target has shape {t.shape}, expected the logits' "
                              f"shape {x.shape}")
         self.x, self.shape = x, x.shape
         self.n = x.size
         self.cdtype, self.rdtype = cdtype, rdtype
-        self.ldtype = _loss_dtype(cdtype, rdtype)
+        self.ldtype = loss_dtype(cdtype, rdtype)
         self.reduction = reduction
         self.w = self._periodic(weight, "weight")
         self.pw = self._periodic(pos_weight, "pos_weight")
@@ -242,7 +223,7 @@ class _BCE:
         belongs to flat element ``i``: length 1, the last axis, or every element."""
         if a is None:
             return None
-        a = _asarray(a, what)
+        a = asarray(a, what)
         shape = self.shape
         try:
             ok = np.broadcast_shapes(a.shape, shape) == shape
@@ -276,7 +257,7 @@ class _BCE:
 
     def grad_buffer(self, out):
         if out is not None:
-            _check_out(out, self.shape, self.rdtype)
+            check_out(out, self.shape, self.rdtype)
             if out.dtype == self.cdtype and out.flags.c_contiguous:
                 return out.reshape(-1), True
         return np.empty(self.n, self.cdtype), False
@@ -289,7 +270,7 @@ class _BCE:
         total = 0.0
         if self.n:
             total = self.mod.bce(self.x1, self.t1, self.w, self.pw, float(c), gscale, full,
-                                 grad, _nthreads())
+                                 grad, _config.get_num_threads())
         if not want_loss:
             return None
         if full is not None:

@@ -34,38 +34,44 @@ def _resolve_auto():
 
 
 def resolve(name=None):
-    """The backend module for ``name`` (None: the current backend)."""
+    """The row-kernel table (``_backends.table.RowKernels``) of backend ``name``
+    (None: the current backend)."""
     if name is None:
         return current()
     _check_name(name)
     if name == "auto":
         name = _resolve_auto()
-    return _backends.load(name)
+    return _backends.kernels(name)
 
 
-_current: dict = {}  # "auto" -> the module it resolved to
+_current: dict = {}  # "auto" -> the table it resolved to
 
 
 def current(name=None):
-    """The backend module of a call with ``backend=name`` (None: the current
+    """The row-kernel table of a call with ``backend=name`` (None: the current
     backend): ``resolve`` without the look-ups once a name has been resolved
-    (modules and the meaning of "auto" do not change after that)."""
+    (tables and the meaning of "auto" do not change after that)."""
     if name is None:
         name = _override.get() or _default_backend
     elif type(name) is not str:
         return resolve(name)  # raises, naming the problem
     if name != "auto":
         mod = _backends._loaded.get((name, "rows"))  # a loaded backend: one look-up
-        return mod if mod is not None else resolve(name)
+        return mod.KERNELS if mod is not None else resolve(name)
     mod = _current.get(name)
     if mod is None:
         mod = _current[name] = resolve(name)
     return mod
 
 
+def requested(name=None):
+    """The backend name a call with ``backend=name`` asks for ("auto" unresolved)."""
+    return name if name is not None else (_override.get() or _default_backend)
+
+
 def get_backend():
     """The name of the backend calls use now (``"auto"`` resolved to a real name)."""
-    return resolve().NAME
+    return resolve().name
 
 
 def set_backend(name):

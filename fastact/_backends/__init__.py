@@ -1,6 +1,8 @@
 """Backend registry: each backend is a module of the same small set of row kernels.
 
-The kernels' contract is written once, in ``numpy_ref``'s docstring.  Backends
+The kernels' contract is written once, in ``numpy_ref``'s docstring; each
+backend module fills a typed table of its kernels (``KERNELS``, see ``table``),
+which is what the API calls (``kernels(name)``).  Backends
 are imported lazily (``import fastact`` compiles and loads nothing) and the
 reason a backend cannot be loaded is kept so that errors and ``fastact info``
 can say why.
@@ -48,6 +50,12 @@ def load(name, part="rows"):
             except Exception as e:  # ImportError, a failed build, a missing compiler ...
                 _errors[key] = f"{type(e).__name__}: {e}"
         raise RuntimeError(f"backend {name!r} {_MISSING[part]}: {_errors[key]}") from None
+
+
+def kernels(name, part="rows"):
+    """The typed kernel table (``table.RowKernels`` / ``table.ElementwiseKernels``)
+    of backend ``name``'s ``part``; ``RuntimeError`` saying why if it cannot be loaded."""
+    return load(name, part).KERNELS
 
 
 def is_available(name, part="rows"):

@@ -81,3 +81,9 @@ def bce(x, t, w, pw, c, gscale, loss, grad, nthreads=1):
                          None if grad is None else grad[a:b])
 
     return float(sum(chunked(part, x.shape[0], nthreads)))
+
+
+from .table import ElementwiseKernels  # noqa: E402  (beside its one use)
+
+#: The table the API calls (``fastact._backends.table``).
+KERNELS = ElementwiseKernels(NAME, unary, unary_backward, bce, UNARY, half=frozenset(HALF))

@@ -236,3 +236,15 @@ def cross_entropy_prob_strided(x, target, weight, label_smoothing, z_loss, a, b,
         _NULL if row_scale is None else _fb(row_scale),
         _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
         outer, k, inner, nthreads))
+
+
+from .table import RowKernels  # noqa: E402  (beside its one use)
+
+#: The table the API calls (``fastact._backends.table``).
+KERNELS = RowKernels.of(NAME, softmax_rows, log_softmax_rows, logsumexp_rows, softmax_backward_rows,
+                        log_softmax_backward_rows, cross_entropy_index_rows,
+                        cross_entropy_prob_rows, check_targets,
+                        strided=(softmax_strided, log_softmax_strided, logsumexp_strided,
+                                 softmax_backward_strided, log_softmax_backward_strided,
+                                 cross_entropy_index_strided, cross_entropy_prob_strided),
+                        half=HALF, nd_rows=ND_ROWS)

@@ -1902,3 +1902,11 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
         _ce_prob_parallel(*args, nt)
     else:
         _ce_prob_serial(*args)
+
+
+from .table import RowKernels  # noqa: E402  (beside its one use)
+
+#: The table the API calls (``fastact._backends.table``).
+KERNELS = RowKernels.of(NAME, softmax_rows, log_softmax_rows, logsumexp_rows, softmax_backward_rows,
+                        log_softmax_backward_rows, cross_entropy_index_rows,
+                        cross_entropy_prob_rows, check_targets)

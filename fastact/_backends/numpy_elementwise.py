@@ -221,3 +221,9 @@ def bce(x, t, w, pw, c, gscale, loss, grad, nthreads=1):
                 d = d * gscale
             grad[...] = d
     return total
+
+
+from .table import ElementwiseKernels  # noqa: E402  (beside its one use)
+
+#: The table the API calls (``fastact._backends.table``).
+KERNELS = ElementwiseKernels(NAME, unary, unary_backward, bce, UNARY)

@@ -296,3 +296,11 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
             r = dt(g) if row_scale is None else dt(g) * row_scale[:, None]
             gr *= r
             grad[...] = gr
+
+
+from .table import RowKernels  # noqa: E402  (beside its one use)
+
+#: The table the API calls (``fastact._backends.table``).
+KERNELS = RowKernels.of(NAME, softmax_rows, log_softmax_rows, logsumexp_rows, softmax_backward_rows,
+                        log_softmax_backward_rows, cross_entropy_index_rows,
+                        cross_entropy_prob_rows, check_targets)
