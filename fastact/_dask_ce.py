@@ -12,7 +12,7 @@ import numpy as np
 from . import _api
 from ._dask_core import (_as_dask, _max_logsum_rows, _merge_max_logsum, _meta, _no_out,
                          _reduce_fields, _shift)
-from ._validate import check_ce, loss_dtype
+from ._validate import check_ce, class_axis, loss_dtype
 
 
 # ----------------------------------------------------------------------------
@@ -32,14 +32,21 @@ class _CEArgs:
     """Validated cross-entropy arguments as dask arrays (the checks of ``fastact._api._CE``)."""
 
     def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
-                 z_loss, backend):
+                 z_loss, backend, axis=-1):
         x = _as_dask(logits, "logits")
         t = target if isinstance(target, da.Array) else np.asarray(target)
         w = None
         if weight is not None:
             w = weight if isinstance(weight, da.Array) else np.asarray(weight)
         (self.cdtype, self.rdtype, self.index, self.label_smoothing,
-         self.z_loss) = check_ce(x, t, w, reduction, label_smoothing, z_loss)
+         self.z_loss) = check_ce(x, t, w, reduction, label_smoothing, z_loss, axis)
+        # classes on another axis (PyTorch's (N, C, d1, ...)): the graph below works on
+        # the lazy view with the class axis last; gradients are moved back (``user``)
+        self.axis = class_axis(axis, x.ndim)
+        if self.axis != x.ndim - 1:
+            x = da.moveaxis(x, self.axis, -1)
+            if not self.index:
+                t = da.moveaxis(_as_dask_any(t), self.axis, -1)
         self.ldtype = loss_dtype(self.cdtype, self.rdtype)
         self.k = x.shape[-1]
         self.lead = x.shape[:-1]
@@ -58,6 +65,10 @@ class _CEArgs:
         self.cind = self.nl                    # class index
         self.find = self.nl + 1                # field index
         self.xind = self.lind + (self.cind,)
+
+    def user(self, grad):
+        """A gradient of the class-last view in the logits' own axes."""
+        return grad if self.axis == grad.ndim - 1 else da.moveaxis(grad, -1, self.axis)
 
     @property
     def split(self):
@@ -411,41 +422,45 @@ def _fast_with_grad(ce):
     return _fast_loss(ce, rows), grad
 
 
-def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                          label_smoothing=0.0, z_loss=0.0, backend=None):
-    """Cross-entropy of ``softmax(logits)`` (classes on the last axis, which may span
-    several chunks) against index targets ``(...)`` or probabilities ``(..., C)``, as
-    ``fastact.softmax_cross_entropy``; ``"mean"``/``"sum"`` give a 0-d dask array."""
+def softmax_cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
+                          reduction="mean", label_smoothing=0.0, z_loss=0.0, backend=None):
+    """Cross-entropy of ``softmax(logits)`` (classes on ``axis``, by default the last,
+    which may span several chunks) against index targets (the logits' shape without
+    ``axis``) or probabilities (the logits' shape), as ``fastact.softmax_cross_entropy``;
+    ``"mean"``/``"sum"`` give a 0-d dask array."""
     ce = _CEArgs(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss,
-                 backend)
+                 backend, axis)
     if _fast(ce):
         return _fast_loss(ce, _fast_rows(ce))
     _, rows, tot = _ce_graph(ce)
     return _ce_loss(ce, rows, tot, ce.z_loss)
 
 
-def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, weight=None,
+def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, axis=-1, weight=None,
                                    ignore_index=-100, reduction="mean", label_smoothing=0.0,
                                    z_loss=0.0, out=None, backend=None):
-    """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or ``(...)`` for "none")."""
+    """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or of the loss's shape for
+    "none"), in the logits' shape."""
     _no_out(out)
     ce = _CEArgs(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss,
-                 backend)
+                 backend, axis)
     if _fast(ce):
-        return _fast_backward(ce, grad_loss)
+        return ce.user(_fast_backward(ce, grad_loss))
     fields, _, tot = _ce_graph(ce)
-    return _ce_grad(ce, fields, tot, grad_loss)
+    return ce.user(_ce_grad(ce, fields, tot, grad_loss))
 
 
-def softmax_cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
+def softmax_cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
                                     reduction="mean", label_smoothing=0.0, z_loss=0.0,
                                     out=None, backend=None):
     """``(loss, dlogits)``, sharing one pass for the per-row statistics; compute both
     together (``dask.compute(loss, grad)``) to read the logits twice, not three times."""
     _no_out(out)
     ce = _CEArgs(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss,
-                 backend)
+                 backend, axis)
     if _fast(ce):
-        return _fast_with_grad(ce)
-    fields, rows, tot = _ce_graph(ce)
-    return _ce_loss(ce, rows, tot, ce.z_loss), _ce_grad(ce, fields, tot, 1.0)
+        loss, grad = _fast_with_grad(ce)
+    else:
+        fields, rows, tot = _ce_graph(ce)
+        loss, grad = _ce_loss(ce, rows, tot, ce.z_loss), _ce_grad(ce, fields, tot, 1.0)
+    return loss, ce.user(grad)

@@ -304,6 +304,33 @@ def test_cross_entropy_backends_schedulers(backend, scheduler, dtype, cls):
     close(grad, eg, dtype)
 
 
+@pytest.mark.parametrize("index", [True, False])
+@pytest.mark.parametrize("cls", [13, 4])
+def test_cross_entropy_class_axis(backend, index, cls):
+    """``axis=1``: logits (N, C, H, W) as PyTorch lays them out, the class axis in one
+    chunk or split, against the in-memory functions with the same ``axis``."""
+    rng = np.random.default_rng(11)
+    x, t = ce_case(rng, np.float64, lead=(2, 3, 4), index=index)  # (2, 3, 4, 13)
+    x = np.ascontiguousarray(np.moveaxis(x, -1, 1))               # (2, 13, 3, 4)
+    if not index:
+        t = np.ascontiguousarray(np.moveaxis(t, -1, 1))
+    w = rng.random(13) + 0.2
+    kw = dict(axis=1, weight=w, label_smoothing=0.1, z_loss=1e-3, reduction="none")
+    dx = da.from_array(x, chunks=(1, cls, 2, 4))
+    dt = da.from_array(t, chunks=(1, 2, 4) if index else dx.chunks)
+    loss, grad = run(*fd.softmax_cross_entropy_with_grad(dx, dt, **kw, backend=backend))
+    el, eg = fastact.softmax_cross_entropy_with_grad(x, t, **kw, backend="numpy")
+    assert grad.shape == x.shape and loss.shape == (2, 3, 4)
+    close(loss, el, np.float64)
+    close(grad, eg, np.float64)
+    gl = rng.random((2, 3, 4))
+    close(run(fd.softmax_cross_entropy_backward(dx, dt, gl, **kw, backend=backend)),
+          fastact.softmax_cross_entropy_backward(x, t, gl, **kw, backend="numpy"), np.float64)
+    close(run(fd.softmax_cross_entropy(dx, dt, **{**kw, "reduction": "mean"}, backend=backend)),
+          fastact.softmax_cross_entropy(x, t, **{**kw, "reduction": "mean"}, backend="numpy"),
+          np.float64)
+
+
 @pytest.mark.parametrize("cls", [12, 4])
 def test_cross_entropy_special_logits(cls):
     names, x = special_case_matrix(np.float64)
