@@ -16,7 +16,10 @@ needs ml_dtypes.
 
 Tensors that fastact does not cover (another device, a dtype other than
 float16/bfloat16/float32/float64, a ``weight`` or probability target that
-requires grad) go to torch's own function.  ``cross_entropy`` on ``(N, C, d1,
+requires grad) go to torch's own function, and so do small ones (fewer than
+``MIN_NUMEL`` elements): there a call is dominated by fixed costs, and torch's
+C++ autograd node costs less than any Python ``autograd.Function`` (measured:
+``benchmarks/small_calls.py``); the values and gradients are the same.  ``cross_entropy`` on ``(N, C, d1,
 ...)`` passes the tensor as it lies, classes on axis 1 (the C backend reduces
 there without a copy for float32/float64; the others move the axis last).
 Only first derivatives are provided (``once_differentiable``).
@@ -24,6 +27,7 @@ Only first derivatives are provided (``once_differentiable``).
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -44,9 +48,15 @@ else:
     _FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+#: Tensors with fewer elements go to torch's own function (see the docstring);
+#: 0 (or FASTACT_TORCH_MIN_NUMEL=0) runs every covered tensor on fastact's kernels.
+MIN_NUMEL = int(os.environ.get("FASTACT_TORCH_MIN_NUMEL", 1 << 14))
+
+
 def _fast(t):
     """Whether fastact handles tensor ``t`` (else torch's own function does)."""
-    return t.device.type == "cpu" and t.dtype in _FAST_DTYPES and not t.is_sparse
+    return (t.device.type == "cpu" and t.dtype in _FAST_DTYPES and not t.is_sparse
+            and t.numel() >= MIN_NUMEL)
 
 
 def _np(t):
@@ -140,9 +150,8 @@ class _CrossEntropy(torch.autograd.Function):
         # the gradient again (torch's version check guards them).
         ctx.grad = _tensor(grad)
         ctx.save_for_backward(x, target)
-        if reduction == "none":  # float32 for half logits: torch's loss has their dtype
-            return torch.from_numpy(np.asarray(loss)).to(x.dtype)
-        return torch.tensor(float(loss), dtype=x.dtype)
+        # (float32 for half logits: torch's loss has their dtype; .to is then a no-op)
+        return torch.from_numpy(np.asarray(loss)).to(x.dtype)
 
     @staticmethod
     @once_differentiable

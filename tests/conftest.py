@@ -18,6 +18,10 @@ import fastact
 #: FASTACT_TEST_BACKENDS=c (comma-separated) narrows the matrix, e.g. for the sanitizer run.
 BACKENDS = os.environ.get("FASTACT_TEST_BACKENDS", "numpy,numba,c").split(",")
 ALLOW_MISSING = os.environ.get("FASTACT_ALLOW_MISSING_BACKENDS") == "1"
+#: fastact.torch hands tensors below this many elements to torch's own functions;
+#: the tests' small tensors must run on fastact's kernels (test_torch_integration
+#: checks the hand-over itself).
+os.environ["FASTACT_TORCH_MIN_NUMEL"] = "0"
 
 
 def _loadable(name):

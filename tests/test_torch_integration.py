@@ -18,6 +18,8 @@ F = torch.nn.functional
 
 DTYPES = [torch.float32, torch.float64]
 
+assert ft.MIN_NUMEL == 0, "conftest.py runs fastact.torch's tests on fastact's kernels"
+
 
 def _tol(dtype):
     return dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
@@ -65,6 +67,29 @@ def test_softmax_dtype_argument_and_implicit_dim():
     with pytest.warns(UserWarning, match="Implicit dimension"):
         y = ft.log_softmax(x)
     torch.testing.assert_close(y, F.log_softmax(x, dim=1))
+
+
+def test_small_tensors_go_to_torch(monkeypatch):
+    """Below ``MIN_NUMEL`` elements torch's own functions run (same values and
+    gradients); at and above it fastact's."""
+    calls = []
+    real = fastact.softmax_cross_entropy_with_grad
+
+    def spy(*a, **kw):
+        calls.append(a[0].size)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(fastact, "softmax_cross_entropy_with_grad", spy)
+    monkeypatch.setattr(ft, "MIN_NUMEL", 40)
+    for n in (7, 8):  # 7x5 = 35 elements: torch; 8x5 = 40: fastact
+        x = torch.randn(n, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+        t = torch.arange(n) % 5
+        (y, g), (ey, eg) = _both(ft.cross_entropy, F.cross_entropy, x, t)
+        torch.testing.assert_close(y, ey, **_tol(torch.float64))
+        torch.testing.assert_close(g, eg, **_tol(torch.float64))
+        (y, g), (ey, eg) = _both(ft.softmax, F.softmax, x, dim=1)
+        torch.testing.assert_close(g, eg, **_tol(torch.float64))
+    assert calls == [40]
 
 
 def test_unsupported_tensors_go_to_torch():
