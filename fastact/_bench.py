@@ -866,6 +866,16 @@ def _modes(op, impl, wanted=MODES):
     return tuple(m for m in have if m in wanted) or have[:1]
 
 
+def _calls(cfg, impls):
+    """``(opname, op, impl, backend, peer, mode)`` for each call the run makes on one
+    input: every op of ``cfg``, by every implementation, in each mode it is timed in."""
+    for opname in cfg.ops:
+        op = OPS[opname]
+        for impl, b, p in impls:
+            for mode in _modes(op, impl, cfg.modes):
+                yield opname, op, impl, b, p, mode
+
+
 def _make_call(op, impl, backend, peer, inputs, mode):
     if impl == "fastact":
         return op.fastact_call(inputs, backend, mode)
@@ -902,20 +912,14 @@ def plan(cfg, peers):
     tasks = []
     for dt in cfg.dtypes:
         for wshape in warmup_shapes(cfg.shapes):
-            for opname in cfg.ops:
-                op = OPS[opname]
-                for impl, b, p in impls:
-                    for mode in _modes(op, impl, cfg.modes):
-                        tasks.append(("first", dt, wshape, opname, impl, b, mode))
+            for opname, op, impl, b, p, mode in _calls(cfg, impls):
+                tasks.append(("first", dt, wshape, opname, impl, b, mode))
     for t in cfg.threads:
         for dt in cfg.dtypes:
             for shape in cfg.shapes:
                 tasks.append(("copy", t, dt, shape))
-                for opname in cfg.ops:
-                    op = OPS[opname]
-                    for impl, b, p in impls:
-                        for mode in _modes(op, impl, cfg.modes):
-                            tasks.append(("time", t, dt, shape, opname, impl, b, mode))
+                for opname, op, impl, b, p, mode in _calls(cfg, impls):
+                    tasks.append(("time", t, dt, shape, opname, impl, b, mode))
     return tasks
 
 
@@ -939,6 +943,26 @@ def run_bench(cfg, peers, progress=None):
         skipped.append({"label": label, "op": opname,
                         "reason": f"{type(err).__name__}: {first_line}"})
 
+    def each_call(inputs, describe, work):
+        """``work(call, opname)`` for each call of the run on ``inputs`` (the progress
+        step ``describe(opname, label, mode)`` first), yielding ``(opname, impl, backend,
+        label, mode, work's result)``; an op that fails once for an implementation is
+        skipped for it from then on."""
+        for opname, op, impl, b, p, mode in _calls(cfg, impls):
+            label = _label(impl, b)
+            step(describe(opname, label, mode))
+            if (label, opname) in broken:
+                continue
+            try:
+                got = work(_make_call(op, impl, b, p, inputs, mode), opname)
+            except Exception as e:
+                skip(label, opname, e)
+                continue
+            yield opname, impl, b, label, mode, got
+
+    def timed(fn, opname):
+        return measure(fn, cfg.min_time, cfg.min_repeats, cfg.max_time)
+
     try:
         # First calls: compile / load / trace, on small inputs, with the most threads asked
         # for (so the multi-threaded variants compile too); checked against the reference.
@@ -949,28 +973,23 @@ def run_bench(cfg, peers, progress=None):
         for dt in cfg.dtypes:
             for wshape in warmup_shapes(cfg.shapes):
                 small = Inputs(wshape, dt, cfg.seed)
-                for opname in cfg.ops:
-                    op = OPS[opname]
-                    ref = op.fastact_call(small, "numpy", "alloc")()
-                    for impl, b, p in impls:
-                        label = _label(impl, b)
-                        for mode in _modes(op, impl, cfg.modes):
-                            step(f"first call {fmt_shape(wshape)} {label} {opname} [{mode}]")
-                            if (label, opname) in broken:
-                                continue
-                            try:
-                                fn = _make_call(op, impl, b, p, small, mode)
-                                t0 = time.perf_counter()
-                                r = fn()
-                                sec = time.perf_counter() - t0
-                                ok = _agrees(r, ref, dt)
-                            except Exception as e:
-                                skip(label, opname, e)
-                                continue
-                            first_calls.append({"impl": impl, "backend": b, "label": label,
-                                                "op": opname, "dtype": dt, "mode": mode,
-                                                "shape": list(wshape), "seconds": sec,
-                                                "agrees": ok})
+                refs = {o: OPS[o].fastact_call(small, "numpy", "alloc")() for o in cfg.ops}
+
+                def first_call(fn, opname):
+                    t0 = time.perf_counter()
+                    r = fn()
+                    sec = time.perf_counter() - t0
+                    return sec, _agrees(r, refs[opname], dt)
+
+                def first_step(opname, label, mode):
+                    return f"first call {fmt_shape(wshape)} {label} {opname} [{mode}]"
+
+                for opname, impl, b, label, mode, (sec, ok) in each_call(small, first_step,
+                                                                         first_call):
+                    first_calls.append({"impl": impl, "backend": b, "label": label,
+                                        "op": opname, "dtype": dt, "mode": mode,
+                                        "shape": list(wshape), "seconds": sec,
+                                        "agrees": ok})
 
         for t in cfg.threads:
             fastact.set_num_threads(t)
@@ -985,25 +1004,14 @@ def run_bench(cfg, peers, progress=None):
                                  cfg.max_time)
                     records.append(_record("copy", shape, dt, t, "copy", None, "alloc",
                                            tm, inputs.nbytes))
-                    for opname in cfg.ops:
-                        op = OPS[opname]
-                        for impl, b, p in impls:
-                            label = _label(impl, b)
-                            for mode in _modes(op, impl, cfg.modes):
-                                step(f"{opname} {fmt_shape(shape)} {label} [{mode}]")
-                                if (label, opname) in broken:
-                                    continue
-                                try:
-                                    fn = _make_call(op, impl, b, p, inputs, mode)
-                                    tm = measure(fn, cfg.min_time, cfg.min_repeats,
-                                                 cfg.max_time)
-                                except Exception as e:
-                                    skip(label, opname, e)
-                                    continue
-                                finally:
-                                    fn = None
-                                records.append(_record(opname, shape, dt, t, impl, b, mode,
-                                                       tm, inputs.nbytes))
+
+                    def timing_step(opname, label, mode):
+                        return f"{opname} {fmt_shape(shape)} {label} [{mode}]"
+
+                    for opname, impl, b, label, mode, tm in each_call(inputs, timing_step,
+                                                                      timed):
+                        records.append(_record(opname, shape, dt, t, impl, b, mode,
+                                               tm, inputs.nbytes))
                     del inputs
                     gc.collect()
     finally:
