@@ -15,7 +15,7 @@ def main(argv=None):
     pb = sub.add_parser("bench", help="time every kernel, backend and installed peer")
     try:
         from . import bench
-    except ImportError:  # pragma: no cover - the bench package ships with the package
+    except ImportError:  # pragma: no cover - fastact.bench ships with fastact
         bench = None
     if bench is not None:
         bench.add_arguments(pb)
