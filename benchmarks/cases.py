@@ -1,8 +1,8 @@
 """The benchmark cases, shared with ``fastact bench``: one table, in
-``fastact/_bench.py`` (``OPS``, ``SHAPES``, ``Inputs``), so that the CLI (which
+``fastact/bench/cases.py`` (``OPS``, ``SHAPES``, ``Inputs``), so that the CLI (which
 ships in the package) and this suite time exactly the same calls.
 
-To add a case, add an ``Op`` to ``fastact._bench.OPS``; both pick it up.
+To add a case, add an ``Op`` to ``fastact.bench.OPS``; both pick it up.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import pytest
 
 import fastact
-from fastact._bench import (  # noqa: F401  (re-exported)
+from fastact.bench import (  # noqa: F401  (re-exported)
     MODES,
     OPS,
     PEERS,

@@ -25,7 +25,7 @@ import argparse
 import numpy as np
 
 import fastact
-from fastact._bench import measure, parse_shapes
+from fastact.bench import measure, parse_shapes
 
 try:
     import torch

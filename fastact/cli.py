@@ -14,11 +14,11 @@ def main(argv=None):
 
     pb = sub.add_parser("bench", help="time every kernel, backend and installed peer")
     try:
-        from . import _bench
-    except ImportError:  # pragma: no cover - the bench module ships with the package
-        _bench = None
-    if _bench is not None:
-        _bench.add_arguments(pb)
+        from . import bench
+    except ImportError:  # pragma: no cover - fastact.bench ships with fastact
+        bench = None
+    if bench is not None:
+        bench.add_arguments(pb)
 
     pe = sub.add_parser("experiment", help="run an experiment (softmax-hidden, sigmoid-vs-softmax)")
     pe.add_argument("name")
@@ -31,9 +31,9 @@ def main(argv=None):
         print_info()
         return 0
     if args.command == "bench":
-        if _bench is None:
+        if bench is None:
             parser.error("the bench module is missing from this installation")
-        return _bench.run(args)
+        return bench.run(args)
     if args.command == "experiment":
         try:
             from . import experiments

@@ -189,6 +189,35 @@ def ce_case(rng, dtype, lead=(13,), c=7, index=True, ignored=0.2, spread=3.0,
     return x, t
 
 
+def check_loss_functions(name, x, t, opts, *, backend, dtype, rng, truth, check, loss_shape):
+    """``fastact.<name>``, ``<name>_with_grad`` and ``<name>_backward`` (without and with a
+    ``grad_loss``) on logits ``x``, targets ``t`` and keywords ``opts`` against
+    ``truth(x, t, grad_loss=1.0, **opts) -> (loss, d loss / d x)``, each compared by
+    ``check(loss, grad, expected_loss, expected_grad, dtype)``: the loss a scalar of
+    ``dtype`` (an array of ``loss_shape`` with reduction="none"), the gradients of x's
+    shape and dtype."""
+    none = opts["reduction"] == "none"
+    exp_loss, exp_grad = truth(x, t, **opts)
+    loss = getattr(fastact, name)(x, t, backend=backend, **opts)
+    if none:
+        assert isinstance(loss, np.ndarray) and loss.shape == loss_shape
+    else:
+        assert isinstance(loss, np.generic) and not isinstance(loss, np.ndarray)
+    assert loss.dtype == dtype
+    check(loss, None, exp_loss, None, dtype)
+    l2, g2 = getattr(fastact, name + "_with_grad")(x, t, backend=backend, **opts)
+    assert g2.dtype == dtype and g2.shape == x.shape
+    check(l2, g2, exp_loss, exp_grad, dtype)
+    backward = getattr(fastact, name + "_backward")
+    g3 = backward(x, t, backend=backend, **opts)
+    check(l2, g3, exp_loss, exp_grad, dtype)
+    # grad_loss scaling (an array for "none")
+    gl = (rng.random(loss_shape) + 0.5) if none else 2.5
+    _, exp_g = truth(x, t, grad_loss=gl, **opts)
+    g4 = backward(x, t, gl, backend=backend, **opts)
+    check(l2, g4, exp_loss, exp_g, dtype)
+
+
 # ---------------------------------------------------------------------------
 # Layouts
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastact
+from conftest import check_loss_functions
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -80,23 +81,9 @@ def test_bce_vs_torch(backend, rng, dtype, wk, pk, reduction):
     w = weights(rng, wk, x.shape, dtype)
     pw = weights(rng, pk, x.shape, dtype)
     opts = dict(weight=w, pos_weight=pw, reduction=reduction)
-    el, eg = torch_bce(x, t, **opts)
-    loss = fastact.sigmoid_binary_cross_entropy(x, t, backend=backend, **opts)
-    if reduction == "none":
-        assert isinstance(loss, np.ndarray) and loss.shape == x.shape
-    else:
-        assert isinstance(loss, np.generic) and not isinstance(loss, np.ndarray)
-    assert loss.dtype == dtype
-    check(loss, None, el, None, dtype)
-    l2, g2 = fastact.sigmoid_binary_cross_entropy_with_grad(x, t, backend=backend, **opts)
-    assert g2.dtype == dtype and g2.shape == x.shape
-    check(l2, g2, el, eg, dtype)
-    g3 = fastact.sigmoid_binary_cross_entropy_backward(x, t, backend=backend, **opts)
-    check(l2, g3, el, eg, dtype)
-    gl = (rng.random(x.shape) + 0.5) if reduction == "none" else 2.5
-    _, eg4 = torch_bce(x, t, grad_loss=gl, **opts)
-    g4 = fastact.sigmoid_binary_cross_entropy_backward(x, t, gl, backend=backend, **opts)
-    check(l2, g4, el, eg4, dtype)
+    check_loss_functions("sigmoid_binary_cross_entropy", x, t, opts, backend=backend,
+                         dtype=dtype, rng=rng, truth=torch_bce, check=check,
+                         loss_shape=x.shape)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

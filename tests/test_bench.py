@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastact
-from fastact import _bench, cli
+from fastact import bench, cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "docs" / "bench-schema.json"
@@ -42,7 +42,7 @@ def test_json_validates_against_documented_schema(quick_run):
 
 
 def test_schema_file_is_the_one_the_code_documents():
-    assert json.loads(SCHEMA_FILE.read_text()) == _bench.SCHEMA, \
+    assert json.loads(SCHEMA_FILE.read_text()) == bench.SCHEMA, \
         "regenerate: fastact bench --schema > docs/bench-schema.json"
 
 
@@ -73,7 +73,7 @@ def test_records_cover_every_op_backend_and_peer(quick_run):
                 assert b in labels or (b, op) in skipped, (op, shape, b)
             assert "numpy" in labels  # the reference: the baseline of every ratio
             for p in peers:
-                if p in _bench.OPS[op].peers:
+                if p in bench.OPS[op].peers:
                     assert p in labels or (p, op) in skipped, (op, shape, p)
             for r in mine:
                 assert r["median_s"] > 0 and r["min_s"] > 0 and r["first_call_s"] > 0
@@ -103,10 +103,10 @@ def test_bad_arguments_exit_2(capsys):
 
 
 def test_measure_is_bounded_and_positive():
-    t = _bench.measure(lambda: sum(range(100)), min_time=0.01, min_repeats=3, max_time=0.5)
+    t = bench.measure(lambda: sum(range(100)), min_time=0.01, min_repeats=3, max_time=0.5)
     assert t.repeats >= 3 and t.number >= 1 and 0 < t.min_s <= t.median_s
     calls = []
-    slow = _bench.measure(lambda: calls.append(__import__("time").sleep(0.02)),
+    slow = bench.measure(lambda: calls.append(__import__("time").sleep(0.02)),
                           min_time=10, min_repeats=100, max_time=0.05)
     assert 1 <= slow.repeats < 10 and len(calls) < 12
 
@@ -123,7 +123,7 @@ def test_derived_ratios():
             rec("softmax", "scipy", "scipy", "alloc", 5.0),
             rec("softmax", "torch", "torch", "out", 6.0),
             rec("softmax", "torch", "torch", "alloc", 7.0)]
-    _bench._derive(recs)
+    bench.derive(recs)
     c_out, c_alloc = recs[3], recs[4]
     assert c_out["speedup_vs_numpy"] == pytest.approx(4.0)
     assert c_alloc["speedup_vs_numpy"] == pytest.approx(2.5)
@@ -135,20 +135,20 @@ def test_derived_ratios():
 def test_case_table():
     for name in ("softmax", "log_softmax", "logsumexp", "softmax_backward",
                  "log_softmax_backward", "cross_entropy", "cross_entropy_with_grad"):
-        assert name in _bench.available_ops()
-    inp = _bench.Inputs((5, 7), "float64")
-    for name in _bench.available_ops():
-        op = _bench.OPS[name]
+        assert name in bench.available_ops()
+    inp = bench.Inputs((5, 7), "float64")
+    for name in bench.available_ops():
+        op = bench.OPS[name]
         ref = op.fastact_call(inp, "numpy", "alloc")()
         for mode in op.modes:
             got = op.fastact_call(inp, "numpy", mode)()
             assert np.allclose(np.asarray(got[0] if isinstance(got, tuple) else got),
                                np.asarray(ref[0] if isinstance(ref, tuple) else ref))
-    assert _bench.parse_shapes("standard,3x4") == list(_bench.SHAPES) + [(3, 4)]
+    assert bench.parse_shapes("standard,3x4") == list(bench.SHAPES) + [(3, 4)]
 
 
 def test_import_stays_light():
-    code = ("import sys, fastact, fastact.cli, fastact._bench; "
+    code = ("import sys, fastact, fastact.cli, fastact.bench; "
             "print(sorted(m for m in ('rich', 'matplotlib', 'torch', 'scipy', 'jax') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

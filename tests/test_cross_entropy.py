@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastact
-from conftest import ce_case
+from conftest import ce_case, check_loss_functions
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -74,24 +74,8 @@ def test_cross_entropy_vs_torch(backend, rng, dtype, index, use_w, ls, reduction
     x, t = ce_case(rng, dtype, index=index)
     w = rng.random(x.shape[-1]).astype(dtype) + 0.1 if use_w else None
     opts = dict(weight=w, reduction=reduction, label_smoothing=ls, z_loss=z)
-    exp_loss, exp_grad = torch_ce(x, t, **opts)
-    loss = fastact.softmax_cross_entropy(x, t, backend=backend, **opts)
-    if reduction == "none":
-        assert isinstance(loss, np.ndarray) and loss.shape == x.shape[:-1]
-    else:
-        assert isinstance(loss, np.generic) and not isinstance(loss, np.ndarray)
-    assert loss.dtype == dtype
-    check(loss, None, exp_loss, None, dtype)
-    l2, g2 = fastact.softmax_cross_entropy_with_grad(x, t, backend=backend, **opts)
-    assert g2.dtype == dtype and g2.shape == x.shape
-    check(l2, g2, exp_loss, exp_grad, dtype)
-    g3 = fastact.softmax_cross_entropy_backward(x, t, backend=backend, **opts)
-    check(l2, g3, exp_loss, exp_grad, dtype)
-    # grad_loss scaling (an array for "none")
-    gl = (rng.random(x.shape[:-1]) + 0.5) if reduction == "none" else 2.5
-    _, exp_g = torch_ce(x, t, grad_loss=gl, **opts)
-    g4 = fastact.softmax_cross_entropy_backward(x, t, gl, backend=backend, **opts)
-    check(l2, g4, exp_loss, exp_g, dtype)
+    check_loss_functions("softmax_cross_entropy", x, t, opts, backend=backend, dtype=dtype,
+                         rng=rng, truth=torch_ce, check=check, loss_shape=x.shape[:-1])
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

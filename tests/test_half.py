@@ -546,7 +546,7 @@ def test_bench_half_dtypes(tmp_path):
     the JSON validates against the documented schema."""
     import json
 
-    from fastact import _bench, cli
+    from fastact import bench, cli
     path = tmp_path / "bench.json"
     code = cli.main(["bench", "--quick", "--shapes", "64x10,3x40", "--ops",
                      "softmax,log_softmax,logsumexp,cross_entropy_with_grad",
@@ -558,7 +558,7 @@ def test_bench_half_dtypes(tmp_path):
     assert all(fc["agrees"] for fc in result["first_calls"] if fc["agrees"] is not None), \
         [fc for fc in result["first_calls"] if fc["agrees"] is False]
     jsonschema = pytest.importorskip("jsonschema")
-    jsonschema.validate(result, _bench.SCHEMA, cls=jsonschema.Draft202012Validator)
+    jsonschema.validate(result, bench.SCHEMA, cls=jsonschema.Draft202012Validator)
 
 
 # ---------------------------------------------------------------- elementwise
