@@ -15,6 +15,7 @@
 
 #include "elementwise.h"
 #include "fastact.h" /* fa_half_widen / fa_half_narrow (half.c), FA_BF16 */
+#include "vmath.h"   /* the float32 exp polynomial, shared with the row kernels */
 
 /* The loops are plain C that GCC vectorises (-O3); on x86-64 Linux each is also
  * compiled for AVX2 and AVX-512F and the widest the CPU has is picked at load
@@ -162,6 +163,8 @@ double fa_bce(int itemsize, const void *x, const void *t, const void *w,
 #endif
 
 #define T FA_EW_T
+#define EW_MADD(a, b, c) ((a) * (b) + (c))
+#define EW_CONST(c) (c)
 #define NM(name) FA_EW_CAT(name, FA_EW_SFX)
 
 #if FA_EW_F64
@@ -200,8 +203,8 @@ static inline EW_INLINE T NM(ew_reduce)(T v, NM(ew_int) *n)
     const T log2e = 1.4426950408889634074, magic = 6755399441055744.0;
     const T l2hi = 6.93147180369123816490e-01, l2lo = 1.90821492927058770002e-10;
 #else
-    const T log2e = 1.44269504088896341f, magic = 12582912.0f;
-    const T l2hi = 0.693359375f, l2lo = -2.12194440e-4f;
+    const T log2e = 1.44269504088896341f, magic = F32_MAGIC;
+    const T l2hi = F32_LN2_CEPHES_HI, l2lo = F32_LN2_CEPHES_LO;
 #endif
     T y = v * log2e + magic;
     *n = (NM(ew_int))(NM(ew_to_bits)(y) - NM(ew_to_bits)(magic));
@@ -248,17 +251,15 @@ static inline EW_INLINE T NM(ew_exp)(T v)
 #if FA_EW_F64
     T p = NM(ew_reduce)(x, &n) + (T)1;
 #else
-    /* XNNPACK's rr2_p5 (as numba_kernels): a degree-5 minimax polynomial on
-     * |r| <= ln2/2, max error ~1.5 ulp; 4 fewer multiply-adds than Taylor. */
-    T y = x * 0x1.715476p0f + 12582912.0f;
-    n = (NM(ew_int))(NM(ew_to_bits)(y) - NM(ew_to_bits)(12582912.0f));
-    T nf = y - 12582912.0f;
-    T r = (x - nf * 0x1.62E400p-1f) - nf * 0x1.7F7D1Cp-20f;
-    T p = 0x1.0F9F9Cp-7f;
-    p = p * r + 0x1.573A1Ap-5f;
-    p = p * r + 0x1.555A80p-3f;
-    p = p * r + 0x1.FFFDC6p-2f;
-    p = p * r + 0x1.FFFFF6p-1f;
+    /* XNNPACK's rr2_p5 (as numba_kernels and the row kernels: vmath.h), a
+     * degree-5 minimax polynomial on |r| <= ln2/2, max error ~1.5 ulp; 4 fewer
+     * multiply-adds than Taylor. */
+    T y = x * F32_LOG2E + F32_MAGIC;
+    n = (NM(ew_int))(NM(ew_to_bits)(y) - NM(ew_to_bits)(F32_MAGIC));
+    T nf = y - F32_MAGIC;
+    T r = (x - nf * F32_LN2_HI) - nf * F32_LN2_LO;
+    T p;
+    FA_EXPF_Q(p, r, EW_MADD, EW_CONST);
     p = p * r + 1.0f;
 #endif
     NM(ew_int) n1 = n >> 1; /* floor(n / 2): an arithmetic shift, n - n1 stays in range */
@@ -617,6 +618,8 @@ FA_EW_LOOP static double NM(ew_bce)(const T *x, const T *t, const T *w, int64_t 
 
 #undef NM
 #undef T
+#undef EW_MADD
+#undef EW_CONST
 #undef EW_INLINE
 #undef EW_MANT
 #undef EW_BIAS

@@ -114,12 +114,7 @@ static void fa_narrow_base(const float *f, uint16_t *h, int64_t n, int bf16)
 /* ------------------------------------------------------ AVX2 + F16C */
 
 #if FA_X86
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,f16c")
-#endif
+FA_TARGET_PUSH("avx2,f16c")
 
 /* Software prefetch FA_HALF_PF bytes ahead in the half rows (one line per
  * 32 elements), as the float32 kernels do (FA_PF_BYTES): this VM's hardware
@@ -209,11 +204,7 @@ static void fa_narrow_avx2(const float *f, uint16_t *h, int64_t n, int bf16, int
     fa_narrow_base(f + j, h + j, n - j, bf16);
 }
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+FA_TARGET_POP()
 #endif /* FA_X86 */
 
 /* The conversion level: F16C comes with every AVX2 CPU we know of, but is
