@@ -1,7 +1,6 @@
-/* fastact C kernels: the C API (fastact.h, elementwise.h).  Each entry point
- * marshals its arguments into an fa_args and hands it to the kernel of its
- * table for the dtype and ISA level (dispatch.c), on the thread pool
- * (pool.c).  The one translation unit of the C backend: the other .c files of
+/* fastact C kernels: the row API (fastact.h).  Each entry point marshals its
+ * arguments into an fa_args and hands it to the kernel of its table for the
+ * dtype and ISA level (dispatch.c), on the thread pool (pool.c).  The one translation unit of the C backend: the other .c files of
  * csrc/ are included here, in order (see fa_internal.h).
  */
 #include "fa_internal.h"
@@ -36,14 +35,15 @@ static int fa_stream_out(int64_t n, int64_t k, int itemsize)
 #include "half.c"
 
 /* The kernel of `tab` for the dtype code over a's rows: float32/float64 as
- * they are, half dtypes through fa_half_run; row_out: out/sign per row. */
-static void fa_dispatch(const fa_rows_fn tab[3][2], int code, int isa, const fa_args *a,
-                        int nthreads, int row_out)
+ * they are, half dtypes through fa_half_run; row_out: out/sign per row.
+ * Returns 0, or -1 when fa_half_run could not allocate its scratch. */
+static int fa_dispatch(const fa_rows_fn tab[3][2], int code, int isa, const fa_args *a,
+                       int nthreads, int row_out)
 {
     if ((code & 0xff) == 2)
-        fa_half_run(tab, code, isa, a, nthreads, row_out);
-    else
-        fa_run(fa_pick(tab, code, isa), a, nthreads);
+        return fa_half_run(tab, code, isa, a, nthreads, row_out);
+    fa_run(fa_pick(tab, code, isa), a, nthreads);
+    return 0;
 }
 
 /* The fa_args of a softmax-family call (fields a kernel does not read stay
@@ -76,7 +76,7 @@ static void fa_ce_args(fa_args *a, int itemsize, const void *x, const int64_t *t
 /* One row call: the fa_args of fa_row_args over n rows of k, the output
  * streamed when `stream` asks and it is large (fa_stream_out), run on the
  * kernel of `tab`; row_out: out and sign are per row (logsumexp). */
-static FA_ALWAYS_INLINE void fa_rows_call(const fa_rows_fn tab[3][2], int itemsize, int isa,
+static FA_ALWAYS_INLINE int fa_rows_call(const fa_rows_fn tab[3][2], int itemsize, int isa,
                                            const void *x, const void *y, const void *b,
                                            const void *mask, void *out, void *sign, int64_t n,
                                            int64_t k, int nthreads, int stream, int row_out)
@@ -86,45 +86,45 @@ static FA_ALWAYS_INLINE void fa_rows_call(const fa_rows_fn tab[3][2], int itemsi
     a.n = n;
     a.k = k;
     a.stream = stream && fa_stream_out(n, k, itemsize);
-    fa_dispatch(tab, itemsize, isa, &a, nthreads, row_out);
+    return fa_dispatch(tab, itemsize, isa, &a, nthreads, row_out);
 }
 
-void fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
+int fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
                      void *out, int64_t n, int64_t k, int nthreads)
 {
-    fa_rows_call(softmax_rows_tab, itemsize, isa, x, NULL, NULL, mask, out, NULL, n, k,
-                 nthreads, 1, 0);
+    return fa_rows_call(softmax_rows_tab, itemsize, isa, x, NULL, NULL, mask, out, NULL, n, k,
+                        nthreads, 1, 0);
 }
 
-void fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
+int fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
                          void *out, int64_t n, int64_t k, int nthreads)
 {
-    fa_rows_call(log_softmax_rows_tab, itemsize, isa, x, NULL, NULL, mask, out, NULL, n, k,
-                 nthreads, 1, 0);
+    return fa_rows_call(log_softmax_rows_tab, itemsize, isa, x, NULL, NULL, mask, out, NULL, n,
+                        k, nthreads, 1, 0);
 }
 
-void fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
+int fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
                        const void *mask, void *out, void *sign,
                        int64_t n, int64_t k, int nthreads)
 {
-    fa_rows_call(logsumexp_rows_tab, itemsize, isa, x, NULL, b, mask, out, sign, n, k,
-                 nthreads, 0, 1);
+    return fa_rows_call(logsumexp_rows_tab, itemsize, isa, x, NULL, b, mask, out, sign, n, k,
+                        nthreads, 0, 1);
 }
 
-void fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
+int fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
                               const void *y, void *out,
                               int64_t n, int64_t k, int nthreads)
 {
-    fa_rows_call(softmax_backward_rows_tab, itemsize, isa, grad, y, NULL, NULL, out, NULL, n,
-                 k, nthreads, 0, 0);
+    return fa_rows_call(softmax_backward_rows_tab, itemsize, isa, grad, y, NULL, NULL, out,
+                        NULL, n, k, nthreads, 0, 0);
 }
 
-void fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
+int fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
                                   const void *y, const void *mask, void *out,
                                   int64_t n, int64_t k, int nthreads)
 {
-    fa_rows_call(log_softmax_backward_rows_tab, itemsize, isa, grad, y, NULL, mask, out, NULL,
-                 n, k, nthreads, 0, 0);
+    return fa_rows_call(log_softmax_backward_rows_tab, itemsize, isa, grad, y, NULL, mask, out,
+                        NULL, n, k, nthreads, 0, 0);
 }
 
 int64_t fa_check_targets(const int64_t *target, int64_t n, int64_t k,
@@ -154,7 +154,7 @@ static double fa_weight_sum(int itemsize, const void *weight, int64_t k)
 
 /* One cross-entropy row call (index targets or probabilities tprob), as
  * fa_rows_call; nothing to do without loss and grad. */
-static FA_ALWAYS_INLINE void fa_ce_call(const fa_rows_fn tab[3][2], int itemsize, int isa,
+static FA_ALWAYS_INLINE int fa_ce_call(const fa_rows_fn tab[3][2], int itemsize, int isa,
                                          const void *x, const int64_t *target, const void *tprob,
                                          const void *weight, int64_t ignore_index,
                                          double label_smoothing, double z_loss, double a_,
@@ -164,36 +164,37 @@ static FA_ALWAYS_INLINE void fa_ce_call(const fa_rows_fn tab[3][2], int itemsize
 {
     fa_args a;
     if (!loss && !grad)
-        return;
+        return 0;
     fa_ce_args(&a, itemsize, x, target, tprob, weight, ignore_index, label_smoothing, z_loss,
                a_, b, g, row_scale, loss, grad, k);
     a.n = n;
     a.k = k;
     a.stream = stream && grad != NULL && fa_stream_out(n, k, itemsize);
-    fa_dispatch(tab, itemsize, isa, &a, nthreads, 0);
+    return fa_dispatch(tab, itemsize, isa, &a, nthreads, 0);
 }
 
-void fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
+int fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
                                  const int64_t *target, const void *weight,
                                  int64_t ignore_index, double label_smoothing,
                                  double z_loss, double a_, double b, double g,
                                  const void *row_scale, void *loss, void *grad,
                                  int64_t n, int64_t k, int nthreads)
 {
-    fa_ce_call(cross_entropy_index_rows_tab, itemsize, isa, x, target, NULL, weight,
-               ignore_index, label_smoothing, z_loss, a_, b, g, row_scale, loss, grad, n, k,
-               nthreads, 1);
+    return fa_ce_call(cross_entropy_index_rows_tab, itemsize, isa, x, target, NULL, weight,
+                      ignore_index, label_smoothing, z_loss, a_, b, g, row_scale, loss, grad, n,
+                      k, nthreads, 1);
 }
 
-void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
+int fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
                                 const void *target, const void *weight,
                                 double label_smoothing, double z_loss,
                                 double a_, double b, double g,
                                 const void *row_scale, void *loss, void *grad,
                                 int64_t n, int64_t k, int nthreads)
 {
-    fa_ce_call(cross_entropy_prob_rows_tab, itemsize, isa, x, NULL, target, weight, 0,
-               label_smoothing, z_loss, a_, b, g, row_scale, loss, grad, n, k, nthreads, 0);
+    return fa_ce_call(cross_entropy_prob_rows_tab, itemsize, isa, x, NULL, target, weight, 0,
+                      label_smoothing, z_loss, a_, b, g, row_scale, loss, grad, n, k, nthreads,
+                      0);
 }
 
 /* Any axis: the strided driver over the row kernels above. */

@@ -1,8 +1,14 @@
 """The C backend called directly (see test_c_kernels_direct.py): the strided
-driver (any axis), float16 / bfloat16 rows and conversions (csrc/half.c).
+driver (any axis), float16 / bfloat16 rows and conversions (csrc/half.c), and
+the half path's MemoryError when its scratch cannot be allocated.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -251,3 +257,33 @@ def test_half_rows_streamed_output(isa, hdt):
     C.cross_entropy_index_rows(x32, t, None, -100, 0.0, 0.0, 1.0, 1.0, 1.0, None, loss32, x32, 2)
     np.testing.assert_array_equal(loss, loss32)
     np.testing.assert_array_equal(x.view(np.uint16), x32.astype(hdt).view(np.uint16))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="ASan reserves its shadow memory: no address-space limit under it")
+def test_half_rows_scratch_failure_is_memory_error():
+    """When the float32 scratch of the half path cannot be allocated, the call
+    raises MemoryError and writes nothing (csrc/half.c allocates it all first)."""
+    code = textwrap.dedent("""
+        import resource
+        import numpy as np
+        from fastact._backends import c_kernels as C
+        k = 1 << 24                       # one row: a 64 MB float32 scratch row
+        x = np.ones((1, k), np.float16)
+        out = np.full_like(x, 7)
+        with open("/proc/self/status") as f:
+            vm = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:")][0]
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (16 << 20), hard))
+        try:
+            C.softmax_rows(x, None, out, 1)
+            result = "no error"
+        except MemoryError:
+            result = "MemoryError"
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        print(result, bool((out == 7).all()))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["MemoryError", "True"], r.stdout + r.stderr
