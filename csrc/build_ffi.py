@@ -11,7 +11,8 @@ lines dropped); the row kernels are one translation unit, ``csrc/fastact.c``,
 which includes the rest (``csrc/fa_internal.h`` says in which order):
 ``dispatch.c`` expands ``rows_template.c`` per ISA (``isa_*.h``) and dtype,
 ``pool.c`` is the thread pool, ``half.c`` and ``strided.c`` the half-dtype
-and non-last-axis drivers.  No -march flags:
+and non-last-axis drivers; ``csrc/elementwise.c`` is the other translation
+unit, the elementwise kernels per ISA (``ew_template.c``).  No -march flags:
 the AVX2/AVX-512 paths are compiled with target pragmas and chosen at run
 time.  No -ffast-math: the kernels depend on inf and NaN arithmetic.
 """

@@ -107,8 +107,9 @@ FA_TABLE(cross_entropy_index_rows);
 FA_TABLE(cross_entropy_prob_rows);
 
 
-/* The level to run at: isa clamped to [baseline, what the CPU supports]. */
-static int fa_isa_level(int isa)
+/* The level to run at: isa clamped to [baseline, what the CPU supports]
+ * (fa_internal.h: the elementwise kernels pick theirs by it too). */
+int fa_isa_level(int isa)
 {
     const int best = fa_cpu_isa();
     if (isa > best)

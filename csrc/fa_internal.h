@@ -1,11 +1,13 @@
 /* What every part of the C kernels shares (not part of the API): includes,
  * the platform switches, small macros, and the arguments of a row kernel.
  *
- * The kernels are one translation unit, fastact.c, which includes the other
- * .c files of csrc/ in order: the vector vocabularies (isa_*.h) and the row
- * template per ISA (dispatch.c), the thread pool (pool.c), the half and
- * strided drivers and the elementwise kernels.  One translation unit keeps
- * every kernel static and inlined as one file would.
+ * The row kernels are one translation unit, fastact.c, which includes the
+ * other .c files of the rows in order: the vector vocabularies (isa_*.h) and
+ * the row template per ISA (dispatch.c), the thread pool (pool.c), the half
+ * and strided drivers.  One translation unit keeps every kernel static and
+ * inlined as one file would.  The elementwise kernels are the other
+ * (elementwise.c, expanding ew_template.c per ISA through ew_expand.h); they
+ * share the ISA levels through fa_isa_level.
  */
 #ifndef FA_INTERNAL_H
 #define FA_INTERNAL_H
@@ -86,5 +88,16 @@ typedef void (*fa_rows_fn)(const fa_args *, int64_t r0, int64_t r1);
 #define FA_TARGET_PUSH(t) FA_PRAGMA(GCC push_options) FA_PRAGMA(GCC target(t))
 #define FA_TARGET_POP() FA_PRAGMA(GCC pop_options)
 #endif
+
+/* Not part of the API, shared by the translation units (hidden in the
+ * shared library where the compiler can say so). */
+#if defined(__GNUC__) || defined(__clang__)
+#define FA_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define FA_HIDDEN
+#endif
+
+/* isa (FA_ISA_*) clamped to [baseline, fa_cpu_isa()] (dispatch.c). */
+FA_HIDDEN int fa_isa_level(int isa);
 
 #endif

@@ -75,6 +75,16 @@ static double FN(wdiff_sum_pre)(const T *x, const T *W, const T *tq, T m, int64_
     T *L = (T *)(A)->loss;                     \
     T *G = (T *)(A)->grad
 
+/* A row whose max is not finite (a NaN, or +-inf logits): NaN loss and
+ * gradient.  (A macro, not a function: the kernels' inlining stays as it was.) */
+#define CE_NAN_ROW(L, i, gr, k)                \
+    do {                                       \
+        if (L)                                 \
+            (L)[i] = (T)NAN;                   \
+        if (gr)                                \
+            FN(fill)((gr), (T)NAN, (k));       \
+    } while (0)
+
 /* The exp terms e of the n (or more) elements left at j: lanes past the row
  * end zeroed, stored to the gradient row gr when there is one. */
 static inline V FN(ce_exp_out)(V e, T *gr, int64_t j, int64_t n)
@@ -125,10 +135,7 @@ static void FN(ce_index_plain)(const fa_args *A, int64_t r0, int64_t r1, T *tmp)
         else
             m = FN(row_max)(x, k);
         if (!isfinite(m)) {
-            if (L)
-                L[i] = (T)NAN;
-            if (gr)
-                FN(fill)(gr, (T)NAN, k);
+            CE_NAN_ROW(L, i, gr, k);
             continue;
         }
         double s, r = 0.0, swd = 0.0;
@@ -355,10 +362,7 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
         T *gr = G ? G + i * k : NULL;
         const T m = FN(row_max)(x, k);
         if (!isfinite(m)) {
-            if (L)
-                L[i] = (T)NAN;
-            if (gr)
-                FN(fill)(gr, (T)NAN, k);
+            CE_NAN_ROW(L, i, gr, k);
             continue;
         }
         const V vm = v_set1(m);
@@ -456,3 +460,4 @@ static void FN(cross_entropy_prob_rows)(const fa_args *A, int64_t r0, int64_t r1
 }
 
 #undef CE_ARGS
+#undef CE_NAN_ROW

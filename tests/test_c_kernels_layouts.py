@@ -1,6 +1,7 @@
 """The C backend called directly (see test_c_kernels_direct.py): the strided
 driver (any axis), float16 / bfloat16 rows and conversions (csrc/half.c), and
-the half path's MemoryError when its scratch cannot be allocated.
+the half path's MemoryError when its scratch cannot be allocated; the
+elementwise kernels (csrc/elementwise.c) on every ISA path.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from _c_direct import C, DTYPES, isa, rng  # noqa: F401
+from _c_direct import C, DTYPES, assert_close, isa, rng  # noqa: F401
 
 
 # ------------------------------------------- strided driver (any axis, issue 18)
@@ -210,9 +211,10 @@ def test_half_conversions(isa, hdt):
 
 @pytest.mark.parametrize("hdt", _half_dtypes(), ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n", [1, 7, 1023, 1025, 5000])
-def test_half_elementwise_blocks(hdt, n):
+def test_half_elementwise_blocks(isa, hdt, n):
     """fa_unary / fa_unary_backward on half arrays (block widening on the stack): the
-    float32 loops' results rounded, bit for bit, across block boundaries, in place."""
+    float32 loops' results rounded, bit for bit, across block boundaries, in place;
+    at every ISA level (the conversions and the loops follow it)."""
     from fastact._backends import c_elementwise as E
     hdt = np.dtype(hdt)
     g = rng(n)
@@ -287,3 +289,50 @@ def test_half_rows_scratch_failure_is_memory_error():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["MemoryError", "True"], r.stdout + r.stderr
+
+
+# ------------------------------------ elementwise kernels on every ISA path
+
+def _ew_inputs(dtype, n=3000):
+    """Random values over the ranges of every branch, and the special values."""
+    g = rng(7)
+    x = np.concatenate([g.standard_normal(n) * 6, g.standard_normal(n) * 60,
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 20.0, -20.0,
+                         88.5, -88.5, 104.0, -104.0, 700.0, -700.0, 750.0, -750.0, 1e30,
+                         -1e30]])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise_every_isa(isa, dtype):
+    """fa_unary, fa_unary_backward and fa_bce at the forced ISA level (the same
+    table as the row kernels: FASTACT_C_ISA and force_isa reach them), against
+    the NumPy reference in float64; odd lengths leave vector tails."""
+    from fastact._backends import c_elementwise as E
+    from fastact._backends import numpy_elementwise as NE
+    x = _ew_inputs(dtype)
+    x64 = x.astype(np.float64)
+    gr = rng(8).standard_normal(x.shape[0]).astype(dtype)
+    for op in E.UNARY:
+        got, want = np.empty_like(x), np.empty_like(x64)
+        E.unary(op, x, got, 1)
+        NE.unary(op, x64, want)
+        assert_close(got, want, dtype, scale=10, what=f"{op} {isa}")
+        s = got if op == "sigmoid" else x   # sigmoid's backward takes y
+        s64 = want if op == "sigmoid" else x64
+        got, want = np.empty_like(x), np.empty_like(x64)
+        E.unary_backward(op, gr, s, got, 1)
+        NE.unary_backward(op, gr.astype(np.float64), s64.astype(np.float64), want)
+        assert_close(got, want, dtype, scale=10, what=f"{op} backward {isa}")
+    fin = np.isfinite(x)
+    xb = x[fin][:13 * 307]             # w and pw (13 long) repeat along it
+    t = rng(9).random(xb.shape[0]).astype(dtype)
+    w, pw = (rng(10).random(13) + 0.5).astype(dtype), (rng(11).random(13) + 0.5).astype(dtype)
+    loss, grad = np.empty_like(xb), np.empty_like(xb)
+    lw, gw = np.empty(xb.shape), np.empty(xb.shape)
+    total = E.bce(xb, t, w, pw, 0.5, None, loss, grad, 1)
+    want = NE.bce(xb.astype(np.float64), t.astype(np.float64), w.astype(np.float64),
+                  pw.astype(np.float64), 0.5, None, lw, gw)
+    assert_close(loss, lw, dtype, scale=10, what=f"bce loss {isa}")
+    assert_close(grad, gw, dtype, scale=10, what=f"bce grad {isa}")
+    assert_close(np.array([total]), np.array([want]), dtype, scale=10, what=f"bce sum {isa}")

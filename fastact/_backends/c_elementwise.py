@@ -2,12 +2,15 @@
 
 Contract: ``numpy_elementwise``'s docstring.  The C functions run one chunk on
 the calling thread and release the GIL; ``chunked`` spreads a large call over
-``nthreads`` threads.  Importing this module raises ``ImportError`` with the
-reason when the extension is missing or was built without these kernels.
+``nthreads`` threads.  They run at the row kernels' ISA level (``c_kernels``:
+``FASTACT_C_ISA``, ``force_isa``), passed per call.  Importing this module
+raises ``ImportError`` with the reason when the extension is missing or was
+built without these kernels.
 """
 
 from __future__ import annotations
 
+from . import c_kernels as _ck
 from .c_kernels import dtype_code
 from .elementwise import chunked, min_chunk
 from .numpy_elementwise import tile_periodic
@@ -44,9 +47,10 @@ _bind(_ffi, _lib)
 def unary(op, x, out, nthreads=1):
     code = _OP[op]
     isz = dtype_code(x)
+    isa = _ck._isa
 
     def part(a, b):
-        _unary(isz, code, _fb(x[a:b]), _fb(out[a:b]), b - a)
+        _unary(isz, isa, code, _fb(x[a:b]), _fb(out[a:b]), b - a)
 
     chunked(part, x.shape[0], nthreads, min_chunk(op))
 
@@ -54,15 +58,16 @@ def unary(op, x, out, nthreads=1):
 def unary_backward(op, grad, s, out, nthreads=1):
     code = _OP[op]
     isz = dtype_code(s)
+    isa = _ck._isa
 
     def part(a, b):
-        _unary_bwd(isz, code, _fb(grad[a:b]), _fb(s[a:b]), _fb(out[a:b]), b - a)
+        _unary_bwd(isz, isa, code, _fb(grad[a:b]), _fb(s[a:b]), _fb(out[a:b]), b - a)
 
     chunked(part, s.shape[0], nthreads, min_chunk(op))
 
 
 def bce_chunk(x, t, w, pw, offset, c, gscale, loss, grad):
-    return _bce(x.itemsize, _fb(x), _fb(t),
+    return _bce(x.itemsize, _ck._isa, _fb(x), _fb(t),
                 _NULL if w is None else _fb(w), 0 if w is None else w.shape[0],
                 _NULL if pw is None else _fb(pw), 0 if pw is None else pw.shape[0],
                 offset, float(c),
