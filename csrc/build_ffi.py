@@ -10,9 +10,9 @@ API mode, out of line: the cdef is ``csrc/fastact.h`` itself (its preprocessor
 lines dropped); the row kernels are one translation unit, ``csrc/fastact.c``,
 which includes the rest (``csrc/fa_internal.h`` says in which order):
 ``dispatch.c`` expands ``rows_template.c`` per ISA (``isa_*.h``) and dtype,
-``pool.c`` is the thread pool, ``half.c`` and ``strided.c`` the half-dtype
-and non-last-axis drivers; ``csrc/elementwise.c`` is the other translation
-unit, the elementwise kernels per ISA (``ew_template.c``).  No -march flags:
+``half.c`` and ``strided.c`` are the half-dtype and non-last-axis drivers;
+``csrc/elementwise.c`` (the elementwise kernels per ISA, ``ew_template.c``)
+and ``csrc/pool.c`` (the thread pool of both) are the other translation units.  No -march flags:
 the AVX2/AVX-512 paths are compiled with target pragmas and chosen at run
 time.  No -ffast-math: the kernels depend on inf and NaN arithmetic.
 """
@@ -40,7 +40,7 @@ def _rel(path, absolute):
 
 
 HEADERS = ("fastact.h", "elementwise.h")
-SOURCES = ("fastact.c", "elementwise.c")
+SOURCES = ("fastact.c", "elementwise.c", "pool.c")
 # Included by the sources (one translation unit each), not compiled alone:
 # every other .c and .h file of csrc/, so that a change to any rebuilds.
 INCLUDED = tuple(sorted(n for n in os.listdir(HERE)

@@ -14,9 +14,11 @@
  *             level of the loops, clamped to what the CPU supports, as for
  *             the row kernels
  *
- * `out` (or `grad`) may be the same array as an input.  No threads and no
- * global mutable state: the caller splits large arrays into chunks and calls
- * from several threads at once (cffi releases the GIL).
+ * `out` (or `grad`) may be the same array as an input.  No global mutable
+ * state.  fa_unary and fa_unary_backward run large arrays on up to nthreads
+ * threads of the row kernels' pool (pool.c); fa_bce runs on the caller's
+ * thread: its caller splits large arrays into chunks and calls from several
+ * threads at once (cffi releases the GIL).
  *
  * This file is also the cffi cdef: the build script drops the lines that start
  * with '#', so keep declarations on non-preprocessor lines.
@@ -38,12 +40,13 @@ enum fa_unary_op {
 };
 
 /* out[i] = f(x[i]).  Returns 0, or -1 for an unknown op or itemsize. */
-int fa_unary(int itemsize, int isa, int op, const void *x, void *out, int64_t n);
+int fa_unary(int itemsize, int isa, int op, const void *x, void *out, int64_t n,
+             int nthreads);
 
 /* out[i] = grad[i] * f'(s[i]), s the forward input x; for FA_SIGMOID s is the
  * forward output y and out = grad * (1 - y) * y.  Returns 0, or -1. */
 int fa_unary_backward(int itemsize, int isa, int op, const void *grad, const void *s,
-                      void *out, int64_t n);
+                      void *out, int64_t n, int nthreads);
 
 /* Binary cross-entropy with logits over elements offset .. offset+n-1 of the
  * full arrays (x, t, gscale, loss, grad point at element `offset`):

@@ -3,11 +3,11 @@
  *
  * The row kernels are one translation unit, fastact.c, which includes the
  * other .c files of the rows in order: the vector vocabularies (isa_*.h) and
- * the row template per ISA (dispatch.c), the thread pool (pool.c), the half
- * and strided drivers.  One translation unit keeps every kernel static and
+ * the row template per ISA (dispatch.c), the half and strided drivers.  The
+ * thread pool is its own (pool.c).  One translation unit keeps every kernel static and
  * inlined as one file would.  The elementwise kernels are the other
  * (elementwise.c, expanding ew_template.c per ISA through ew_expand.h); they
- * share the ISA levels through fa_isa_level.
+ * share the ISA levels (fa_isa_level) and the thread pool (fa_run).
  */
 #ifndef FA_INTERNAL_H
 #define FA_INTERNAL_H
@@ -99,5 +99,16 @@ typedef void (*fa_rows_fn)(const fa_args *, int64_t r0, int64_t r1);
 
 /* isa (FA_ISA_*) clamped to [baseline, fa_cpu_isa()] (dispatch.c). */
 FA_HIDDEN int fa_isa_level(int isa);
+
+/* fn over a's rows 0 .. a->n - 1 on up to nthreads threads of the pool
+ * (pool.c): the row kernels' and the elementwise kernels' one pool. */
+FA_HIDDEN void fa_run(fa_rows_fn fn, const fa_args *a, int nthreads);
+
+/* The threads fa_run uses for n rows of k elements (at most nthreads). */
+FA_HIDDEN int64_t fa_threads(int64_t n, int64_t k, int nthreads);
+
+/* Short rows (k <= FA_TILE_ROWS) are split between threads at multiples of
+ * FA_TILE_ROWS rows (pool.c's fa_part; half.c's blocks follow them). */
+#define FA_TILE_ROWS 16
 
 #endif

@@ -1,12 +1,12 @@
 /* fastact C kernels: the row API (fastact.h).  Each entry point marshals its
  * arguments into an fa_args and hands it to the kernel of its table for the
- * dtype and ISA level (dispatch.c), on the thread pool (pool.c).  The one translation unit of the C backend: the other .c files of
- * csrc/ are included here, in order (see fa_internal.h).
+ * dtype and ISA level (dispatch.c), on the thread pool (pool.c).  With the
+ * .c files of the rows that it includes, one translation unit (see
+ * fa_internal.h).
  */
 #include "fa_internal.h"
 
 #include "dispatch.c" /* the row kernels per ISA and dtype, fa_pick */
-#include "pool.c"     /* fa_run */
 
 /* ======================================================== the C API */
 

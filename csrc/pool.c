@@ -1,6 +1,7 @@
-/* The thread pool that runs every threaded C kernel (fa_run), and how many
- * threads a call gets.  Not compiled on its own: included by fastact.c after
- * fa_internal.h. */
+/* The thread pool that runs every threaded C kernel (fa_run: the row
+ * kernels, the half and strided drivers, the elementwise kernels), and how
+ * many threads a call gets.  A translation unit of its own. */
+#include "fa_internal.h"
 
 /* ============================================================== threads */
 
@@ -39,7 +40,6 @@ static pthread_once_t fa_pool_once = PTHREAD_ONCE_INIT;
  * takes the remainder): short rows (k <= FA_TILE_ROWS) are split at multiples
  * of FA_TILE_ROWS, so that every row falls in the same row tile (or the same
  * tail) whatever the number of threads, and results do not depend on it. */
-#define FA_TILE_ROWS 16
 static void fa_part(int64_t n, int64_t align, int64_t nparts, int64_t p, int64_t *r0, int64_t *r1)
 {
     const int64_t nb = n / align, q = nb / nparts, r = nb % nparts;
@@ -145,7 +145,7 @@ static int fa_pool_run(fa_rows_fn fn, const fa_args *a, int64_t nt, int64_t npar
 #endif
 
 /* Threads for n rows of k elements (at most nthreads). */
-static int64_t fa_threads(int64_t n, int64_t k, int nthreads)
+int64_t fa_threads(int64_t n, int64_t k, int nthreads)
 {
     int64_t nt = nthreads < 1 ? 1 : nthreads;
     const int64_t by_work = n * k / FA_MIN_ELEMS_PER_THREAD;
@@ -158,7 +158,7 @@ static int64_t fa_threads(int64_t n, int64_t k, int nthreads)
     return nt < 1 ? 1 : nt;
 }
 
-static void fa_run(fa_rows_fn fn, const fa_args *a, int nthreads)
+void fa_run(fa_rows_fn fn, const fa_args *a, int nthreads)
 {
     const int64_t n = a->n;
     const int64_t nt = fa_threads(n, a->k, nthreads);

@@ -336,3 +336,27 @@ def test_elementwise_every_isa(isa, dtype):
     assert_close(loss, lw, dtype, scale=10, what=f"bce loss {isa}")
     assert_close(grad, gw, dtype, scale=10, what=f"bce grad {isa}")
     assert_close(np.array([total]), np.array([want]), dtype, scale=10, what=f"bce sum {isa}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise_threads_every_isa(isa, dtype):
+    """Large fa_unary / fa_unary_backward calls on the C pool (nthreads > 1) give
+    the single-thread results bit for bit, for an op with a transcendental and
+    relu (its own thread threshold); in place too."""
+    from fastact._backends import c_elementwise as E
+    n = (1 << 20) + 37
+    g = rng(12)
+    x = (g.standard_normal(n) * 6).astype(dtype)
+    gr = g.standard_normal(n).astype(dtype)
+    for op in ("gelu", "relu", "sigmoid"):
+        one, two = np.empty_like(x), np.empty_like(x)
+        E.unary(op, x, one, 1)
+        E.unary(op, x, two, 2)
+        np.testing.assert_array_equal(one, two, err_msg=op)
+        xi = x.copy()
+        E.unary(op, xi, xi, 2)
+        np.testing.assert_array_equal(xi, one, err_msg=op)
+        b1, b2 = np.empty_like(x), np.empty_like(x)
+        E.unary_backward(op, gr, x, b1, 1)
+        E.unary_backward(op, gr, x, b2, 2)
+        np.testing.assert_array_equal(b1, b2, err_msg=op)
