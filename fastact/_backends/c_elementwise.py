@@ -46,13 +46,18 @@ def _bind(ffi, lib):
 _bind(_ffi, _lib)
 
 
+def _ok(rc, op):
+    if rc != 0:  # the Python side validates first: only a table/enum drift gets here
+        raise RuntimeError(f"fastact: the C elementwise kernel refused op {op!r} ({rc})")
+
+
 def unary(op, x, out, nthreads=1):
-    _unary(dtype_code(x), _ck._isa, _OP[op], _fb(x), _fb(out), x.shape[0], nthreads)
+    _ok(_unary(dtype_code(x), _ck._isa, _OP[op], _fb(x), _fb(out), x.shape[0], nthreads), op)
 
 
 def unary_backward(op, grad, s, out, nthreads=1):
-    _unary_bwd(dtype_code(s), _ck._isa, _OP[op], _fb(grad), _fb(s), _fb(out), s.shape[0],
-               nthreads)
+    _ok(_unary_bwd(dtype_code(s), _ck._isa, _OP[op], _fb(grad), _fb(s), _fb(out), s.shape[0],
+                   nthreads), op)
 
 
 def bce_chunk(x, t, w, pw, offset, c, gscale, loss, grad):
