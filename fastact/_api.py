@@ -411,7 +411,7 @@ class _CE:
     """
 
     def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
-                 z_loss, backend, axis=-1):
+                 z_loss, backend, axis=-1, scale=None, softcap=None):
         x = asarray(logits, "logits")
         t = np.asarray(target)
         if weight is not None:
@@ -433,6 +433,12 @@ class _CE:
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
         self.be = _config.resolve(backend)
+        #: scale/softcap: the block layer reads x and t where they lie (mode "transform")
+        self.xf = _transforms.of(None, scale, softcap, x, cdtype)
+        if self.xf is not None:
+            self.mode, self.kdtype, self.t = "transform", cdtype, t
+            self._targets(t, k)
+            return
         kdtype = kernel_dtype(self.be, cdtype, rdtype)
         if not self.index and t.dtype != kdtype:
             kdtype = cdtype  # probabilities of another dtype: computed from float32 rows
@@ -453,6 +459,10 @@ class _CE:
             self.x2 = np.ascontiguousarray(x, dtype=kdtype).reshape(self.outer, k, self.inner)
         else:
             self.x2 = np.ascontiguousarray(x, dtype=kdtype).reshape(self.n, k)
+        self._targets(t, k)
+
+    def _targets(self, t, k):
+        """Index targets flat and checked; probability targets as rows like ``x2``."""
         if self.index:
             self.t2 = np.ascontiguousarray(t, dtype=np.int64).reshape(self.n)
             if self.n:
@@ -461,8 +471,8 @@ class _CE:
                     raise IndexError(f"fastact: target {int(self.t2[bad])} is out of bounds for "
                                      f"{k} classes (at flat row {bad}; ignore_index is "
                                      f"{self.ignore_index})")
-        else:
-            self.t2 = np.ascontiguousarray(t, dtype=kdtype).reshape(self.x2.shape)
+        elif self.mode != "transform":
+            self.t2 = np.ascontiguousarray(t, dtype=self.kdtype).reshape(self.x2.shape)
         self._factors()
 
     def _factors(self):
@@ -572,24 +582,30 @@ class _CE:
 
 
 def softmax_cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                          reduction="mean", label_smoothing=0.0, z_loss=0.0, backend=None):
+                          reduction="mean", label_smoothing=0.0, z_loss=0.0, scale=None,
+                          softcap=None, backend=None):
     """Cross-entropy of ``softmax(logits)`` (classes on ``axis``, by default the last)
     against index targets (the logits' shape without ``axis``) or probability
     targets (the logits' shape); equals ``torch.nn.functional.cross_entropy``
-    (``axis=1``: its ``(N, C, d1, ...)`` layout), plus PaLM's ``z_loss * logsumexp**2``."""
+    (``axis=1``: its ``(N, C, d1, ...)`` layout), plus PaLM's ``z_loss * logsumexp**2``.
+    ``scale``/``softcap``: of ``softcap * tanh(logits * scale / softcap)`` instead."""
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
-             axis)
+             axis, scale, softcap)
+    if ce.xf is not None:
+        return ce.xf.cross_entropy(ce, True, False, None)[0]
     return ce.compute(True, None)
 
 
 def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, axis=-1, weight=None,
                                    ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                                   z_loss=0.0, out=None, backend=None):
+                                   z_loss=0.0, scale=None, softcap=None, out=None, backend=None):
     """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or of the loss's shape
-    for "none"), in the logits' shape."""
+    for "none"), in the logits' shape (w.r.t. the raw logits with ``scale``/``softcap``)."""
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
-             axis)
+             axis, scale, softcap)
     g, rs = ce.row_scale(grad_loss)
+    if ce.xf is not None:
+        return ce.xf.cross_entropy(ce, False, True, out, g, rs)[1]
     buf = ce.grad_buffer(out)
     ce.compute(False, buf, g, rs)
     return _ce_grad_result(ce, buf, out)
@@ -597,11 +613,13 @@ def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, axis=-1, we
 
 def softmax_cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
                                     reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                                    out=None, backend=None):
+                                    scale=None, softcap=None, out=None, backend=None):
     """``(loss, dlogits)`` in one fused pass; ``out=logits`` overwrites the logits
-    with their gradient."""
+    with their gradient (w.r.t. the raw logits with ``scale``/``softcap``)."""
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
-             axis)
+             axis, scale, softcap)
+    if ce.xf is not None:
+        return ce.xf.cross_entropy(ce, True, True, out)
     buf = ce.grad_buffer(out)
     loss = ce.compute(True, buf)
     return loss, _ce_grad_result(ce, buf, out)
