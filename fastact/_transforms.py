@@ -60,6 +60,13 @@ def _scalar(v, what, cdtype, positive=False):
     return f
 
 
+def check_scalars(scale, softcap, cdtype):
+    """``(scale, softcap)`` checked (``TypeError``/``ValueError`` naming the argument),
+    as Python floats or None, for a computation in ``cdtype``."""
+    return (_scalar(scale, "scale", np.dtype(cdtype)),
+            _scalar(softcap, "softcap", np.dtype(cdtype), positive=True))
+
+
 def _bias_view(bias, shape):
     """``bias`` checked and broadcast to ``shape`` (a view, its own dtype)."""
     b = asarray(bias, "bias")
@@ -166,8 +173,7 @@ class Transform:
         ``shape`` computed in ``cdtype`` (errors name the argument)."""
         if bias is None and scale is None and softcap is None:
             return None
-        scale = _scalar(scale, "scale", cdtype)
-        softcap = _scalar(softcap, "softcap", cdtype, positive=True)
+        scale, softcap = check_scalars(scale, softcap, cdtype)
         b = None if bias is None else _bias_view(bias, shape)
         return cls(scale, softcap, b)
 
