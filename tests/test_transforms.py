@@ -83,3 +83,336 @@ def test_forward_every_axis_and_layout(backend, rng, op, scale, softcap, has_bia
         want = truth(op, x, axis, scale, softcap, bias, dtype=dtype)
         assert got.dtype == dtype and got.shape == want.shape, (shape, axis, order)
         assert_close(got, want, dtype, _kind(op))
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_where_combined_with_bias(backend, rng, op, dtype):
+    """An entry takes part when where allows it and its bias is not -inf; rows masked
+    by one, the other, or both together are fully masked (0 / -inf, never NaN)."""
+    x = (rng.standard_normal((6, 8)) * 4).astype(dtype)
+    x[:, 0] = np.inf  # masked below on every row: never read
+    x[:, 1] = np.nan
+    where = rng.random((6, 8)) < 0.7
+    bias = rng.standard_normal((6, 8)).astype(dtype)
+    bias[:, 0] = -np.inf
+    where[:, 1] = False
+    bias[2, :] = -np.inf            # row 2: masked by the bias
+    where[3, :] = False             # row 3: masked by where
+    bias[4, ::2] = -np.inf          # row 4: by the two together
+    where[4, 1::2] = False
+    got = getattr(fastact, op)(x, where=where, bias=bias, scale=1.5, softcap=5.0,
+                               backend=backend)
+    want = truth(op, x, -1, 1.5, 5.0, bias, where, dtype=dtype)
+    assert_close(got, want, dtype, _kind(op))
+    full = {"softmax": 0.0, "log_softmax": -np.inf, "logsumexp": -np.inf}[op]
+    for r in (2, 3, 4):
+        assert np.all(np.asarray(got)[r] == full)
+    if op != "logsumexp":
+        assert np.all(got[:, :2] == full)
+        assert np.isfinite(got[[0, 1, 5]][mask_of(x.shape, where, bias)[[0, 1, 5]]]).all()
+
+
+#: (scale, softcap, bias value added to every entry) over SPEC's rows of special values
+SPECIAL_XFORMS = [pytest.param(0.0, None, None, id="scale0"),
+                  pytest.param(-1.0, None, None, id="neg-scale"),
+                  pytest.param(0.5, 3.0, None, id="softcap"),
+                  pytest.param(None, 1e4, None, id="large-softcap"),
+                  pytest.param(2.0, None, 1.5, id="scale-bias"),
+                  pytest.param(None, 2.0, -np.inf, id="all-masked")]
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("scale,softcap,bval", SPECIAL_XFORMS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_special_values(backend, op, scale, softcap, bval, dtype):
+    """SPEC's special rows (+-inf, NaN, +-finfo.max, all -inf ...) through each transform:
+    the rules apply to z (softcap maps +-inf to +-softcap; 0 * inf is NaN)."""
+    from conftest import special_matrix
+    names, x = special_matrix(dtype)
+    bias = None if bval is None else np.full(x.shape[1:], bval, dtype)
+    got = getattr(fastact, op)(x, scale=scale, softcap=softcap, bias=bias, backend=backend)
+    want = truth(op, x, -1, scale, softcap, bias, dtype=dtype)
+    assert_close(got, want, dtype, _kind(op))
+
+
+def test_special_value_decisions(backend):
+    """The decisions of docs/transforms.md, spelled out on small rows."""
+    sm = lambda x, **kw: fastact.softmax(np.array(x, float), backend=backend, **kw)  # noqa: E731
+    lsm = lambda x, **kw: fastact.log_softmax(np.array(x, float), backend=backend, **kw)  # noqa: E731
+    inf, nan = np.inf, np.nan
+    # softcap maps +inf to +softcap: a +inf logit has a well-defined softmax
+    e = np.exp([2.0, 0.0, -2.0])
+    np.testing.assert_allclose(sm([inf, 0.0, -inf], softcap=2.0), e / e.sum(), rtol=1e-15)
+    # scale=0 follows IEEE: 0 * inf is NaN (a NaN row); finite rows become uniform
+    assert np.isnan(sm([1.0, inf, 2.0], scale=0.0)).all()
+    np.testing.assert_array_equal(sm([1.0, -5.0, 2.0, 1e308], scale=0.0), [0.25] * 4)
+    # a -inf bias masks the entry whatever x holds; the others are the softmax of the rest
+    b = np.array([-inf, 0.0, -inf, 0.0])
+    np.testing.assert_allclose(sm([inf, 1.0, nan, 1.0], bias=b), [0, 0.5, 0, 0.5], rtol=1e-15)
+    np.testing.assert_array_equal(lsm([inf, 1.0, nan, 1.0], bias=b)[[0, 2]], [-inf, -inf])
+    # every entry masked: zeros / -inf, never NaN
+    np.testing.assert_array_equal(sm([inf, nan, 1.0], bias=np.full(3, -inf)), [0, 0, 0])
+    np.testing.assert_array_equal(lsm([1.0, 2.0], bias=np.full(2, -inf)), [-inf, -inf])
+    assert fastact.logsumexp(np.array([nan, 2.0]), bias=np.full(2, -inf),
+                             backend=backend) == -inf
+    # NaN in an unmasked bias, or in x at an unmasked entry: a NaN row
+    assert np.isnan(sm([1.0, 2.0, 3.0], bias=np.array([0.0, nan, 0.0]))).all()
+    assert np.isnan(sm([1.0, nan, 3.0], bias=np.zeros(3), softcap=3.0)).all()
+    # a +inf bias (unmasked) is a +inf z: SPEC's NaN row
+    assert np.isnan(sm([1.0, 2.0], bias=np.array([inf, 0.0]))).all()
+    # +-finfo.max with a softcap: finite z, no overflow
+    fm = np.finfo(np.float64).max
+    np.testing.assert_allclose(sm([fm, -fm], softcap=1.0),
+                               [1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(2.0))], rtol=1e-15)
+    # scale overflows to +-inf before the cap, as x * scale then tanh in float64 would
+    np.testing.assert_allclose(sm([fm, 0.0], scale=10.0, softcap=1.0),
+                               [1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(1.0))], rtol=1e-15)
+
+
+def test_float16_rounded_once(backend, rng):
+    """float16 in, float16 out: the float32 result (computed from the same float32 z)
+    rounded once to nearest-even, bit for bit; a -inf bias mask included."""
+    x = (rng.standard_normal((33, 70)) * 8).astype(np.float16)
+    bias = rng.standard_normal((1, 70)).astype(np.float16)
+    bias[0, 3] = -np.inf
+    for op in ("softmax", "log_softmax"):
+        got = getattr(fastact, op)(x, axis=0, scale=0.7, softcap=6.0, bias=bias[:, :70],
+                                   backend=backend)
+        ref = getattr(fastact, op)(x.astype(np.float32), axis=0, scale=0.7, softcap=6.0,
+                                   bias=bias.astype(np.float32), backend=backend)
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got.view(np.uint16), ref.astype(np.float16).view(np.uint16))
+    lse = fastact.logsumexp(x, scale=0.7, softcap=6.0, backend=backend)
+    ref = fastact.logsumexp(x.astype(np.float32), scale=0.7, softcap=6.0, backend=backend)
+    assert lse.dtype == np.float16
+    np.testing.assert_array_equal(lse.view(np.uint16), ref.astype(np.float16).view(np.uint16))
+
+
+def test_blocks_cover_every_row_once():
+    """The block layer's blocks: consecutive rows, in C order, each once, bounded."""
+    from fastact import _transforms
+    for outer, k in [((), 5), ((7,), 3), ((5, 6, 7), 1000), ((3, 4000), 20), ((9, 2), 40000),
+                     ((2, 3, 5), 1 << 16)]:
+        n = int(np.prod(outer))
+        ids = np.arange(n).reshape(outer)
+        seen = []
+        for idx, r0, r1 in _transforms.blocks(outer, n, k, 8):
+            got = np.asarray(ids[idx]).reshape(-1)
+            np.testing.assert_array_equal(got, np.arange(r0, r1))
+            assert (r1 - r0) * k * 8 <= max(_transforms.BLOCK_BYTES, k * 8)
+            seen.append((r0, r1))
+        assert seen[0][0] == 0 and seen[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(seen, seen[1:]))
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 70000), -1), ((5000, 12), -1), ((7, 900, 11), 1),
+                                        ((40, 30, 50), (0, 2))])
+def test_many_blocks(backend, rng, shape, axis):
+    """Rows longer than a block, many blocks of short rows, blocks cut inside a middle
+    axis, a tuple of axes: each row is what the one-block reference gives."""
+    x = rng.standard_normal(shape) * 5
+    bias = np.where(rng.random(shape[-1:]) < 0.1, -np.inf, rng.standard_normal(shape[-1:]))
+    for op in ("softmax", "log_softmax", "logsumexp"):
+        got = getattr(fastact, op)(x, axis=axis, scale=1.3, softcap=7.0, bias=bias,
+                                   backend=backend)
+        assert_close(got, truth(op, x, axis, 1.3, 7.0, bias), np.float64, _kind(op))
+
+
+# ---------------------------------------------------------------- backwards
+
+def torch_vjp(op, x, grad, axis, scale=None, softcap=None, bias=None, where=None):
+    """(y, d loss / d x, d loss / d bias) by torch autograd in float64, the op composed
+    with fastact's semantics: masked entries (where, -inf bias) and their upstream
+    gradient take no part; fully masked rows give 0 / -inf."""
+    torch = pytest.importorskip("torch")
+    x64 = np.asarray(x, np.float64)
+    keep = mask_of(x64.shape, where, bias)
+    keep = torch.ones(x64.shape, dtype=torch.bool) if keep is None else torch.tensor(keep)
+    xt = torch.tensor(x64, requires_grad=True)
+    bt = None if bias is None else torch.tensor(np.asarray(bias, np.float64), requires_grad=True)
+    z = torch.where(keep, xt, 0.0)
+    if scale is not None:
+        z = z * scale
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    if bt is not None:
+        z = z + torch.where(keep, bt, 0.0)
+    empty = ~keep.any(dim=axis, keepdim=True)
+    z = torch.where(keep & ~empty, z, -torch.inf)
+    z = torch.where(empty, 0.0, z)
+    y = (torch.log_softmax if op == "log_softmax" else torch.softmax)(z, dim=axis)
+    y = torch.where(keep, y, -torch.inf if op == "log_softmax" else 0.0)
+    y.backward(torch.tensor(np.asarray(grad, np.float64)))
+    return (y.detach().numpy(), xt.grad.numpy(), None if bt is None else bt.grad.numpy())
+
+
+def _close_grad(got, want, dtype):
+    # computed from y rounded to dtype (as tests/test_backward.py): absolute bound
+    # scaled by the gradient's magnitude
+    scale = np.max(np.abs(want)) + 1
+    np.testing.assert_allclose(got, want, rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-11)
+                               * scale)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("scale,softcap,has_bias", XFORMS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_backward_vs_torch(backend, rng, op, scale, softcap, has_bias, dtype):
+    """d loss / d x through the transforms, each axis and layout; the bias's -inf mask
+    passed to log_softmax_backward as bias= and, the same, folded into where=."""
+    for shape, axis, order in CASES[:5]:
+        x = np.array(rng.standard_normal(shape) * 4, dtype=dtype, order=order)
+        g = rng.standard_normal(shape).astype(dtype)
+        bias = _bias(rng, shape, axis, dtype) if has_bias else None
+        y = getattr(fastact, op)(x, axis=axis, scale=scale, softcap=softcap, bias=bias,
+                                 backend=backend)
+        _, want, _ = torch_vjp(op, x, g, axis, scale, softcap, bias)
+        kw = dict(axis=axis, scale=scale, softcap=softcap, x=x, backend=backend)
+        if op == "softmax":
+            got = fastact.softmax_backward(g, y, **kw)
+        else:
+            got = fastact.log_softmax_backward(g, y, bias=bias, **kw)
+            if bias is not None:
+                w = np.broadcast_to(bias != -np.inf, shape)
+                _close_grad(fastact.log_softmax_backward(g, y, where=w, **kw), want, dtype)
+        assert got.dtype == dtype and got.shape == shape
+        _close_grad(got, want, dtype)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_backward_masks_and_special_values(backend, rng, op):
+    """Zero gradient at masked entries (whatever x holds there: +inf, NaN) and on fully
+    masked rows; where= and bias= combined; scale=0 and a NaN row."""
+    x = rng.standard_normal((5, 6)) * 3
+    x[:, 0], x[:, 1] = np.inf, np.nan
+    bias = rng.standard_normal((5, 6))
+    bias[:, :2] = -np.inf
+    bias[3] = -np.inf
+    where = np.ones((5, 6), bool)
+    where[1, 2:4] = False
+    where[4, 2:] = False
+    g = rng.standard_normal((5, 6))
+    y = getattr(fastact, op)(x, bias=bias, where=where, scale=0.8, softcap=3.0,
+                             backend=backend) if op == "log_softmax" else \
+        fastact.softmax(x, bias=bias, where=where, scale=0.8, softcap=3.0, backend=backend)
+    _, want, _ = torch_vjp(op, x, g, -1, 0.8, 3.0, bias, where)
+    kw = dict(scale=0.8, softcap=3.0, x=x, backend=backend)
+    got = (fastact.softmax_backward(g, y, **kw) if op == "softmax"
+           else fastact.log_softmax_backward(g, y, where=where, bias=bias, **kw))
+    assert np.isfinite(got).all()
+    assert np.all(got[:, :2] == 0) and np.all(got[3] == 0) and np.all(got[4] == 0)
+    assert np.all(got[1, 2:4] == 0)
+    _close_grad(got, want, np.float64)
+    # scale=0: a row holding inf is NaN (forward and backward), the others get 0 * ...
+    x2 = np.array([[1.0, np.inf, 2.0], [1.0, -3.0, 2.0]])
+    y2 = getattr(fastact, op)(x2, scale=0.0, backend=backend)
+    back = fastact.softmax_backward if op == "softmax" else fastact.log_softmax_backward
+    g2 = back(np.ones_like(x2), y2, scale=0.0, backend=backend)
+    assert np.isnan(g2[0]).all() and np.all(g2[1] == 0)
+
+
+def test_backward_bias_gradient_is_the_vjp_wrt_z(backend, rng):
+    """The API's backward without scale/softcap is the gradient w.r.t. z, hence w.r.t. a
+    bias once summed over its broadcast axes (what fastact.torch does)."""
+    x = rng.standard_normal((4, 3, 7)) * 3
+    bias = rng.standard_normal((1, 3, 7))
+    bias[0, 1, 2] = -np.inf
+    g = rng.standard_normal(x.shape)
+    for op in ("softmax", "log_softmax"):
+        _, _, want = torch_vjp(op, x, g, -1, 0.5, 2.0, bias)
+        y = getattr(fastact, op)(x, scale=0.5, softcap=2.0, bias=bias, backend=backend)
+        gz = (fastact.softmax_backward(g, y, backend=backend) if op == "softmax"
+              else fastact.log_softmax_backward(g, y, bias=bias, backend=backend))
+        np.testing.assert_allclose(gz.sum(axis=0, keepdims=True), want, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- cross-entropy
+
+def torch_ce(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
+             label_smoothing=0.0, z_loss=0.0, scale=None, softcap=None, grad_loss=1.0):
+    """Loss and d loss / d logits (the raw logits) by torch autograd in float64."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = torch.tensor(np.asarray(logits, np.float64), requires_grad=True)
+    z = x if scale is None else x * scale
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    z = torch.movedim(z, axis, -1)
+    c = z.shape[-1]
+    lead = z.shape[:-1]
+    z = z.reshape(-1, c)
+    if np.asarray(target).dtype.kind in "iu":
+        t = torch.tensor(np.asarray(target, np.int64).reshape(-1))
+        valid = t != ignore_index
+    else:  # (ignore_index is for index targets only: torch refuses another one)
+        ignore_index = -100
+        t = torch.movedim(torch.tensor(np.asarray(target, np.float64)), axis, -1).reshape(-1, c)
+        valid = torch.ones(z.shape[0], dtype=torch.bool)
+    w = None if weight is None else torch.tensor(np.asarray(weight, np.float64))
+    loss = F.cross_entropy(z, t, weight=w, ignore_index=ignore_index, reduction=reduction,
+                           label_smoothing=label_smoothing)
+    if z_loss:
+        zl = z_loss * torch.logsumexp(z, dim=-1) ** 2 * valid
+        loss = loss + (zl if reduction == "none" else zl.sum() if reduction == "sum"
+                       else zl.sum() / valid.sum())
+    if reduction == "none":
+        loss.backward(torch.tensor(np.broadcast_to(np.asarray(grad_loss, np.float64),
+                                                   lead).reshape(-1)))
+        return loss.detach().numpy().reshape(lead), x.grad.numpy()
+    loss.backward(torch.tensor(float(grad_loss), dtype=torch.float64))
+    return float(loss.detach()), x.grad.numpy()
+
+
+def ce_check(got_loss, got_grad, exp_loss, exp_grad, dtype):
+    # as tests/test_cross_entropy.py; float32 z is rounded per operation (the truth's is not)
+    rtol = 2e-5 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(np.asarray(got_loss, np.float64), exp_loss, rtol=rtol, atol=rtol)
+    if got_grad is not None:
+        scale = np.max(np.abs(exp_grad)) + 1e-30
+        np.testing.assert_allclose(got_grad, exp_grad, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("index", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("scale,softcap", [(0.5, None), (None, 2.5), (-1.3, 4.0)])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_cross_entropy_every_option(backend, rng, index, reduction, scale, softcap, dtype):
+    """weight, ignore_index, label_smoothing, z_loss, each reduction, with each transform;
+    loss, _backward (with grad_loss) and _with_grad; classes last and on axis 1."""
+    from conftest import ce_case, check_loss_functions
+    x, t = ce_case(rng, dtype, lead=(9,), c=7, index=index, ignore_index=3 if index else -100)
+    w = (rng.random(7) + 0.2).astype(dtype)
+    opts = dict(weight=w, ignore_index=3, reduction=reduction, label_smoothing=0.1,
+                z_loss=1e-3, scale=scale, softcap=softcap)
+    check_loss_functions("softmax_cross_entropy", x, t, opts, backend=backend, dtype=dtype,
+                         rng=rng, truth=torch_ce, check=ce_check, loss_shape=(9,))
+    # (N, C, d1) with classes on axis 1, Fortran order
+    x3 = np.asfortranarray((rng.standard_normal((4, 6, 5)) * 3).astype(dtype))
+    if index:
+        t3 = rng.integers(0, 6, (4, 5))
+        t3[0, 0] = -100
+    else:
+        t3 = rng.random((4, 6, 5)).astype(dtype)
+        t3 /= t3.sum(1, keepdims=True)
+    o3 = dict(opts, axis=1, ignore_index=-100, weight=w[:6])
+    check_loss_functions("softmax_cross_entropy", x3, t3, o3, backend=backend, dtype=dtype,
+                         rng=rng, truth=torch_ce, check=ce_check, loss_shape=(4, 5))
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_cross_entropy_in_place(backend, rng, axis):
+    """out=logits overwrites the logits with their gradient (w.r.t. the raw logits);
+    out= of another layout is filled."""
+    x = rng.standard_normal((6, 5, 4)) * 3
+    t = rng.integers(0, x.shape[axis], (6, 4) if axis == 1 else (6, 5))
+    kw = dict(axis=axis, scale=0.9, softcap=2.0, label_smoothing=0.05, backend=backend)
+    el, eg = torch_ce(x, t, **{k: v for k, v in kw.items() if k != "backend"})
+    buf = x.copy()
+    loss, g = fastact.softmax_cross_entropy_with_grad(buf, t, out=buf, **kw)
+    assert g is buf
+    ce_check(loss, g, el, eg, np.float64)
+    f = np.asfortranarray(np.zeros_like(x))
+    g2 = fastact.softmax_cross_entropy_backward(x, t, out=f, **kw)
+    assert g2 is f
+    ce_check(loss, f, el, eg, np.float64)
