@@ -416,3 +416,139 @@ def test_cross_entropy_in_place(backend, rng, axis):
     g2 = fastact.softmax_cross_entropy_backward(x, t, out=f, **kw)
     assert g2 is f
     ce_check(loss, f, el, eg, np.float64)
+
+
+# ---------------------------------------------------------------- out=, memory, errors
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_out_and_in_place(backend, rng, op):
+    """out= of the input's layout, of another layout, and the input itself."""
+    x = rng.standard_normal((7, 9)) * 4
+    bias = np.where(rng.random(9) < 0.2, -np.inf, rng.standard_normal(9))
+    kw = dict(axis=0, scale=1.5, softcap=3.0, bias=bias[None, :], backend=backend)
+    want = getattr(fastact, op)(x, **kw)
+    for out in (np.empty_like(x), np.asfortranarray(np.empty_like(x)), np.empty((9, 7)).T):
+        assert getattr(fastact, op)(x, out=out, **kw) is out
+        np.testing.assert_array_equal(out, want)
+    buf = x.copy()
+    assert getattr(fastact, op)(buf, out=buf, **kw) is buf
+    np.testing.assert_array_equal(buf, want)
+    # backward in place on grad
+    g = rng.standard_normal(x.shape)
+    back = fastact.softmax_backward if op == "softmax" else fastact.log_softmax_backward
+    extra = {} if op == "softmax" else {"bias": bias[None, :]}
+    bw = back(g, want, axis=0, scale=1.5, softcap=3.0, x=x, backend=backend, **extra)
+    gb = g.copy()
+    assert back(gb, want, axis=0, scale=1.5, softcap=3.0, x=x, out=gb, backend=backend,
+                **extra) is gb
+    np.testing.assert_array_equal(gb, bw)
+    # logsumexp into out, keepdims and return_sign with b
+    r = np.empty((1, 9))
+    b = rng.random((7, 9))
+    lse, sgn = fastact.logsumexp(x, axis=0, b=b, keepdims=True, return_sign=True, out=r,
+                                 scale=0.5, softcap=3.0, backend=backend)
+    assert lse is r and sgn.shape == (1, 9) and np.all(sgn == 1)
+    z = z_of(x, 0.5, 3.0)
+    np.testing.assert_allclose(r, np.log(np.sum(b * np.exp(z), axis=0, keepdims=True)),
+                               rtol=1e-13)
+
+
+def test_out_large_allocates_nothing_of_the_input_size(backend):
+    """With out=, a call allocates only bounded blocks (traced peak, NumPy's buffers
+    included, well under the 32 MiB input): forward, backward, cross-entropy in place."""
+    n, k = 2048, 4096  # 8 Mi float32, 32 MiB
+    x = np.zeros((n, k), np.float32)
+    x[:, ::3] = 1
+    out = np.empty_like(x)
+    bias = np.zeros(k, np.float32)
+    bias[::5] = -np.inf
+    t = np.arange(n) % k
+    lse = np.empty(n, np.float32)
+    kw = dict(scale=0.5, softcap=3.0, backend=backend)
+    want = fastact.softmax(x[:2], bias=bias, **kw)
+    # warm imports, caches and Numba's compilation (traced otherwise) on small arrays
+    fastact.log_softmax(x[:2], bias=bias, **kw)
+    fastact.logsumexp(x[:2], bias=bias, **kw)
+    fastact.softmax_backward(x[:2], x[:2], x=x[:2], **kw)
+    fastact.log_softmax_backward(x[:2], x[:2], x=x[:2], bias=bias, **kw)
+    fastact.softmax_cross_entropy_with_grad(x[:2], t[:2], **kw)
+    tracemalloc.start()
+    try:
+        fastact.softmax(x, bias=bias, out=out, **kw)
+        np.testing.assert_array_equal(out[-2:], want)
+        fastact.log_softmax(x, bias=bias, out=out, **kw)
+        fastact.logsumexp(x, bias=bias, out=lse, **kw)
+        fastact.softmax_backward(x, x, x=x, out=out, **kw)
+        fastact.log_softmax_backward(x, x, x=x, bias=bias, out=out, **kw)
+        fastact.softmax_cross_entropy_with_grad(x, t, out=out, **kw)
+        fastact.softmax_cross_entropy_with_grad(out, t, out=out, **kw)  # in place
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"traced peak {peak / 2**20:.1f} MiB"
+
+
+BAD = [(dict(scale=np.inf), ValueError, "scale"), (dict(scale=np.nan), ValueError, "scale"),
+       (dict(scale=1e39), ValueError, "scale"),  # finite in float64, not in float32
+       (dict(scale="2"), TypeError, "scale"), (dict(scale=True), TypeError, "scale"),
+       (dict(scale=np.array([2.0])), TypeError, "scale"),
+       (dict(softcap=0.0), ValueError, "softcap"), (dict(softcap=-1.0), ValueError, "softcap"),
+       (dict(softcap=np.inf), ValueError, "softcap"),
+       (dict(softcap=1e-46), ValueError, "softcap"),  # 0 in float32
+       (dict(bias=np.zeros(3)), ValueError, "bias"),
+       (dict(bias=np.zeros(4, complex)), TypeError, "bias")]
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("kw,exc,word", BAD)
+def test_bad_arguments_forward(backend, op, kw, exc, word):
+    x = np.ones((2, 4), np.float32)
+    out = np.full((2, 4) if op != "logsumexp" else (2,), 7.0, np.float32)
+    with pytest.raises(exc, match=word):
+        getattr(fastact, op)(x, out=out, backend=backend, **kw)
+    assert np.all(out == 7.0)
+
+
+@pytest.mark.parametrize("kw,exc,word", [kw for kw in BAD if "bias" not in kw[0]])
+def test_bad_arguments_cross_entropy(backend, kw, exc, word):
+    x = np.ones((2, 4), np.float32)
+    out = np.full((2, 4), 7.0, np.float32)
+    t = np.array([0, 1])
+    for f in (fastact.softmax_cross_entropy_with_grad, fastact.softmax_cross_entropy_backward):
+        with pytest.raises(exc, match=word):
+            f(x, t, out=out, backend=backend, **kw)
+        assert np.all(out == 7.0)
+    with pytest.raises(exc, match=word):
+        fastact.softmax_cross_entropy(x, t, backend=backend, **kw)
+
+
+def test_bad_arguments_backward(backend):
+    g = y = np.ones((2, 4))
+    out = np.full((2, 4), 7.0)
+    for back in (fastact.softmax_backward, fastact.log_softmax_backward):
+        with pytest.raises(ValueError, match="softcap= needs x="):
+            back(g, y, softcap=2.0, out=out, backend=backend)
+        with pytest.raises(ValueError, match="x has shape"):
+            back(g, y, softcap=2.0, x=np.ones((4, 2)), out=out, backend=backend)
+        with pytest.raises(ValueError, match="softcap"):
+            back(g, y, softcap=-2.0, x=y, out=out, backend=backend)
+        assert np.all(out == 7.0)
+    with pytest.raises(ValueError, match="bias"):
+        fastact.log_softmax_backward(g, y, bias=np.zeros(3), out=out, backend=backend)
+    assert np.all(out == 7.0)
+    # x is needed only with softcap: scale alone is dz/dx itself
+    r = fastact.softmax_backward(g, y / 4, scale=2.0, backend=backend)
+    np.testing.assert_allclose(r, 2.0 * fastact.softmax_backward(g, y / 4, backend=backend))
+
+
+def test_no_transform_is_the_plain_call(backend, rng):
+    """scale=1 and a zero bias give exactly the plain call's result (no other path's
+    rounding); None everywhere is the plain call itself."""
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    for op in ("softmax", "log_softmax", "logsumexp"):
+        f = getattr(fastact, op)
+        plain = f(x, backend=backend)
+        np.testing.assert_array_equal(f(x, scale=1.0, backend=backend), plain)
+        np.testing.assert_array_equal(f(x, bias=np.zeros(8, np.float32), backend=backend), plain)
+        np.testing.assert_array_equal(f(x, scale=None, softcap=None, bias=None,
+                                        backend=backend), plain)
