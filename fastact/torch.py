@@ -199,7 +199,7 @@ class _TransformedRows(torch.autograd.Function):
             gb = _tensor(gz).sum_to_size(bias.shape)
             if ctx.needs_input_grad[0]:
                 d = _ref.transform_grad(xn, scale, softcap, np.empty(xn.shape, gz.dtype))
-                gx = np.multiply(gz, d, out=gz)
+                gx = (gz * d).astype(gz.dtype, copy=False)  # new: gb may be gz itself
         return (None if gx is None else _tensor(gx)), gb, None, None, None, None
 
 

@@ -552,3 +552,127 @@ def test_no_transform_is_the_plain_call(backend, rng):
         np.testing.assert_array_equal(f(x, bias=np.zeros(8, np.float32), backend=backend), plain)
         np.testing.assert_array_equal(f(x, scale=None, softcap=None, bias=None,
                                         backend=backend), plain)
+
+
+# ---------------------------------------------------------------- fastact.torch
+
+def _ft():
+    torch = pytest.importorskip("torch")
+    ft = pytest.importorskip("fastact.torch")
+    return torch, ft
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("bias_shape", [(1, 6), (4, 6), (6,)])
+def test_torch_gradcheck_with_bias(backend, name, bias_shape):
+    """gradcheck in float64: gradients to the input and to a broadcast bias."""
+    torch, ft = _ft()
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(4, 6, dtype=torch.float64, generator=gen) * 3).requires_grad_()
+    b = torch.randn(bias_shape, dtype=torch.float64, generator=gen).requires_grad_()
+    with fastact.use_backend(backend):
+        f = lambda x, b: getattr(ft, name)(x, dim=-1, scale=0.7, softcap=2.5, bias=b)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, b))
+        g = lambda x: getattr(ft, name)(x, dim=0, scale=-1.2)  # noqa: E731
+        assert torch.autograd.gradcheck(g, (x,))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_torch_masks_match_the_composed_fallback(backend, name, monkeypatch):
+    """A -inf bias mask (x +inf/NaN there, a fully masked row): the fast path and the
+    small-tensor path (torch ops composed in fastact's order) agree on values and on the
+    gradients to x and bias; masked entries get zero gradient, nothing is NaN."""
+    torch, ft = _ft()
+    gen = torch.Generator().manual_seed(5)
+    x0 = torch.randn(5, 7, dtype=torch.float64, generator=gen) * 3
+    x0[:, 0] = torch.inf
+    x0[:, 1] = torch.nan
+    b0 = torch.randn(5, 7, dtype=torch.float64, generator=gen)
+    b0[:, :2] = -torch.inf
+    b0[2] = -torch.inf
+    up = torch.randn(5, 7, dtype=torch.float64, generator=gen)
+    res = []
+    for min_numel in (0, 1 << 30):
+        monkeypatch.setattr(ft, "MIN_NUMEL", min_numel)
+        x, b = x0.clone().requires_grad_(), b0.clone().requires_grad_()
+        with fastact.use_backend(backend):
+            y = getattr(ft, name)(x, dim=1, scale=0.5, softcap=4.0, bias=b)
+        y.backward(up)
+        res.append((y.detach(), x.grad, b.grad))
+    (y1, gx1, gb1), (y2, gx2, gb2) = res
+    fill = -torch.inf if name == "log_softmax" else 0.0
+    assert torch.all(y1[:, :2] == fill) and torch.all(y1[2] == fill)
+    for a, e in ((y1, y2), (gx1, gx2), (gb1, gb2)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
+    assert torch.isfinite(gx1).all() and torch.isfinite(gb1).all()
+    assert torch.all(gx1[:, :2] == 0) and torch.all(gx1[2] == 0) and torch.all(gb1[2] == 0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_torch_values_and_grads_vs_torch(backend, dtype):
+    """Against torch's own functions composed in the same order, float32 and float64,
+    dim 1 of a 3-D tensor, a bias broadcast along dims 0 and 2."""
+    torch, ft = _ft()
+    tdt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(7)
+    x0 = torch.randn(3, 8, 4, dtype=tdt, generator=gen) * 4
+    b0 = torch.randn(1, 8, 1, dtype=tdt, generator=gen)
+    up = torch.randn(3, 8, 4, dtype=tdt, generator=gen)
+    tol = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-13),
+           # torch composes float16 ops each rounded to float16 (fastact: float32, rounded
+           # once): a few float16 ulps apart
+           "float16": dict(rtol=8e-3, atol=4e-3)}[dtype]
+    for name in ("softmax", "log_softmax"):
+        out = []
+        for f in (lambda x, b: getattr(ft, name)(x, dim=1, scale=1.5, softcap=5.0, bias=b),
+                  lambda x, b: getattr(torch, name)(5.0 * torch.tanh(x * 1.5 / 5.0) + b, 1)):
+            x, b = x0.clone().requires_grad_(), b0.clone().requires_grad_()
+            with fastact.use_backend(backend):
+                y = f(x, b)
+            y.backward(up)
+            out.append((y.detach(), x.grad, b.grad))
+        for a, e in zip(*out):
+            assert a.dtype == tdt
+            torch.testing.assert_close(a, e, **tol)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_torch_cross_entropy(backend, reduction, monkeypatch):
+    """cross_entropy(scale=, softcap=): values and gradients equal torch's on the
+    transformed logits (fast path and small-tensor path), gradcheck in float64."""
+    torch, ft = _ft()
+    F = torch.nn.functional
+    gen = torch.Generator().manual_seed(11)
+    x0 = torch.randn(6, 5, 3, dtype=torch.float64, generator=gen) * 3
+    t = torch.randint(0, 5, (6, 3), generator=gen)
+    t[0, 0] = -100
+    w = torch.rand(5, dtype=torch.float64, generator=gen) + 0.5
+    kw = dict(weight=w, reduction=reduction, label_smoothing=0.1)
+    x = x0.clone().requires_grad_()
+    want = F.cross_entropy(2.0 * torch.tanh(x * 0.8 / 2.0), t, **kw)
+    up = torch.ones_like(want) * 1.5
+    (gwant,) = torch.autograd.grad(want, x, up)
+    for min_numel in (0, 1 << 30):
+        monkeypatch.setattr(ft, "MIN_NUMEL", min_numel)
+        x = x0.clone().requires_grad_()
+        with fastact.use_backend(backend):
+            got = ft.cross_entropy(x, t, scale=0.8, softcap=2.0, **kw)
+            (g,) = torch.autograd.grad(got, x, up)
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(g, gwant, rtol=1e-12, atol=1e-13)
+    with fastact.use_backend(backend):
+        assert torch.autograd.gradcheck(
+            lambda x: ft.cross_entropy(x, t, scale=-0.6, softcap=3.0, **kw),
+            (x0.clone().requires_grad_(),))
+
+
+def test_torch_bad_arguments():
+    torch, ft = _ft()
+    x = torch.zeros(2, 3)
+    for f in (ft.softmax, ft.log_softmax):
+        with pytest.raises(ValueError, match="softcap"):
+            f(x, dim=-1, softcap=0.0)
+        with pytest.raises(TypeError, match="scale"):
+            f(x, dim=-1, scale="1")
+    with pytest.raises(ValueError, match="scale"):
+        ft.cross_entropy(x, torch.tensor([0, 1]), scale=float("nan"))
