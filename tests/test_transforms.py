@@ -329,48 +329,26 @@ def test_backward_bias_gradient_is_the_vjp_wrt_z(backend, rng):
 
 # ---------------------------------------------------------------- cross-entropy
 
-def torch_ce(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-             label_smoothing=0.0, z_loss=0.0, scale=None, softcap=None, grad_loss=1.0):
-    """Loss and d loss / d logits (the raw logits) by torch autograd in float64."""
-    torch = pytest.importorskip("torch")
-    F = torch.nn.functional
-    x = torch.tensor(np.asarray(logits, np.float64), requires_grad=True)
-    z = x if scale is None else x * scale
-    if softcap is not None:
-        z = softcap * torch.tanh(z / softcap)
-    z = torch.movedim(z, axis, -1)
-    c = z.shape[-1]
-    lead = z.shape[:-1]
-    z = z.reshape(-1, c)
-    if np.asarray(target).dtype.kind in "iu":
-        t = torch.tensor(np.asarray(target, np.int64).reshape(-1))
-        valid = t != ignore_index
-    else:  # (ignore_index is for index targets only: torch refuses another one)
-        ignore_index = -100
-        t = torch.movedim(torch.tensor(np.asarray(target, np.float64)), axis, -1).reshape(-1, c)
-        valid = torch.ones(z.shape[0], dtype=torch.bool)
-    w = None if weight is None else torch.tensor(np.asarray(weight, np.float64))
-    loss = F.cross_entropy(z, t, weight=w, ignore_index=ignore_index, reduction=reduction,
-                           label_smoothing=label_smoothing)
-    if z_loss:
-        zl = z_loss * torch.logsumexp(z, dim=-1) ** 2 * valid
-        loss = loss + (zl if reduction == "none" else zl.sum() if reduction == "sum"
-                       else zl.sum() / valid.sum())
-    if reduction == "none":
-        loss.backward(torch.tensor(np.broadcast_to(np.asarray(grad_loss, np.float64),
-                                                   lead).reshape(-1)))
-        return loss.detach().numpy().reshape(lead), x.grad.numpy()
-    loss.backward(torch.tensor(float(grad_loss), dtype=torch.float64))
-    return float(loss.detach()), x.grad.numpy()
+def torch_ce(logits, target, *, axis=-1, scale=None, softcap=None, grad_loss=1.0, **opts):
+    """Loss and d loss / d logits (the raw logits) in float64: tests/test_cross_entropy's
+    torch autograd truth on z (classes moved last), chained with
+    dz/dx = scale * (1 - tanh(u)**2), u = x * scale / softcap."""
+    pytest.importorskip("torch")
+    from test_cross_entropy import torch_ce as torch_ce_of_z
+    x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
+    t = np.asarray(target)
+    if t.dtype.kind not in "iu":
+        t = np.moveaxis(t, axis, -1)
+        opts["ignore_index"] = -100  # for index targets only: torch refuses another one
+    loss, gz = torch_ce_of_z(z_of(x, scale, softcap), t, grad_loss=grad_loss, **opts)
+    s = 1.0 if scale is None else scale
+    dzdx = s if softcap is None else s * (1 - np.tanh(x * s / softcap) ** 2)
+    return loss, np.moveaxis(gz * dzdx, -1, axis)
 
 
-def ce_check(got_loss, got_grad, exp_loss, exp_grad, dtype):
-    # as tests/test_cross_entropy.py; float32 z is rounded per operation (the truth's is not)
-    rtol = 2e-5 if dtype == np.float32 else 1e-11
-    np.testing.assert_allclose(np.asarray(got_loss, np.float64), exp_loss, rtol=rtol, atol=rtol)
-    if got_grad is not None:
-        scale = np.max(np.abs(exp_grad)) + 1e-30
-        np.testing.assert_allclose(got_grad, exp_grad, rtol=0, atol=rtol * scale)
+def ce_check(*args):
+    from test_cross_entropy import check
+    check(*args)
 
 
 @pytest.mark.parametrize("index", [True, False])
