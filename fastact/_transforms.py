@@ -105,12 +105,11 @@ class _Rows:
     dtype: a slice of the array itself when its view is such rows, else a copy
     into a scratch buffer reused from block to block."""
 
-    def __init__(self, view, cdtype, n, k, per, dtype=None):
+    def __init__(self, view, cdtype, n, k, per):
         self.view = view
-        dtype = cdtype if dtype is None else dtype
-        self.flat = (view.reshape(n, k) if view.dtype == dtype and view.flags.c_contiguous
+        self.flat = (view.reshape(n, k) if view.dtype == cdtype and view.flags.c_contiguous
                      else None)
-        self.scratch = None if self.flat is not None else np.empty(per * k, dtype)
+        self.scratch = None if self.flat is not None else np.empty(per * k, cdtype)
         self.k = k
 
     def block(self, idx, r0, r1):

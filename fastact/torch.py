@@ -23,6 +23,11 @@ C++ autograd node costs less than any Python ``autograd.Function`` (measured:
 ...)`` passes the tensor as it lies, classes on axis 1 (the C backend reduces
 there without a copy for float32/float64; the others move the axis last).
 Only first derivatives are provided (``once_differentiable``).
+
+``scale=``, ``softcap=`` (and on ``softmax``/``log_softmax`` a ``bias=`` tensor,
+whose gradient is computed too) apply fastact's transforms of the logits
+(``docs/transforms.md``); the small-tensor path composes torch ops in the same
+order, with the same ``-inf``-bias masks and fully masked rows.
 """
 
 from __future__ import annotations
