@@ -5,7 +5,7 @@ flags the cells where 2 threads take more than 1.05x the 1-thread time.
     python benchmarks/threads_scaling.py [c|numba]
 
 The thresholds below which a call stays on one thread (per kernel family:
-csrc/fastact.c FA_MIN_ELEMS_PER_THREAD, numba_kernels._PAR_MIN_ELEMS and
+csrc/pool.c FA_MIN_ELEMS_PER_THREAD, numba_kernels._PAR_MIN_ELEMS and
 _PAR_MIN_ELEMS_BWD, elementwise.MIN_CHUNK and MIN_CHUNK_CHEAP) were set from
 this script's output.
 """

@@ -7,9 +7,12 @@ runnable by hand::
     python csrc/build_ffi.py --sanitize DIR    # ASan+UBSan build into DIR/fastact/
 
 API mode, out of line: the cdef is ``csrc/fastact.h`` itself (its preprocessor
-lines dropped); the kernels are one translation unit, ``csrc/fastact.c``,
-which expands ``csrc/rows_template.c`` per ISA and dtype and includes
-``csrc/strided.c`` (the non-last-axis driver).  No -march flags:
+lines dropped); the row kernels are one translation unit, ``csrc/fastact.c``,
+which includes the rest (``csrc/fa_internal.h`` says in which order):
+``dispatch.c`` expands ``rows_template.c`` per ISA (``isa_*.h``) and dtype,
+``half.c`` and ``strided.c`` are the half-dtype and non-last-axis drivers;
+``csrc/elementwise.c`` (the elementwise kernels per ISA, ``ew_template.c``)
+and ``csrc/pool.c`` (the thread pool of both) are the other translation units.  No -march flags:
 the AVX2/AVX-512 paths are compiled with target pragmas and chosen at run
 time.  No -ffast-math: the kernels depend on inf and NaN arithmetic.
 """
@@ -37,7 +40,11 @@ def _rel(path, absolute):
 
 
 HEADERS = ("fastact.h", "elementwise.h")
-SOURCES = ("fastact.c", "elementwise.c")
+SOURCES = ("fastact.c", "elementwise.c", "pool.c")
+# Included by the sources (one translation unit each), not compiled alone:
+# every other .c and .h file of csrc/, so that a change to any rebuilds.
+INCLUDED = tuple(sorted(n for n in os.listdir(HERE)
+                        if n.endswith((".c", ".h")) and n not in HEADERS + SOURCES))
 
 
 def _cdef():
@@ -65,8 +72,7 @@ def make_ffi(sanitize=False, absolute=False):
         "\n".join(f'#include "{h}"' for h in HEADERS),
         sources=[_rel(os.path.join(HERE, n), absolute) for n in SOURCES],
         include_dirs=[_rel(HERE, absolute)],
-        depends=[_rel(os.path.join(HERE, n), absolute)
-                 for n in HEADERS + ("rows_template.c", "strided.c", "half.c")],
+        depends=[_rel(os.path.join(HERE, n), absolute) for n in HEADERS + INCLUDED],
         extra_compile_args=cargs,
         extra_link_args=largs,
         libraries=libs,

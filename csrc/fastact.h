@@ -13,6 +13,9 @@
  *             the CPU supports (fa_cpu_isa())
  *   nthreads  upper bound on threads over rows; small work runs on the caller
  *
+ * The row entry points (fa_*_rows) return 0, or -1 when the half-dtype path
+ * could not allocate its float32 scratch (then no output was written).
+ *
  * Pointers that may be NULL: mask, b, sign, weight, row_scale, loss, grad.
  * `out` (or `grad`) may be the same array as an input.  No global mutable
  * state: the functions may be called from many threads at once.
@@ -37,25 +40,25 @@ int fa_cpu_isa(void);
 const char *fa_isa_name(int isa);
 
 /* out = exp(x - m) / sum(exp(x - m)) per row; masked-out entries 0. */
-void fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
+int fa_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
                      void *out, int64_t n, int64_t k, int nthreads);
 
 /* out = (x - m) - log(sum(exp(x - m))) per row; masked-out entries -inf. */
-void fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
+int fa_log_softmax_rows(int itemsize, int isa, const void *x, const void *mask,
                          void *out, int64_t n, int64_t k, int nthreads);
 
 /* out[i] = log|sum_j b[i,j] exp(x[i,j])|, sign[i] its sign (b, mask, sign may be NULL). */
-void fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
+int fa_logsumexp_rows(int itemsize, int isa, const void *x, const void *b,
                        const void *mask, void *out, void *sign,
                        int64_t n, int64_t k, int nthreads);
 
 /* out = y * (grad - sum(grad * y)) per row. */
-void fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
+int fa_softmax_backward_rows(int itemsize, int isa, const void *grad,
                               const void *y, void *out,
                               int64_t n, int64_t k, int nthreads);
 
 /* out = grad - exp(y) * sum(grad) per row over selected entries; masked 0. */
-void fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
+int fa_log_softmax_backward_rows(int itemsize, int isa, const void *grad,
                                   const void *y, const void *mask, void *out,
                                   int64_t n, int64_t k, int nthreads);
 
@@ -65,7 +68,7 @@ int64_t fa_check_targets(const int64_t *target, int64_t n, int64_t k,
 
 /* Softmax cross entropy with index targets (n,): loss (n,) and/or grad (n, k)
  * in one pass; grad may be x (logits overwritten by their gradient). */
-void fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
+int fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
                                  const int64_t *target, const void *weight,
                                  int64_t ignore_index, double label_smoothing,
                                  double z_loss, double a, double b, double g,
@@ -73,7 +76,7 @@ void fa_cross_entropy_index_rows(int itemsize, int isa, const void *x,
                                  int64_t n, int64_t k, int nthreads);
 
 /* Softmax cross entropy with probability targets (n, k). */
-void fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
+int fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
                                 const void *target, const void *weight,
                                 double label_smoothing, double z_loss,
                                 double a, double b, double g,

@@ -16,9 +16,10 @@
  * widens by a 16-bit shift and narrows by adding 0x7FFF + lsb (NaN kept NaN,
  * quieted).
  *
- * Scratch per thread part: FA_HALF_SCRATCH bytes (the rows of a block times
+ * Scratch per thread: FA_HALF_SCRATCH bytes (the rows of a block times
  * the widened inputs), or, for one row longer than that, one row per widened
- * buffer (k * 4 bytes each: at most 2, so 8 k bytes).  Short rows
+ * buffer (k * 4 bytes each: at most 2, so 8 k bytes), all allocated before
+ * the first block, so that an allocation failure writes no output.  Short rows
  * (k <= FA_TILE_ROWS) are blocked in multiples of FA_TILE_ROWS rows, so that
  * every row meets the float32 kernel in the same row tile as it would over
  * the whole array: the half result is the float32 result rounded.
@@ -114,12 +115,7 @@ static void fa_narrow_base(const float *f, uint16_t *h, int64_t n, int bf16)
 /* ------------------------------------------------------ AVX2 + F16C */
 
 #if FA_X86
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,f16c")
-#endif
+FA_TARGET_PUSH("avx2,f16c")
 
 /* Software prefetch FA_HALF_PF bytes ahead in the half rows (one line per
  * 32 elements), as the float32 kernels do (FA_PF_BYTES): this VM's hardware
@@ -209,11 +205,7 @@ static void fa_narrow_avx2(const float *f, uint16_t *h, int64_t n, int bf16, int
     fa_narrow_base(f + j, h + j, n - j, bf16);
 }
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+FA_TARGET_POP()
 #endif /* FA_X86 */
 
 /* The conversion level: F16C comes with every AVX2 CPU we know of, but is
@@ -276,7 +268,27 @@ typedef struct {
     fa_rows_fn fn; /* the float32 kernel */
     int bf16, cvt, row_out, stream;
     int64_t block; /* rows per block */
+    /* Scratch, allocated before any part runs (so that a failed allocation
+     * leaves every output untouched): nslots buffers of slot_bytes, 64-byte
+     * aligned, one per thread of fa_run; a part takes a free one (busy[s]). */
+    char *slots;
+    size_t slot_bytes;
+    int nslots;
+    int *busy;
+    int failed; /* a part found no free slot and could not allocate its own */
 } fa_half_job;
+
+/* Take (returns 0 if it was free) and give back a slot flag, atomically
+ * where threads exist (GCC/clang builtins); single-threaded otherwise. */
+#if FA_HAVE_PTHREADS && (defined(__GNUC__) || defined(__clang__))
+#define FA_SLOT_TAKE(p) __atomic_exchange_n((p), 1, __ATOMIC_ACQUIRE)
+#define FA_SLOT_GIVE(p) __atomic_store_n((p), 0, __ATOMIC_RELEASE)
+#define FA_SET_FAILED(p) __atomic_store_n((p), 1, __ATOMIC_RELAXED)
+#else
+#define FA_SLOT_TAKE(p) (*(p) ? 1 : (*(p) = 1, 0))
+#define FA_SLOT_GIVE(p) (*(p) = 0)
+#define FA_SET_FAILED(p) (*(p) = 1)
+#endif
 
 #define FA_HALF_ROW(p, i, k) ((const uint16_t *)(p) + (i) * (k))
 
@@ -292,12 +304,19 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
     const fa_half_job *J = (const fa_half_job *)A;
     const int64_t k = A->k, B = J->block;
     const int bf = J->bf16, cvt = J->cvt;
-    const int nin = fa_half_nbuf(A);
-    const int64_t nrow = J->row_out ? 2 * B : 0;
-    float *mem = (float *)malloc(((size_t)(nin * B * k + nrow)) * sizeof(float) + 64);
-    if (!mem)
-        return; /* cannot happen for bounded sizes; the output is left as it was */
-    float *s = (float *)((char *)mem + ((64 - (uintptr_t)mem % 64) % 64));
+    int slot = -1;
+    for (int t = 0; t < J->nslots && slot < 0; t++)
+        if (!FA_SLOT_TAKE(&J->busy[t]))
+            slot = t;
+    /* no free slot: more threads than fa_run asked for woke up (spurious
+     * wake-ups in the pool); such a part allocates its own scratch */
+    char *own = NULL;
+    if (slot < 0 && !(own = (char *)malloc(J->slot_bytes + 64))) {
+        FA_SET_FAILED(&((fa_half_job *)A)->failed); /* A is the caller's (non-const) job */
+        return;
+    }
+    char *mem = slot >= 0 ? J->slots + (size_t)slot * J->slot_bytes : own;
+    float *s = (float *)(mem + ((64 - (uintptr_t)mem % 64) % 64));
     float *xs = s, *p = s + B * k;
     float *ys = NULL, *bs = NULL, *ts = NULL;
     if (A->y) {
@@ -359,12 +378,16 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
     if (J->stream && cvt >= FA_ISA_AVX2)
         _mm_sfence();
 #endif
-    free(mem);
+    if (slot >= 0)
+        FA_SLOT_GIVE(&J->busy[slot]);
+    free(own);
 }
 
 /* Runs the float32 kernel of `tab` over a's half rows (code: 2 float16,
- * 2 | FA_BF16 bfloat16); row_out: out/sign are per row (logsumexp). */
-static void fa_half_run(const fa_rows_fn tab[3][2], int code, int isa, const fa_args *a,
+ * 2 | FA_BF16 bfloat16); row_out: out/sign are per row (logsumexp).
+ * Returns 0, or -1 when the scratch could not be allocated (then nothing was
+ * written; -1 after a run only if an extra thread's own scratch failed). */
+static int fa_half_run(const fa_rows_fn tab[3][2], int code, int isa, const fa_args *a,
                         int nthreads, int row_out)
 {
     fa_half_job J;
@@ -388,5 +411,16 @@ static void fa_half_run(const fa_rows_fn tab[3][2], int code, int isa, const fa_
     if (B < 1)
         B = 1;
     J.block = B;
+    const int64_t nrow = row_out ? 2 * B : 0;
+    J.slot_bytes = ((size_t)(nin * B * k + nrow) * sizeof(float) + 64 + 63) / 64 * 64;
+    J.nslots = (int)fa_threads(a->n, a->k, nthreads);
+    char *mem = (char *)malloc((size_t)J.nslots * (J.slot_bytes + sizeof(int)));
+    if (!mem)
+        return -1;
+    J.slots = mem;
+    J.busy = (int *)(mem + (size_t)J.nslots * J.slot_bytes);
+    memset(J.busy, 0, (size_t)J.nslots * sizeof(int));
     fa_run(fa_half_part, &J.a, nthreads);
+    free(mem);
+    return J.failed ? -1 : 0;
 }

@@ -76,12 +76,7 @@ FA_TRANSPOSE_SCALAR(fa_tr_f64_base, double)
 FA_TRANSPOSE_SCALAR(fa_tr_u8, unsigned char)
 
 #if FA_X86
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+FA_TARGET_PUSH("avx2,fma")
 
 static inline void fa_tr8x8_f32_avx2(const float *s, int64_t lds, float *d, int64_t ldd)
 {
@@ -171,11 +166,7 @@ static FA_ALWAYS_INLINE void fa_tr8x8_f64_avx2(const double *s, int64_t lds, dou
 
 FA_TRANSPOSE_AVX2(fa_tr_f64_avx2, double, fa_tr8x8_f64_avx2, fa_tr_f64_base)
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+FA_TARGET_POP()
 #endif /* FA_X86 */
 
 /* Transpose of float data (itemsize 4 or 8) at the job's ISA level. */
@@ -308,7 +299,7 @@ static int fa_strided_run(const fa_rows_fn tab[3][2], fa_args *a, int itemsize, 
     S->k = k;
     S->inner = inner;
     S->itemsize = itemsize;
-    S->isa = isa < 0 ? 0 : isa > fa_cpu_isa() ? fa_cpu_isa() : isa;
+    S->isa = fa_isa_level(isa);
     S->rows_in = rows_in;
     S->out_rows = out_rows;
     S->grad_rows = grad_rows;

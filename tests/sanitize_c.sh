@@ -5,7 +5,7 @@
 #
 # Builds csrc/ with -fsanitize=address,undefined into a temporary copy of the
 # package (the checkout is not touched), preloads the sanitizer runtimes into
-# the (uninstrumented) Python, and runs tests/test_c_kernels_direct.py on
+# the (uninstrumented) Python, and runs tests/test_c_kernels_*.py on
 # every ISA path, then the elementwise and BCE tests on the "c" backend.  Any ASan report or UB aborts the run (non-zero exit).
 # Needs gcc or clang with libasan/libubsan; PYTHON defaults to python3.
 set -euo pipefail
@@ -21,7 +21,8 @@ mkdir -p "$tmp/tests"
 cp -r "$here/fastact" "$tmp/fastact"
 find "$tmp/fastact" \( -name '_fastact_c*.so' -o -name '_fastact_c*.pyd' -o -name '__pycache__' \) \
     -prune -exec rm -rf {} +
-for t in conftest.py test_c_kernels_direct.py test_elementwise.py test_bce.py; do
+for t in conftest.py _c_direct.py test_c_kernels_direct.py test_c_kernels_rows.py \
+         test_c_kernels_layouts.py test_elementwise.py test_bce.py; do
     cp "$here/tests/$t" "$tmp/tests/"
 done
 CC="$cc" "$py" "$here/csrc/build_ffi.py" --sanitize "$tmp" >/dev/null
@@ -35,5 +36,6 @@ env LD_PRELOAD="$asan:$ubsan" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
     PYTHONPATH="$tmp" FASTACT_TEST_BACKENDS=c \
     "$py" -m pytest -q -p no:cacheprovider --rootdir="$tmp" tests/test_c_kernels_direct.py \
+    tests/test_c_kernels_rows.py tests/test_c_kernels_layouts.py \
     tests/test_elementwise.py tests/test_bce.py "$@"
 echo "sanitizer run clean (ASan + UBSan, every ISA path)"

@@ -1,15 +1,20 @@
 """C elementwise kernels (``csrc/elementwise.c``) over the cffi extension ``fastact._fastact_c``.
 
-Contract: ``numpy_elementwise``'s docstring.  The C functions run one chunk on
-the calling thread and release the GIL; ``chunked`` spreads a large call over
-``nthreads`` threads.  Importing this module raises ``ImportError`` with the
-reason when the extension is missing or was built without these kernels.
+Contract: ``numpy_elementwise``'s docstring.  The C functions release the GIL
+and run at the row kernels' ISA level (``c_kernels``: ``FASTACT_C_ISA``,
+``force_isa``), passed per call.  ``unary`` and ``unary_backward`` spread a
+large call over ``nthreads`` threads of the C kernels' own pool
+(csrc/pool.c, as the row kernels); ``bce`` runs chunks on the caller's thread
+each, spread by ``chunked`` (its sum depends on where chunks start).
+Importing this module raises ``ImportError`` with the reason when the extension is missing or was
+built without these kernels.
 """
 
 from __future__ import annotations
 
+from . import c_kernels as _ck
 from .c_kernels import dtype_code
-from .elementwise import chunked, min_chunk
+from .elementwise import chunked
 from .numpy_elementwise import tile_periodic
 
 try:
@@ -42,27 +47,16 @@ _bind(_ffi, _lib)
 
 
 def unary(op, x, out, nthreads=1):
-    code = _OP[op]
-    isz = dtype_code(x)
-
-    def part(a, b):
-        _unary(isz, code, _fb(x[a:b]), _fb(out[a:b]), b - a)
-
-    chunked(part, x.shape[0], nthreads, min_chunk(op))
+    _unary(dtype_code(x), _ck._isa, _OP[op], _fb(x), _fb(out), x.shape[0], nthreads)
 
 
 def unary_backward(op, grad, s, out, nthreads=1):
-    code = _OP[op]
-    isz = dtype_code(s)
-
-    def part(a, b):
-        _unary_bwd(isz, code, _fb(grad[a:b]), _fb(s[a:b]), _fb(out[a:b]), b - a)
-
-    chunked(part, s.shape[0], nthreads, min_chunk(op))
+    _unary_bwd(dtype_code(s), _ck._isa, _OP[op], _fb(grad), _fb(s), _fb(out), s.shape[0],
+               nthreads)
 
 
 def bce_chunk(x, t, w, pw, offset, c, gscale, loss, grad):
-    return _bce(x.itemsize, _fb(x), _fb(t),
+    return _bce(x.itemsize, _ck._isa, _fb(x), _fb(t),
                 _NULL if w is None else _fb(w), 0 if w is None else w.shape[0],
                 _NULL if pw is None else _fb(pw), 0 if pw is None else pw.shape[0],
                 offset, float(c),

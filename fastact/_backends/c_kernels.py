@@ -110,6 +110,12 @@ def narrow_half(f, dtype):
     return h
 
 
+def _no_scratch():
+    """For a kernel that returned -1: its scratch could not be allocated (the
+    half rows' widened blocks, the strided driver's tiles), nothing written."""
+    raise MemoryError("fastact: the C kernels could not allocate their scratch")
+
+
 # The row kernels below also take C-contiguous arrays of any ndim >= 1 as the
 # rows of their last axis (the API's fast path passes them without a reshape).
 ND_ROWS = True
@@ -118,38 +124,43 @@ ND_ROWS = True
 def softmax_rows(x, mask, out, nthreads=1):
     k = x.shape[-1]
     i = x.itemsize
-    lib.fa_softmax_rows(i if i != 2 else dtype_code(x), _isa, _fb(x),
-                        _NULL if mask is None else _fb(mask), _fb(out), x.size // k, k, nthreads)
+    if lib.fa_softmax_rows(i if i != 2 else dtype_code(x), _isa, _fb(x),
+                           _NULL if mask is None else _fb(mask), _fb(out), x.size // k, k, nthreads):
+        _no_scratch()
 
 
 def log_softmax_rows(x, mask, out, nthreads=1):
     k = x.shape[-1]
     i = x.itemsize
-    lib.fa_log_softmax_rows(i if i != 2 else dtype_code(x), _isa, _fb(x),
-                            _NULL if mask is None else _fb(mask), _fb(out), x.size // k, k,
-                            nthreads)
+    if lib.fa_log_softmax_rows(i if i != 2 else dtype_code(x), _isa, _fb(x),
+                               _NULL if mask is None else _fb(mask), _fb(out), x.size // k, k,
+                               nthreads):
+        _no_scratch()
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
     n, k = x.shape
-    lib.fa_logsumexp_rows(dtype_code(x), _isa, _fb(x), _NULL if b is None else _fb(b),
-                          _NULL if mask is None else _fb(mask), _fb(out),
-                          _NULL if sign is None else _fb(sign), n, k, nthreads)
+    if lib.fa_logsumexp_rows(dtype_code(x), _isa, _fb(x), _NULL if b is None else _fb(b),
+                             _NULL if mask is None else _fb(mask), _fb(out),
+                             _NULL if sign is None else _fb(sign), n, k, nthreads):
+        _no_scratch()
 
 
 def softmax_backward_rows(grad, y, out, nthreads=1):
     k = grad.shape[-1]
     i = grad.itemsize
-    lib.fa_softmax_backward_rows(i if i != 2 else dtype_code(grad), _isa, _fb(grad), _fb(y),
-                                 _fb(out), grad.size // k, k, nthreads)
+    if lib.fa_softmax_backward_rows(i if i != 2 else dtype_code(grad), _isa, _fb(grad), _fb(y),
+                                    _fb(out), grad.size // k, k, nthreads):
+        _no_scratch()
 
 
 def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
     k = grad.shape[-1]
     i = grad.itemsize
-    lib.fa_log_softmax_backward_rows(i if i != 2 else dtype_code(grad), _isa, _fb(grad), _fb(y),
-                                     _NULL if mask is None else _fb(mask), _fb(out),
-                                     grad.size // k, k, nthreads)
+    if lib.fa_log_softmax_backward_rows(i if i != 2 else dtype_code(grad), _isa, _fb(grad), _fb(y),
+                                        _NULL if mask is None else _fb(mask), _fb(out),
+                                        grad.size // k, k, nthreads):
+        _no_scratch()
 
 
 def check_targets(target, k, ignore_index):
@@ -159,23 +170,25 @@ def check_targets(target, k, ignore_index):
 def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
                              z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
     n, k = x.shape
-    lib.fa_cross_entropy_index_rows(
-        dtype_code(x), _isa, _fb(x), _fb("int64_t[]", target), _NULL if weight is None else _fb(weight),
-        ignore_index, label_smoothing, z_loss, a, b, g,
-        _NULL if row_scale is None else _fb(row_scale),
-        _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
-        n, k, nthreads)
+    if lib.fa_cross_entropy_index_rows(
+            dtype_code(x), _isa, _fb(x), _fb("int64_t[]", target), _NULL if weight is None else _fb(weight),
+            ignore_index, label_smoothing, z_loss, a, b, g,
+            _NULL if row_scale is None else _fb(row_scale),
+            _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
+            n, k, nthreads):
+        _no_scratch()
 
 
 def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
                             row_scale, loss, grad, nthreads=1):
     n, k = x.shape
-    lib.fa_cross_entropy_prob_rows(
-        dtype_code(x), _isa, _fb(x), _fb(target), _NULL if weight is None else _fb(weight),
-        label_smoothing, z_loss, a, b, g,
-        _NULL if row_scale is None else _fb(row_scale),
-        _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
-        n, k, nthreads)
+    if lib.fa_cross_entropy_prob_rows(
+            dtype_code(x), _isa, _fb(x), _fb(target), _NULL if weight is None else _fb(weight),
+            label_smoothing, z_loss, a, b, g,
+            _NULL if row_scale is None else _fb(row_scale),
+            _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
+            n, k, nthreads):
+        _no_scratch()
 
 
 # ---------------------------------------------------------------- any axis
@@ -186,7 +199,7 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
 
 def _strided_ok(rc):
     if rc != 0:
-        raise MemoryError("fastact: the C kernels could not allocate their scratch")
+        _no_scratch()
 
 
 def softmax_strided(x, mask, out, outer, k, inner, nthreads=1):
