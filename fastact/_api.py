@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from . import _config
+from . import _config, _transforms
 
 #: The softmax family, in the order the package and ``fastact.dask`` list it.
 __all__ = ["softmax", "log_softmax", "logsumexp", "softmax_backward", "log_softmax_backward",
@@ -177,27 +177,48 @@ def _softmax_like(be, op, x, axis, where, out):
 # public: forward
 # ----------------------------------------------------------------------------
 
-def softmax(x, axis=-1, *, where=None, out=None, backend=None):
-    """``exp(x - max) / sum(exp(x - max))`` along ``axis`` (int, tuple or None).
+def _transformed(be, op, x, axis, where, bias, scale, softcap, out):
+    """softmax / log_softmax of ``z`` (``fastact._transforms``)."""
+    x = asarray(x)
+    cdtype, rdtype = dtypes(x.dtype)
+    xf = _transforms.of(bias, scale, softcap, x, cdtype)
+    return xf.row_map(op, x, cdtype, rdtype, axis, where, out)
+
+
+def softmax(x, axis=-1, *, where=None, bias=None, scale=None, softcap=None, out=None,
+            backend=None):
+    """``exp(z - max) / sum(exp(z - max))`` along ``axis`` (int, tuple or None), with
+    ``z = x`` or, with transforms, ``softcap * tanh(x * scale / softcap) + bias``
+    (``docs/transforms.md``).
 
     ``where`` (bool, broadcastable to ``x``) selects the entries that take
-    part; the others get exactly 0, and a row with nothing selected is all 0.
+    part, and so does a ``bias`` that is not ``-inf``; the others get exactly 0,
+    and a row with nothing selected is all 0.
     """
     be = _config.current(backend)
-    return _softmax_like(be, be.softmax, x, axis, where, out)
+    if bias is None and scale is None and softcap is None:
+        return _softmax_like(be, be.softmax, x, axis, where, out)
+    return _transformed(be, be.softmax, x, axis, where, bias, scale, softcap, out)
 
 
-def log_softmax(x, axis=-1, *, where=None, out=None, backend=None):
-    """``(x - max) - log(sum(exp(x - max)))`` along ``axis``; masked entries ``-inf``."""
+def log_softmax(x, axis=-1, *, where=None, bias=None, scale=None, softcap=None, out=None,
+                backend=None):
+    """``(z - max) - log(sum(exp(z - max)))`` along ``axis`` (``z`` as in ``softmax``);
+    masked entries ``-inf``."""
     be = _config.current(backend)
-    return _softmax_like(be, be.log_softmax, x, axis, where, out)
+    if bias is None and scale is None and softcap is None:
+        return _softmax_like(be, be.log_softmax, x, axis, where, out)
+    return _transformed(be, be.log_softmax, x, axis, where, bias, scale, softcap, out)
 
 
 def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=None,
-              out=None, backend=None):
-    """``log(sum(b * exp(x)))`` along ``axis`` without overflow (SciPy's ``b`` and
-    ``return_sign``); ``-inf`` over an empty axis or a fully masked row."""
-    if b is None and where is None and out is None and not keepdims and not return_sign:
+              bias=None, scale=None, softcap=None, out=None, backend=None):
+    """``log(sum(b * exp(z)))`` along ``axis`` without overflow (SciPy's ``b`` and
+    ``return_sign``; ``z`` as in ``softmax``); ``-inf`` over an empty axis or a
+    fully masked row."""
+    plain = bias is None and scale is None and softcap is None
+    if (plain and b is None and where is None and out is None and not keepdims
+            and not return_sign):
         be = _config.current(backend)
         nk = _fast_in(x, axis, be)
         if nk is not None:
@@ -225,6 +246,7 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
             b = np.broadcast_to(b, shape)
     else:
         cdtype, rdtype = dtypes(x.dtype)
+    xf = None if plain else _transforms.of(bias, scale, softcap, x, cdtype)
     axes = norm_axes(axis, x.ndim)
     rows = Rows(x.shape, axes)
     if keepdims:
@@ -237,14 +259,14 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
     be = _config.resolve(backend)
     n = rows.n
     kdtype = kernel_dtype(be, cdtype, rdtype)
-    if b_dtype is not None and b_dtype != kdtype and kdtype != cdtype:
+    if xf is not None or (b_dtype is not None and b_dtype != kdtype and kdtype != cdtype):
         kdtype = cdtype  # b of another dtype (or a Python scalar): not rounded to x's
     # the strided kernels take float32/float64; half inputs take the row path
     st = (Strided.plan(x, axes, be.logsumexp) if n and rows.k and kdtype == cdtype
-          else None)
+          and xf is None else None)
     if st is not None:
         return _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, out)
-    mask = None if w is None else rows.rows(w, np.bool_)
+    mask = None if w is None or xf is not None else rows.rows(w, np.bool_)
     if out is not None and out.dtype == kdtype and out.flags.c_contiguous:
         r = out.reshape(n)
     else:
@@ -255,6 +277,8 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
             r[...] = -np.inf
             if sign is not None:
                 sign[...] = 0
+        elif xf is not None:  # z block by block, from x where it lies
+            xf.logsumexp_rows(be, x, b, w, rows, cdtype, r, sign)
         else:
             x2 = rows.rows(x, kdtype)
             b2 = rows.rows(b, kdtype) if b is not None else None
@@ -324,10 +348,22 @@ def _pair(grad, y):
     return grad, y, cdtype, rdtype
 
 
-def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
+def softmax_backward(grad, y, axis=-1, *, scale=None, softcap=None, x=None, out=None,
+                     backend=None):
     """Vector-Jacobian product of softmax given ``y = softmax(x)``:
-    ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0."""
+    ``y * (grad - sum(grad * y))``.  Masked entries (``y == 0``) get 0.
+
+    With the forward's ``scale``/``softcap``, d loss / d ``x`` (the raw logits):
+    that times ``dz/dx = scale / cosh(x * scale / softcap)**2`` (``scale`` without
+    softcap); ``softcap`` needs ``x``.  The gradient w.r.t. a bias is the result
+    without ``scale``/``softcap``, summed over the axes the bias was broadcast along.
+    """
     be = _config.current(backend)
+    if scale is not None or softcap is not None:
+        grad, y, cdtype, rdtype = _pair(grad, y)
+        xf = _transforms.of(None, scale, softcap, y, cdtype)
+        return xf.backward(be.softmax_backward, grad, y, x, cdtype, rdtype, axis, None, out,
+                           False)
     r = _fast_pair(be, be.softmax_backward.rows, grad, y, axis, out, False)
     if r is not None:
         return r
@@ -336,10 +372,21 @@ def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
                     masked=False)
 
 
-def log_softmax_backward(grad, y, axis=-1, *, where=None, out=None, backend=None):
+def log_softmax_backward(grad, y, axis=-1, *, where=None, bias=None, scale=None, softcap=None,
+                         x=None, out=None, backend=None):
     """Vector-Jacobian product of log_softmax given ``y = log_softmax(x)``:
-    ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows."""
+    ``grad - exp(y) * sum(grad)``; zero at masked entries and on fully masked rows.
+
+    The mask is ``where`` and, when the forward took ``bias=``, the bias's ``-inf``
+    entries: pass the same ``bias`` (only its mask is used) or fold it into
+    ``where``.  ``scale``/``softcap``/``x`` as in ``softmax_backward``.
+    """
     be = _config.current(backend)
+    if bias is not None or scale is not None or softcap is not None:
+        grad, y, cdtype, rdtype = _pair(grad, y)
+        xf = _transforms.of(bias, scale, softcap, y, cdtype)
+        return xf.backward(be.log_softmax_backward, grad, y, x, cdtype, rdtype, axis, where,
+                           out, True)
     if where is None:
         r = _fast_pair(be, be.log_softmax_backward.rows, grad, y, axis, out, True)
         if r is not None:
@@ -364,7 +411,7 @@ class _CE:
     """
 
     def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
-                 z_loss, backend, axis=-1):
+                 z_loss, backend, axis=-1, scale=None, softcap=None):
         x = asarray(logits, "logits")
         t = np.asarray(target)
         if weight is not None:
@@ -386,6 +433,12 @@ class _CE:
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
         self.be = _config.resolve(backend)
+        #: scale/softcap: the block layer reads x and t where they lie (mode "transform")
+        self.xf = _transforms.of(None, scale, softcap, x, cdtype)
+        if self.xf is not None:
+            self.mode, self.kdtype, self.t = "transform", cdtype, t
+            self._targets(t, k)
+            return
         kdtype = kernel_dtype(self.be, cdtype, rdtype)
         if not self.index and t.dtype != kdtype:
             kdtype = cdtype  # probabilities of another dtype: computed from float32 rows
@@ -406,6 +459,10 @@ class _CE:
             self.x2 = np.ascontiguousarray(x, dtype=kdtype).reshape(self.outer, k, self.inner)
         else:
             self.x2 = np.ascontiguousarray(x, dtype=kdtype).reshape(self.n, k)
+        self._targets(t, k)
+
+    def _targets(self, t, k):
+        """Index targets flat and checked; probability targets as rows like ``x2``."""
         if self.index:
             self.t2 = np.ascontiguousarray(t, dtype=np.int64).reshape(self.n)
             if self.n:
@@ -414,8 +471,8 @@ class _CE:
                     raise IndexError(f"fastact: target {int(self.t2[bad])} is out of bounds for "
                                      f"{k} classes (at flat row {bad}; ignore_index is "
                                      f"{self.ignore_index})")
-        else:
-            self.t2 = np.ascontiguousarray(t, dtype=kdtype).reshape(self.x2.shape)
+        elif self.mode != "transform":
+            self.t2 = np.ascontiguousarray(t, dtype=self.kdtype).reshape(self.x2.shape)
         self._factors()
 
     def _factors(self):
@@ -525,24 +582,30 @@ class _CE:
 
 
 def softmax_cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                          reduction="mean", label_smoothing=0.0, z_loss=0.0, backend=None):
+                          reduction="mean", label_smoothing=0.0, z_loss=0.0, scale=None,
+                          softcap=None, backend=None):
     """Cross-entropy of ``softmax(logits)`` (classes on ``axis``, by default the last)
     against index targets (the logits' shape without ``axis``) or probability
     targets (the logits' shape); equals ``torch.nn.functional.cross_entropy``
-    (``axis=1``: its ``(N, C, d1, ...)`` layout), plus PaLM's ``z_loss * logsumexp**2``."""
+    (``axis=1``: its ``(N, C, d1, ...)`` layout), plus PaLM's ``z_loss * logsumexp**2``.
+    ``scale``/``softcap``: of ``softcap * tanh(logits * scale / softcap)`` instead."""
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
-             axis)
+             axis, scale, softcap)
+    if ce.xf is not None:
+        return ce.xf.cross_entropy(ce, True, False, None)[0]
     return ce.compute(True, None)
 
 
 def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, axis=-1, weight=None,
                                    ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                                   z_loss=0.0, out=None, backend=None):
+                                   z_loss=0.0, scale=None, softcap=None, out=None, backend=None):
     """``d loss / d logits`` scaled by ``grad_loss`` (scalar, or of the loss's shape
-    for "none"), in the logits' shape."""
+    for "none"), in the logits' shape (w.r.t. the raw logits with ``scale``/``softcap``)."""
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
-             axis)
+             axis, scale, softcap)
     g, rs = ce.row_scale(grad_loss)
+    if ce.xf is not None:
+        return ce.xf.cross_entropy(ce, False, True, out, g, rs)[1]
     buf = ce.grad_buffer(out)
     ce.compute(False, buf, g, rs)
     return _ce_grad_result(ce, buf, out)
@@ -550,11 +613,13 @@ def softmax_cross_entropy_backward(logits, target, grad_loss=1.0, *, axis=-1, we
 
 def softmax_cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
                                     reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                                    out=None, backend=None):
+                                    scale=None, softcap=None, out=None, backend=None):
     """``(loss, dlogits)`` in one fused pass; ``out=logits`` overwrites the logits
-    with their gradient."""
+    with their gradient (w.r.t. the raw logits with ``scale``/``softcap``)."""
     ce = _CE(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, backend,
-             axis)
+             axis, scale, softcap)
+    if ce.xf is not None:
+        return ce.xf.cross_entropy(ce, True, True, out)
     buf = ce.grad_buffer(out)
     loss = ce.compute(True, buf)
     return loss, _ce_grad_result(ce, buf, out)

@@ -64,6 +64,17 @@ row_scale, loss, grad, nthreads)``
         grad[i, c] = g * r_i * (a * (p_c sum_k w_k q_k - w_c q_c)
                                 + b * 2 z_loss lse p_c)
 
+Transforms of the logits (``scale=``, ``softcap=``, ``bias=``)
+---------------------------------------------------------------
+Not kernels (yet): their definition, which the API's block layer
+(``fastact._transforms``) applies to bounded blocks of rows before it calls the
+row kernels above on ``z``.  ``transform`` writes ``z = x * scale``, then
+``z = softcap * tanh(z / softcap)``; ``bias_mask`` the entries that take part
+(``where`` and ``bias != -inf``), after which ``z += bias``; ``transform_grad``
+writes ``dz/dx``.  A backend whose kernels later apply the transform in their
+own passes must give the same ``z`` (same operations, same order, in the
+compute dtype).
+
 Elementwise kernels (sigmoid family, activations, binary cross-entropy) are a
 backend's second part, with their own contract: ``numpy_elementwise``.
 
@@ -296,6 +307,61 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
             r = dt(g) if row_scale is None else dt(g) * row_scale[:, None]
             gr *= r
             grad[...] = gr
+
+
+# ----------------------------------------------------------------------------
+# transforms of the logits (see the module docstring)
+# ----------------------------------------------------------------------------
+
+def transform(x, scale, softcap, out):
+    """``z = softcap * tanh(x * scale / softcap)`` into ``out`` (x's shape, the compute
+    dtype; ``x`` may be ``out``): ``x * scale`` first (IEEE: ``0 * inf`` is NaN),
+    then the cap, which maps ``+-inf`` to ``+-softcap``.  ``scale``/``softcap`` None:
+    that step is left out.  Each operation rounds in ``out``'s dtype, as torch
+    composing ``x * scale``, ``/ softcap``, ``tanh``, ``* softcap`` would."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if scale is not None:
+            np.multiply(x, scale, out=out, dtype=out.dtype)
+        elif x is not out:
+            np.copyto(out, x, casting="same_kind")
+        if softcap is not None:
+            np.divide(out, softcap, out=out)
+            np.tanh(out, out=out)
+            np.multiply(out, softcap, out=out)
+    return out
+
+
+def transform_grad(x, scale, softcap, out):
+    """``dz/dx`` of ``transform`` into ``out``: ``scale`` without softcap (a Python
+    float is returned then, ``out`` untouched), else ``scale / cosh(u)**2`` with
+    ``u = x * scale / softcap`` (``1 - tanh(u)**2`` cancels for large |u|; cosh
+    overflowing gives the right 0).  Where ``u`` is NaN (NaN logits, or ``0 * inf``)
+    ``dz/dx`` is 0: such an entry is either masked, where the gradient must be 0,
+    or in a NaN row, whose gradient w.r.t. ``z`` is NaN already (and NaN * 0 is NaN)."""
+    s = 1.0 if scale is None else scale
+    if softcap is None:
+        return s
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.multiply(x, s, out=out, dtype=out.dtype)
+        np.divide(out, softcap, out=out)
+        np.cosh(out, out=out)
+        np.square(out, out=out)
+        np.divide(s, out, out=out)
+    out[np.isnan(out)] = 0
+    return out
+
+
+def bias_mask(bias, where, out):
+    """The entries that take part into ``out`` (bool): ``bias != -inf`` (a ``-inf``
+    bias masks an entry exactly as ``where=False``) and ``where``; either may be
+    None (not both)."""
+    if bias is None:
+        np.copyto(out, where)
+        return out
+    np.not_equal(bias, -np.inf, out=out)
+    if where is not None:
+        np.logical_and(out, where, out=out)
+    return out
 
 
 from .table import RowKernels  # noqa: E402  (beside its one use)
