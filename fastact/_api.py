@@ -57,17 +57,20 @@ def _row_out_buffer(out, rows, cdtype):
     return np.empty((rows.n, rows.k), cdtype)
 
 
-def _row_map(be, op, arrays, cdtype, rdtype, axis, where, out, masked=True):
+def _row_map(pick, arrays, cdtype, rdtype, axis, where, out, backend, masked=True):
     """The shared path of the ``(n, k) -> (n, k)`` row functions: ``arrays`` (one
     input, or grad and y) of one shape, the kernel called with the mask when
-    ``masked``, the result in the user's layout (or ``out``).  ``op`` is the
-    op's entry in backend ``be``'s kernel table."""
+    ``masked``, the result in the user's layout (or ``out``).  ``pick`` takes the
+    op's entry from the kernel table of ``backend``, resolved after the checks
+    (bad input is reported before a bad backend, and loads none)."""
     shape = arrays[0].shape
     axes = norm_axes(axis, len(shape))
     if out is not None:
         check_out(out, shape, rdtype)
     rows = Rows(shape, axes)
     w = where_mask(where, arrays[0]) if masked else None
+    be = _config.resolve(backend)
+    op = pick(be)
     if rows.n == 0 or rows.k == 0:
         return out if out is not None else np.empty(shape, rdtype)
     kdtype = kernel_dtype(be, cdtype, rdtype)
@@ -155,10 +158,20 @@ def _fast_pair(be, kernel, grad, y, axis, out, masked):
     return o
 
 
-def _softmax_like(be, op, x, axis, where, out):
-    """softmax / log_softmax (``op``: the entry of table ``be``): the common call
-    straight to the row kernel, anything else through ``_row_map``."""
+def _softmax_op(t):
+    return t.softmax
+
+
+def _log_softmax_op(t):
+    return t.log_softmax
+
+
+def _softmax_like(pick, x, axis, where, out, backend):
+    """softmax / log_softmax (``pick``: the op's entry of a kernel table): the
+    common call straight to the row kernel, anything else through ``_row_map``."""
     if where is None:
+        be = _config.current(backend)
+        op = pick(be)
         nk = _fast_in(x, axis, be)
         if nk is not None:
             o = _fast_out(out, x)
@@ -170,19 +183,19 @@ def _softmax_like(be, op, x, axis, where, out):
                 return o
     x = asarray(x)
     cdtype, rdtype = dtypes(x.dtype)
-    return _row_map(be, op, (x,), cdtype, rdtype, axis, where, out)
+    return _row_map(pick, (x,), cdtype, rdtype, axis, where, out, backend)
 
 
 # ----------------------------------------------------------------------------
 # public: forward
 # ----------------------------------------------------------------------------
 
-def _transformed(be, op, x, axis, where, bias, scale, softcap, out):
+def _transformed(pick, x, axis, where, bias, scale, softcap, out, backend):
     """softmax / log_softmax of ``z`` (``fastact._transforms``)."""
     x = asarray(x)
     cdtype, rdtype = dtypes(x.dtype)
     xf = _transforms.of(bias, scale, softcap, x, cdtype)
-    return xf.row_map(op, x, cdtype, rdtype, axis, where, out)
+    return xf.row_map(pick(_config.current(backend)), x, cdtype, rdtype, axis, where, out)
 
 
 def softmax(x, axis=-1, *, where=None, bias=None, scale=None, softcap=None, out=None,
@@ -195,20 +208,18 @@ def softmax(x, axis=-1, *, where=None, bias=None, scale=None, softcap=None, out=
     part, and so does a ``bias`` that is not ``-inf``; the others get exactly 0,
     and a row with nothing selected is all 0.
     """
-    be = _config.current(backend)
     if bias is None and scale is None and softcap is None:
-        return _softmax_like(be, be.softmax, x, axis, where, out)
-    return _transformed(be, be.softmax, x, axis, where, bias, scale, softcap, out)
+        return _softmax_like(_softmax_op, x, axis, where, out, backend)
+    return _transformed(_softmax_op, x, axis, where, bias, scale, softcap, out, backend)
 
 
 def log_softmax(x, axis=-1, *, where=None, bias=None, scale=None, softcap=None, out=None,
                 backend=None):
     """``(z - max) - log(sum(exp(z - max)))`` along ``axis`` (``z`` as in ``softmax``);
     masked entries ``-inf``."""
-    be = _config.current(backend)
     if bias is None and scale is None and softcap is None:
-        return _softmax_like(be, be.log_softmax, x, axis, where, out)
-    return _transformed(be, be.log_softmax, x, axis, where, bias, scale, softcap, out)
+        return _softmax_like(_log_softmax_op, x, axis, where, out, backend)
+    return _transformed(_log_softmax_op, x, axis, where, bias, scale, softcap, out, backend)
 
 
 def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=None,
@@ -348,6 +359,14 @@ def _pair(grad, y):
     return grad, y, cdtype, rdtype
 
 
+def _softmax_backward_op(t):
+    return t.softmax_backward
+
+
+def _log_softmax_backward_op(t):
+    return t.log_softmax_backward
+
+
 def softmax_backward(grad, y, axis=-1, *, scale=None, softcap=None, x=None, out=None,
                      backend=None):
     """Vector-Jacobian product of softmax given ``y = softmax(x)``:
@@ -358,17 +377,17 @@ def softmax_backward(grad, y, axis=-1, *, scale=None, softcap=None, x=None, out=
     softcap); ``softcap`` needs ``x``.  The gradient w.r.t. a bias is the result
     without ``scale``/``softcap``, summed over the axes the bias was broadcast along.
     """
-    be = _config.current(backend)
     if scale is not None or softcap is not None:
         grad, y, cdtype, rdtype = _pair(grad, y)
         xf = _transforms.of(None, scale, softcap, y, cdtype)
-        return xf.backward(be.softmax_backward, grad, y, x, cdtype, rdtype, axis, None, out,
-                           False)
+        return xf.backward(_config.current(backend).softmax_backward, grad, y, x, cdtype,
+                           rdtype, axis, None, out, False)
+    be = _config.current(backend)
     r = _fast_pair(be, be.softmax_backward.rows, grad, y, axis, out, False)
     if r is not None:
         return r
     grad, y, cdtype, rdtype = _pair(grad, y)
-    return _row_map(be, be.softmax_backward, (grad, y), cdtype, rdtype, axis, None, out,
+    return _row_map(_softmax_backward_op, (grad, y), cdtype, rdtype, axis, None, out, backend,
                     masked=False)
 
 
@@ -381,18 +400,19 @@ def log_softmax_backward(grad, y, axis=-1, *, where=None, bias=None, scale=None,
     entries: pass the same ``bias`` (only its mask is used) or fold it into
     ``where``.  ``scale``/``softcap``/``x`` as in ``softmax_backward``.
     """
-    be = _config.current(backend)
     if bias is not None or scale is not None or softcap is not None:
         grad, y, cdtype, rdtype = _pair(grad, y)
         xf = _transforms.of(bias, scale, softcap, y, cdtype)
-        return xf.backward(be.log_softmax_backward, grad, y, x, cdtype, rdtype, axis, where,
-                           out, True)
+        return xf.backward(_config.current(backend).log_softmax_backward, grad, y, x, cdtype,
+                           rdtype, axis, where, out, True)
     if where is None:
+        be = _config.current(backend)
         r = _fast_pair(be, be.log_softmax_backward.rows, grad, y, axis, out, True)
         if r is not None:
             return r
     grad, y, cdtype, rdtype = _pair(grad, y)
-    return _row_map(be, be.log_softmax_backward, (grad, y), cdtype, rdtype, axis, where, out)
+    return _row_map(_log_softmax_backward_op, (grad, y), cdtype, rdtype, axis, where, out,
+                    backend)
 
 
 # ----------------------------------------------------------------------------

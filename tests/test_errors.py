@@ -108,3 +108,17 @@ def test_bad_thread_count():
     for bad in (0, -2, "x"):
         with pytest.raises(ValueError):
             fastact.set_num_threads(bad)
+
+
+def test_bad_input_reported_before_a_bad_backend():
+    """The general path checks the input before it resolves the backend (so a bad
+    call names its first problem and loads no backend)."""
+    mask = np.ones(3, bool)
+    with pytest.raises(TypeError, match="complex"):
+        fastact.softmax(np.ones(3, complex), where=mask, backend="nope")
+    with pytest.raises(AxisError):
+        fastact.log_softmax(np.ones(3), axis=5, where=mask, backend="nope")
+    with pytest.raises(ValueError, match="grad has shape"):
+        fastact.log_softmax_backward(np.ones(3), np.ones(4), where=mask, backend="nope")
+    with pytest.raises(ValueError, match="unknown backend"):
+        fastact.softmax(np.ones(3), where=mask, backend="nope")
