@@ -1,12 +1,10 @@
 """Numba kernels of the softmax and log_softmax backwards (a sum per row and
-one more pass; no exp in softmax's), serial and parallel over blocks of rows."""
+one more pass; no exp in softmax's)."""
 
 from __future__ import annotations
 
-from numba import prange
-
 from ._numba_intrinsics import _row
-from ._numba_math import _exp, _inline, _jit, _jit_par, _to
+from ._numba_math import _exp, _inline, _to
 from ._numba_rows import _BLOCK, _same
 
 
@@ -24,34 +22,6 @@ def _softmax_backward_row(gr, yr, orow):
     df = _to(gr, d)
     for j in range(k):
         orow[j] = yr[j] * (gr[j] - df)
-
-
-@_jit
-def _softmax_backward_range(grad, y, out, r0, r1):
-    same_g = _same(grad, out)
-    same_y = _same(y, out)
-    for i in range(r0, r1):
-        gr = _row(grad, i)
-        yr = _row(y, i)
-        orow = _row(out, i)
-        if same_g:
-            _softmax_backward_row(orow, yr, orow)
-        elif same_y:
-            _softmax_backward_row(gr, orow, orow)
-        else:
-            _softmax_backward_row(gr, yr, orow)
-
-
-@_jit
-def _softmax_backward_serial(grad, y, out):
-    _softmax_backward_range(grad, y, out, 0, grad.shape[0])
-
-
-@_jit_par
-def _softmax_backward_parallel(grad, y, out, nchunks):
-    n = grad.shape[0]
-    for c in prange(nchunks):
-        _softmax_backward_range(grad, y, out, c * n // nchunks, (c + 1) * n // nchunks)
 
 
 @_inline
@@ -80,38 +50,31 @@ def _log_softmax_backward_row(gr, yr, mr, orow):
             orow[j] = v if mr[j] else zero
 
 
-@_jit
-def _log_softmax_backward_range(grad, y, mask, out, r0, r1):
-    same_g = _same(grad, out)
-    same_y = _same(y, out)
+#: The constants of a kernel (set by ``_numba_math._specialise``): log_softmax's
+#: (1) or softmax's (0, no mask) backward; in place: 1 if ``out`` is ``grad``, 2
+#: if it is ``y`` (read and written through ``out``'s view).
+LOG, SAME = 0, 0
+
+
+def backward_kernel(grad, y, mask, out, r0, r1):
+    """The backward of rows [r0, r1) -> 0; a kernel of SAME 0 that finds ``out``
+    is ``grad`` or ``y`` returns 1 or 2, having done nothing (see
+    ``_numba_softmax``)."""
+    if SAME == 0:
+        if _same(grad, out):
+            return 1
+        if _same(y, out):
+            return 2
     for i in range(r0, r1):
         gr = _row(grad, i)
         yr = _row(y, i)
         orow = _row(out, i)
-        if mask is None:
-            if same_g:
-                _log_softmax_backward_row(orow, yr, None, orow)
-            elif same_y:
-                _log_softmax_backward_row(gr, orow, None, orow)
-            else:
-                _log_softmax_backward_row(gr, yr, None, orow)
+        if not LOG:
+            _softmax_backward_row(orow if SAME == 1 else gr, orow if SAME == 2 else yr, orow)
+        elif mask is None:
+            _log_softmax_backward_row(orow if SAME == 1 else gr, orow if SAME == 2 else yr, None,
+                                      orow)
         else:
-            mr = _row(mask, i)
-            if same_g:
-                _log_softmax_backward_row(orow, yr, mr, orow)
-            elif same_y:
-                _log_softmax_backward_row(gr, orow, mr, orow)
-            else:
-                _log_softmax_backward_row(gr, yr, mr, orow)
-
-
-@_jit
-def _log_softmax_backward_serial(grad, y, mask, out):
-    _log_softmax_backward_range(grad, y, mask, out, 0, grad.shape[0])
-
-
-@_jit_par
-def _log_softmax_backward_parallel(grad, y, mask, out, nchunks):
-    n = grad.shape[0]
-    for c in prange(nchunks):
-        _log_softmax_backward_range(grad, y, mask, out, c * n // nchunks, (c + 1) * n // nchunks)
+            _log_softmax_backward_row(orow if SAME == 1 else gr, orow if SAME == 2 else yr,
+                                      _row(mask, i), orow)
+    return 0

@@ -20,13 +20,63 @@ sets every Numba kernel uses, and small typed helpers (``_to``, ``_sign``,
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import types as pytypes
 
 import numpy as np
 from numba import njit, types
+from numba.core import caching
 from numba.extending import overload
 
 from ._numba_intrinsics import _bits_f64, _f64_bits, _ldexp, _rint
+
+# ----------------------------------------------------------------------------
+# disk cache: one source stamp for the whole backend
+# ----------------------------------------------------------------------------
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: The backend's modules: a kernel inlines code of several of them.
+_FILES = sorted(os.path.join(_HERE, f) for f in os.listdir(_HERE)
+                if f.startswith(("_numba_", "numba_")) and f.endswith(".py"))
+
+
+class _BackendStamp:
+    """Numba keys a function's disk cache by its own source file, and a cached
+    kernel would survive a change in a module it inlines; here the stamp is
+    that of every module of the backend (only for functions defined here)."""
+
+    def get_source_stamp(self):
+        h = hashlib.sha256()
+        for path in _FILES:
+            st = os.stat(path)
+            h.update(caching._hash_source_file(path, st.st_mtime, st.st_size))
+        return h.digest()
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != _HERE:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+def _install_stamp():
+    """Puts ``_BackendStamp`` before Numba's own cache locators (once; another
+    Numba without them keeps its per-file stamps)."""
+    try:
+        impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+        classes = impl._locator_classes
+        bases = (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
+                 caching.UserWideCacheLocator)
+        caching._hash_source_file
+    except AttributeError:
+        return
+    if not any(issubclass(c, _BackendStamp) for c in classes):
+        classes[:0] = [type(f"Fastact{b.__name__}", (_BackendStamp, b), {}) for b in bases]
+
+
+_install_stamp()
 
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # The exp/log polynomials must not be reassociated: LLVM would fold the
@@ -54,6 +104,23 @@ def _inline(fn):
 def _jit_par(fn):
     return njit(fastmath=_FASTMATH, cache=True, nogil=True, parallel=True,
                 error_model="numpy")(fn)
+
+
+def _specialise(template, tag, **consts):
+    """A copy of the plain function ``template`` that reads ``consts`` as its
+    globals (Numba compiles globals as constants and prunes the branches they
+    decide), named ``<name>_<tag>`` so that Numba's disk cache keeps it apart:
+    one template, a kernel per path and flags, each compiled on its first call
+    alone.  (Not a closure: Numba keys a closure's cache by its cells' pickles,
+    and a jitted function's pickle changes from one process to the next.)"""
+    glob = dict(template.__globals__)
+    glob.update(consts)
+    fn = pytypes.FunctionType(template.__code__, glob, f"{template.__name__}_{tag}",
+                              template.__defaults__)
+    fn.__qualname__ = fn.__name__
+    fn.__module__ = template.__module__
+    fn.__doc__ = template.__doc__
+    return fn
 
 
 _f32, _f64 = np.float32, np.float64

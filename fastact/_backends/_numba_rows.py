@@ -26,6 +26,13 @@ _ONLINE = 4096
 _CHUNK = 1024
 
 
+#: Paths of a row kernel, chosen in Python (``numba_kernels``) and compiled one
+#: by one: rows one at a time (the masked rows and, for softmax, the long ones),
+#: transposed tiles (short rows), unmasked rows pipelined (up to ``_ONLINE``),
+#: log_softmax's long rows in one pass (online).
+ROWS, TILES, PIPED, ONLINE = 0, 1, 2, 3
+
+
 @_inline
 def _same(a, b):
     """``a`` and ``b`` start at the same address (``out is x``, in place).
@@ -187,17 +194,24 @@ def _softmax_row_nt(xr, out_r, tmp):
 
 
 @_inline
+def _log_finish_unmasked(xr, m, s, r, out_r, nt):
+    """``_log_finish`` without a mask (its own function: the pipelined rows
+    inline this alone)."""
+    fin = _finite(m)
+    ls = _to(xr, _log_sum(s, r)) if fin else _to(xr, 0.0)
+    if nt:
+        _nt_sub_sub(xr, out_r, _nan_unless(fin, m), ls)
+    else:
+        _log_write(xr, None, _nan_unless(fin, m), ls, out_r)
+
+
+@_inline
 def _log_finish(xr, mr, m, s, r, out_r, nt):
     """out_r = x - m - log(s) (``_log_sum(s, r)``), or the special row if
     ``m`` is not finite; ``nt``: streamed to memory (no mask)."""
-    fin = _finite(m)
     if mr is None:
-        ls = _to(xr, _log_sum(s, r)) if fin else _to(xr, 0.0)
-        if nt:
-            _nt_sub_sub(xr, out_r, _nan_unless(fin, m), ls)
-        else:
-            _log_write(xr, None, _nan_unless(fin, m), ls, out_r)
-    elif not fin:
+        _log_finish_unmasked(xr, m, s, r, out_r, nt)
+    elif not _finite(m):
         _fill_special(mr, out_r, -np.inf)
     else:
         _log_write(xr, mr, m, _to(xr, _log_sum(s, r)), out_r)
@@ -262,7 +276,7 @@ def _log_softmax_rows_piped(src, out, r0, r1, nt):
     for i in range(r0, r1):
         xr = _row(src, i)
         s, r, mn = _exp_sum_next_max(xr, m, _row(src, min(i + 1, r1 - 1)), None)
-        _log_finish(xr, None, m, s, r, _row(out, i), nt)
+        _log_finish_unmasked(xr, m, s, r, _row(out, i), nt)
         m = mn
     if nt:
         _store_fence()
@@ -472,3 +486,13 @@ def _tile_scratch(x, T):
     sum; indices of special rows)."""
     return (np.empty(x.shape[1] * T, x.dtype), np.empty(T, x.dtype), np.empty(T, x.dtype),
             np.empty(T, np.int64))
+
+
+@_inline
+def _tile_load_sums(xf, mask, base, k, tw, T, buf, mrow, srow, rrow, store):
+    """``_tile_load_max`` (``mask``: 2-D or None) then ``_tile_exp_sum``."""
+    if mask is None:
+        _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
+    else:
+        _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
+    _tile_exp_sum(buf, mrow, srow, rrow, k, tw, T, store)

@@ -6,21 +6,20 @@ logsumexp's rows.  Row pieces: ``_numba_rows``.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from ._numba_intrinsics import _maximum, _row, _store_fence
-from ._numba_math import _exp, _inline, _jit, _jit_par, _log_sum, _sign, _sub_sub, _to
-from ._numba_rows import (_BLOCK, _ONLINE, _exp_sum, _log_softmax_row,
+from ._numba_math import _exp, _inline, _jit, _log_sum, _sign, _sub_sub, _to
+from ._numba_rows import (_BLOCK, ONLINE, PIPED, ROWS, TILES, _exp_sum, _log_softmax_row,
                           _log_softmax_row_online, _log_softmax_rows_piped, _row_max,
                           _same, _softmax_row, _softmax_row_nt, _softmax_rows_piped,
-                          _tile_any_special, _tile_exp_sum, _tile_is_special, _tile_load_max,
+                          _tile_any_special, _tile_is_special, _tile_load_sums,
                           _tile_scratch)
 
 # ----------------------------------------------------------------------------
 # short rows: transposed tiles
 # ----------------------------------------------------------------------------
 
-@_jit
+@_inline
 def _softmax_tiles(x, mask, out, r0, r1, T):
     k = x.shape[1]
     xf = x.reshape(-1)
@@ -30,11 +29,7 @@ def _softmax_tiles(x, mask, out, r0, r1, T):
     for i0 in range(r0, r1, T):
         tw = min(T, r1 - i0)
         base = i0 * k
-        if mask is None:
-            _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
-        else:
-            _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
-        _tile_exp_sum(buf, mrow, srow, None, k, tw, T, True)
+        _tile_load_sums(xf, mask, base, k, tw, T, buf, mrow, srow, None, True)
         for r in range(tw):
             srow[r] = one / srow[r]
         nspec = 0
@@ -63,7 +58,7 @@ def _softmax_tiles(x, mask, out, r0, r1, T):
                 _softmax_row(_row(x, i), _row(mask, i), _row(out, i))
 
 
-@_jit
+@_inline
 def _log_softmax_tiles(x, mask, out, r0, r1, T):
     k = x.shape[1]
     xf = x.reshape(-1)
@@ -73,11 +68,7 @@ def _log_softmax_tiles(x, mask, out, r0, r1, T):
     for i0 in range(r0, r1, T):
         tw = min(T, r1 - i0)
         base = i0 * k
-        if mask is None:
-            _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
-        else:
-            _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
-        _tile_exp_sum(buf, mrow, srow, rrow, k, tw, T, False)
+        _tile_load_sums(xf, mask, base, k, tw, T, buf, mrow, srow, rrow, False)
         for r in range(tw):
             # log of the sum, vectorised over the tile (kept in srow); specials: NaN
             srow[r] = _to(x, _log_sum(np.float64(srow[r]), np.float64(rrow[r])))
@@ -114,110 +105,67 @@ def _log_softmax_tiles(x, mask, out, r0, r1, T):
 
 
 # ----------------------------------------------------------------------------
-# softmax / log_softmax drivers
+# softmax / log_softmax kernels
 # ----------------------------------------------------------------------------
 
-@_jit
-def _softmax_range(x, mask, out, r0, r1, T, nt):
-    if T > 0:
-        _softmax_tiles(x, mask, out, r0, r1, T)
-        return
-    same = _same(x, out)
-    if mask is None and x.shape[1] <= _ONLINE:
+# The kernels below are templates: ``numba_kernels`` compiles a copy of one per
+# value of the constants it reads (``_numba_math._specialise``; Numba prunes the
+# branches of the other values), on its first call, each cached on disk apart.
+#: The constants: log_softmax (1) or softmax (0), the path, streamed (no
+#: mask), in place (``out`` is ``x``).
+LOG, PATH, NT, SAME = 0, ROWS, 0, 0
+
+
+def softmax_kernel(x, mask, out, T, r0, r1):
+    """Softmax or log_softmax of rows [r0, r1) -> 0; 1, doing nothing, if
+    ``out`` is ``x`` and not SAME (the caller runs the in-place kernel, which
+    reads and writes through ``out``'s view: one pointer for LLVM).  The
+    branches on the constants are here, in the template, where Numba prunes
+    them before it inlines the row functions."""
+    if PATH == TILES:
+        if LOG:
+            _log_softmax_tiles(x, mask, out, r0, r1, T)
+        else:
+            _softmax_tiles(x, mask, out, r0, r1, T)
+        return 0
+    if not SAME:
+        if _same(x, out):
+            return 1
+    if PATH == PIPED:             # no mask, rows up to _ONLINE
         if r1 <= r0:
-            return
-        tmp = np.empty(x.shape[1] if nt else 0, x.dtype)
-        if same:
-            _softmax_rows_piped(out, out, r0, r1, tmp, nt)
+            return 0
+        if LOG:
+            _log_softmax_rows_piped(out if SAME else x, out, r0, r1, NT)
         else:
-            _softmax_rows_piped(x, out, r0, r1, tmp, nt)
-        return
-    if nt and mask is None:
-        tmp = np.empty(x.shape[1], x.dtype)
-        for i in range(r0, r1):
-            orow = _row(out, i)
-            if same:
-                _softmax_row_nt(orow, orow, tmp)
-            else:
-                _softmax_row_nt(_row(x, i), orow, tmp)
-        _store_fence()
-        return
-    for i in range(r0, r1):
-        xr = _row(x, i)
-        orow = _row(out, i)
-        if mask is None:
-            if same:
-                _softmax_row(orow, None, orow)
-            else:
-                _softmax_row(xr, None, orow)
-        else:
-            if same:
-                _softmax_row(orow, _row(mask, i), orow)
-            else:
-                _softmax_row(xr, _row(mask, i), orow)
-
-
-@_jit
-def _softmax_serial(x, mask, out, T, nt):
-    _softmax_range(x, mask, out, 0, x.shape[0], T, nt)
-
-
-@_jit_par
-def _softmax_parallel(x, mask, out, T, nt, nchunks):
-    n = x.shape[0]
-    for c in prange(nchunks):
-        _softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks, T, nt)
-
-
-@_jit
-def _log_softmax_range(x, mask, out, r0, r1, T, nt):
-    if T > 0:
-        _log_softmax_tiles(x, mask, out, r0, r1, T)
-        return
-    same = _same(x, out)
-    if mask is None and x.shape[1] <= _ONLINE:
-        if r1 <= r0:
-            return
-        if same:
-            _log_softmax_rows_piped(out, out, r0, r1, nt)
-        else:
-            _log_softmax_rows_piped(x, out, r0, r1, nt)
-        return
-    if x.shape[1] > _ONLINE:
+            tmp = np.empty(x.shape[1] if NT else 0, x.dtype)
+            _softmax_rows_piped(out if SAME else x, out, r0, r1, tmp, NT)
+    elif PATH == ONLINE:          # log_softmax, rows over _ONLINE
         for i in range(r0, r1):
             orow = _row(out, i)
             if mask is None:
-                if same:
-                    _log_softmax_row_online(orow, None, orow, nt)
-                else:
-                    _log_softmax_row_online(_row(x, i), None, orow, nt)
+                _log_softmax_row_online(orow if SAME else _row(x, i), None, orow, NT)
             else:
-                if same:
-                    _log_softmax_row_online(orow, _row(mask, i), orow, nt)
-                else:
-                    _log_softmax_row_online(_row(x, i), _row(mask, i), orow, nt)
-        if nt:
+                _log_softmax_row_online(orow if SAME else _row(x, i), _row(mask, i), orow, NT)
+        if NT:
             _store_fence()
-        return
-    if mask is not None:          # masked rows up to _ONLINE (never streamed)
+    elif NT:                      # softmax, no mask, rows over _ONLINE
+        tmp = np.empty(x.shape[1], x.dtype)
         for i in range(r0, r1):
             orow = _row(out, i)
-            if same:
-                _log_softmax_row(orow, _row(mask, i), orow)
+            _softmax_row_nt(orow if SAME else _row(x, i), orow, tmp)
+        _store_fence()
+    elif mask is None:            # softmax, rows over _ONLINE
+        for i in range(r0, r1):
+            orow = _row(out, i)
+            _softmax_row(orow if SAME else _row(x, i), None, orow)
+    else:                         # masked rows (log_softmax's: up to _ONLINE)
+        for i in range(r0, r1):
+            orow = _row(out, i)
+            if LOG:
+                _log_softmax_row(orow if SAME else _row(x, i), _row(mask, i), orow)
             else:
-                _log_softmax_row(_row(x, i), _row(mask, i), orow)
-
-
-@_jit
-def _log_softmax_serial(x, mask, out, T, nt):
-    _log_softmax_range(x, mask, out, 0, x.shape[0], T, nt)
-
-
-@_jit_par
-def _log_softmax_parallel(x, mask, out, T, nt, nchunks):
-    n = x.shape[0]
-    for c in prange(nchunks):
-        _log_softmax_range(x, mask, out, c * n // nchunks, (c + 1) * n // nchunks, T, nt)
+                _softmax_row(orow if SAME else _row(x, i), _row(mask, i), orow)
+    return 0
 
 
 # ----------------------------------------------------------------------------
@@ -303,7 +251,7 @@ def _lse_row(xr, b, i, mr):
     return np.log(abs(c)) + _log_sum(1.0 + t, t) + m, sg
 
 
-@_jit
+@_inline
 def _lse_range(x, b, mask, out, sign, r0, r1):
     for i in range(r0, r1):
         if mask is None:
@@ -321,7 +269,7 @@ def _lse_range(x, b, mask, out, sign, r0, r1):
         out[i] = r
 
 
-@_jit
+@_inline
 def _lse_tiles(x, mask, out, r0, r1, T):
     """logsumexp of short rows without b: the tile path."""
     k = x.shape[1]
@@ -332,11 +280,7 @@ def _lse_tiles(x, mask, out, r0, r1, T):
     for i0 in range(r0, r1, T):
         tw = min(T, r1 - i0)
         base = i0 * k
-        if mask is None:
-            _tile_load_max(xf, None, base, k, tw, T, buf, mrow)
-        else:
-            _tile_load_max(xf, mask.reshape(-1), base, k, tw, T, buf, mrow)
-        _tile_exp_sum(buf, mrow, srow, rrow, k, tw, T, False)
+        _tile_load_sums(xf, mask, base, k, tw, T, buf, mrow, srow, rrow, False)
         for r in range(tw):
             lrow[r] = _log_sum(np.float64(srow[r]), np.float64(rrow[r])) + mrow[r]
         nspec = 0
@@ -350,32 +294,19 @@ def _lse_tiles(x, mask, out, r0, r1, T):
             _lse_range(x, None, mask, out, None, spec[q], spec[q] + 1)
 
 
-@_jit
-def _lse_any_range(x, b, mask, out, sign, r0, r1, T):
-    if b is None and T > 0:
+def lse_kernel(x, b, mask, out, sign, T, r0, r1):
+    """logsumexp of rows [r0, r1) -> 0, PATH TILES (no b) or ROWS."""
+    if PATH == TILES:
         if sign is not None:
             for i in range(r0, r1):
                 sign[i] = 1.0
-            _lse_tiles(x, mask, out, r0, r1, T)
+        _lse_tiles(x, mask, out, r0, r1, T)
+        if sign is not None:
             for i in range(r0, r1):
                 if out[i] == -np.inf:
                     sign[i] = 0.0
                 elif out[i] != out[i]:
                     sign[i] = np.nan
-        else:
-            _lse_tiles(x, mask, out, r0, r1, T)
-        return
-    _lse_range(x, b, mask, out, sign, r0, r1)
-
-
-@_jit
-def _lse_serial(x, b, mask, out, sign, T):
-    _lse_any_range(x, b, mask, out, sign, 0, x.shape[0], T)
-
-
-@_jit_par
-def _lse_parallel(x, b, mask, out, sign, T, nchunks):
-    n = x.shape[0]
-    for c in prange(nchunks):
-        _lse_any_range(x, b, mask, out, sign,
-                       c * n // nchunks, (c + 1) * n // nchunks, T)
+    else:
+        _lse_range(x, b, mask, out, sign, r0, r1)
+    return 0

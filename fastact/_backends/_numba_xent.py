@@ -1,22 +1,21 @@
 """Numba kernels of softmax cross entropy: integer targets (rows and, for short
-rows, transposed tiles) and probability targets; serial and parallel over
-blocks of rows.
+rows, transposed tiles) and probability targets.
 
 Conventions of the kernels here: an output or option array that is not wanted
 is None (``row_scale``, ``loss``, ``grad``; Numba compiles the variant without
 it), and the scalar options travel as one tuple ``sc = (wsum, eps, z_loss, a,
 b, g)`` (``wsum``: the sum of the class weights, ``eps``: label smoothing, the
-loss ``a * ce + b * z_loss * lse**2``, ``g``: the gradient's scale).
+loss ``a * ce + b * z_loss * lse**2``, ``g``: the gradient's scale; a float64
+array on the parallel path, where Numba's parfors take no tuple in a tuple).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from ._numba_intrinsics import _row
-from ._numba_math import _expn, _finite, _inline, _jit, _jit_par, _jit_poly, _log_sum, _sub_add, _to
-from ._numba_rows import (_BLOCK, _row_max, _same, _tile_exp_sum, _tile_is_special,
+from ._numba_math import _expn, _finite, _inline, _jit, _jit_poly, _log_sum, _sub_add, _to
+from ._numba_rows import (_BLOCK, ROWS, TILES, _row_max, _same, _tile_exp_sum, _tile_is_special,
                           _tile_load_max, _tile_scratch)
 
 @_jit
@@ -116,7 +115,7 @@ def _ce_index_coefs(x, i, w_t, s, lse, row_scale, sc):
     """Row ``i``'s gradient ``e_j cp - w_j cw`` (``cw`` with smoothing only),
     less ``ct`` at the target: (cp, cw, ct) in x's dtype, ``s`` the exp-sum
     and ``e_j`` the exps."""
-    wsum, eps, z_loss, a, b, g = sc
+    wsum, eps, z_loss, a, b, g = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5]
     k = x.shape[1]
     r = g * (1.0 if row_scale is None else row_scale[i])
     c1 = a * ((1.0 - eps) * w_t + (eps / k) * wsum)
@@ -125,53 +124,13 @@ def _ce_index_coefs(x, i, w_t, s, lse, row_scale, sc):
     return _to(x, r * c1 / s), _to(x, r * a * eps / k), _to(x, r * a * (1.0 - eps) * w_t)
 
 
-@_jit
-def _ce_index_range(x, target, w, ignore_index, sc, row_scale, loss, grad, r0, r1):
-    wsum, eps, z_loss, a, b, g = sc
-    k = x.shape[1]
-    smooth = eps != 0.0
-    same = False if grad is None else _same(x, grad)
-    for i in range(r0, r1):
-        t = target[i]
-        xr = _row(x, i)
-        if t == ignore_index:
-            _ce_fill(loss, grad, i, 0.0)
-            continue
-        m = _row_max(xr, None)
-        if not _finite(m):
-            _ce_fill(loss, grad, i, np.nan)
-            continue
-        x_t = xr[t]   # before the exp pass: grad may be x
-        if grad is None:
-            s, sr, sw = _ce_exp_pass(xr, w, m, xr, False, smooth)
-        elif same:  # through grad's view: x may be read-only only when it is not grad
-            gi = _row(grad, i)
-            s, sr, sw = _ce_exp_pass(gi, w, m, gi, True, smooth)
-        else:
-            s, sr, sw = _ce_exp_pass(xr, w, m, _row(grad, i), True, smooth)
-        logs = _log_sum(s, sr)
-        if loss is not None:
-            loss[i] = _ce_index_loss(m, x_t, w[t], logs, sw, wsum, eps, k, z_loss, a, b)
-        if grad is not None:
-            cp, cw, ct = _ce_index_coefs(x, i, np.float64(w[t]), s, np.float64(m) + logs,
-                                         row_scale, sc)
-            gr = _row(grad, i)
-            if smooth:
-                for j in range(k):
-                    gr[j] = gr[j] * cp - w[j] * cw
-            else:
-                for j in range(k):
-                    gr[j] = gr[j] * cp
-            gr[t] -= ct
-
-
-@_jit
+@_inline
 def _ce_index_tiles(x, target, w, ignore_index, sc, row_scale, loss, grad, r0, r1, T):
     """Index cross entropy for short rows: transposed tiles (see _softmax_tiles)."""
-    wsum, eps, z_loss, a, b, g = sc
+    wsum, eps, z_loss, a, b, g = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5]
     k = x.shape[1]
     xf = x.reshape(-1)
-    buf, mrow, srow, spec = _tile_scratch(x, T)
+    buf, mrow, srow, _ = _tile_scratch(x, T)
     rrow = np.empty(T, x.dtype)
     lrow = np.empty(T, np.float64)
     arow = np.empty(T, np.float64)
@@ -192,7 +151,6 @@ def _ce_index_tiles(x, target, w, ignore_index, sc, row_scale, loss, grad, r0, r
         _tile_exp_sum(buf, mrow, srow, rrow, k, tw, T, grad is not None)
         for r in range(tw):
             lrow[r] = _log_sum(np.float64(srow[r]), np.float64(rrow[r]))
-        nspec = 0
         for r in range(tw):
             i = i0 + r
             t = target[i]
@@ -201,9 +159,8 @@ def _ce_index_tiles(x, target, w, ignore_index, sc, row_scale, loss, grad, r0, r
             if t == ignore_index:
                 _ce_fill(loss, grad, i, 0.0)
                 continue
-            if _tile_is_special(m, s):
-                spec[nspec] = i
-                nspec += 1
+            if _tile_is_special(m, s):     # the row path would find a max not finite
+                _ce_fill(loss, grad, i, np.nan)
                 continue
             logs = lrow[r]
             if loss is not None:
@@ -220,30 +177,57 @@ def _ce_index_tiles(x, target, w, ignore_index, sc, row_scale, loss, grad, r0, r
                     for j in range(k):
                         gb[j] = buf[j * T + r] * cp
                 gb[t] -= ct
-        for q in range(nspec):
-            _ce_index_range(x, target, w, ignore_index, sc, row_scale, loss, grad,
-                            spec[q], spec[q] + 1)
 
 
-@_jit
-def _ce_index_any(x, target, w, ignore_index, sc, row_scale, loss, grad, r0, r1, T):
-    if T > 0:
+#: The constants of a kernel (set by ``_numba_math._specialise``): the path
+#: (index targets: TILES or ROWS), in place (``grad`` is ``x``).
+PATH, SAME = ROWS, 0
+
+
+def ce_index_kernel(x, target, w, ignore_index, sc, row_scale, loss, grad, T, r0, r1):
+    """Index cross entropy of rows [r0, r1) -> 0; 1, doing nothing, if ``grad``
+    is ``x`` and not SAME (see ``_numba_softmax``)."""
+    if PATH == TILES:
         _ce_index_tiles(x, target, w, ignore_index, sc, row_scale, loss, grad, r0, r1, T)
-    else:
-        _ce_index_range(x, target, w, ignore_index, sc, row_scale, loss, grad, r0, r1)
-
-
-@_jit
-def _ce_index_serial(x, target, w, ignore_index, sc, row_scale, loss, grad, T):
-    _ce_index_any(x, target, w, ignore_index, sc, row_scale, loss, grad, 0, x.shape[0], T)
-
-
-@_jit_par
-def _ce_index_parallel(x, target, w, ignore_index, sc, row_scale, loss, grad, T, nchunks):
-    n = x.shape[0]
-    for c in prange(nchunks):
-        _ce_index_any(x, target, w, ignore_index, sc, row_scale, loss, grad,
-                      c * n // nchunks, (c + 1) * n // nchunks, T)
+        return 0
+    if not SAME:
+        if grad is not None:
+            if _same(x, grad):
+                return 1
+    wsum, eps, z_loss, a, b, g = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5]
+    k = x.shape[1]
+    smooth = eps != 0.0
+    for i in range(r0, r1):
+        t = target[i]
+        xr = _row(x, i)
+        if t == ignore_index:
+            _ce_fill(loss, grad, i, 0.0)
+            continue
+        m = _row_max(xr, None)
+        if not _finite(m):
+            _ce_fill(loss, grad, i, np.nan)
+            continue
+        x_t = xr[t]   # before the exp pass: grad may be x
+        if grad is None:
+            s, sr, sw = _ce_exp_pass(xr, w, m, xr, False, smooth)
+        else:       # in place through grad's view: x may be read-only only when it is not grad
+            gi = _row(grad, i)
+            s, sr, sw = _ce_exp_pass(gi if SAME else xr, w, m, gi, True, smooth)
+        logs = _log_sum(s, sr)
+        if loss is not None:
+            loss[i] = _ce_index_loss(m, x_t, w[t], logs, sw, wsum, eps, k, z_loss, a, b)
+        if grad is not None:
+            cp, cw, ct = _ce_index_coefs(x, i, np.float64(w[t]), s, np.float64(m) + logs,
+                                         row_scale, sc)
+            gr = _row(grad, i)
+            if smooth:
+                for j in range(k):
+                    gr[j] = gr[j] * cp - w[j] * cw
+            else:
+                for j in range(k):
+                    gr[j] = gr[j] * cp
+            gr[t] -= ct
+    return 0
 
 
 @_inline
@@ -285,12 +269,15 @@ def _ce_prob_pass(xr, tr, w, m, out_r, store, one_m_eps, eps_k):
     return s, sr, sq, sa
 
 
-
-@_jit
-def _ce_prob_range(x, target, w, sc, row_scale, loss, grad, r0, r1):
-    _, eps, z_loss, a, b, g = sc
+def ce_prob_kernel(x, target, w, sc, row_scale, loss, grad, r0, r1):
+    """Probability-target cross entropy of rows [r0, r1) -> 0 (or 1: as
+    ``ce_index_kernel``)."""
+    if not SAME:
+        if grad is not None:
+            if _same(x, grad):
+                return 1
+    eps, z_loss, a, b, g = sc[1], sc[2], sc[3], sc[4], sc[5]
     k = x.shape[1]
-    same = False if grad is None else _same(x, grad)
     one_m_eps = _to(x, 1.0 - eps)
     eps_k = _to(x, eps / k)
     for i in range(r0, r1):
@@ -302,11 +289,10 @@ def _ce_prob_range(x, target, w, sc, row_scale, loss, grad, r0, r1):
             continue
         if grad is None:
             s, sr, sq, sa = _ce_prob_pass(xr, tr, w, m, xr, False, one_m_eps, eps_k)
-        elif same:
-            gi = _row(grad, i)
-            s, sr, sq, sa = _ce_prob_pass(gi, tr, w, m, gi, True, one_m_eps, eps_k)
         else:
-            s, sr, sq, sa = _ce_prob_pass(xr, tr, w, m, _row(grad, i), True, one_m_eps, eps_k)
+            gi = _row(grad, i)
+            s, sr, sq, sa = _ce_prob_pass(gi if SAME else xr, tr, w, m, gi, True, one_m_eps,
+                                          eps_k)
         logs = _log_sum(s, sr)
         lse = np.float64(m) + logs
         if loss is not None:
@@ -325,16 +311,4 @@ def _ce_prob_range(x, target, w, sc, row_scale, loss, grad, r0, r1):
             for j in range(k):
                 wq = (tr[j] * one_m_eps + eps_k) * w[j]
                 gr[j] = gr[j] * cp - wq * cw
-
-
-@_jit
-def _ce_prob_serial(x, target, w, sc, row_scale, loss, grad):
-    _ce_prob_range(x, target, w, sc, row_scale, loss, grad, 0, x.shape[0])
-
-
-@_jit_par
-def _ce_prob_parallel(x, target, w, sc, row_scale, loss, grad, nchunks):
-    n = x.shape[0]
-    for c in prange(nchunks):
-        _ce_prob_range(x, target, w, sc, row_scale, loss, grad,
-                       c * n // nchunks, (c + 1) * n // nchunks)
+    return 0

@@ -1,9 +1,14 @@
 """The Numba backend: the row kernels of ``numpy_ref`` compiled with Numba.
 
 Same names, signatures and semantics as ``numpy_ref`` (its docstring is the
-contract).  Importing this module defines the kernels but compiles nothing;
-each variant (dtype, mask or not, serial or parallel) is compiled on first
-use and cached on disk (``cache=True``), so a second process starts fast.
+contract).  Importing this module defines the kernels but compiles nothing.
+A call compiles only the kernel it runs: each kernel is a copy of a template
+(``softmax_kernel`` ...) for one path (tiles, pipelined rows, rows, online
+rows) and its flags (streamed, in place), made by ``_Kernels`` on first use and
+compiled by Numba for the dtypes and optional arrays (None or not) it meets;
+the parallel kernel, a ``prange`` over blocks of rows calling the serial one,
+only when a call takes threads.  Each is cached on disk (``cache=True``), so
+a second process loads it.
 
 This module is the backend: the Python wrappers (threads, scratch, which
 compiled kernel a call takes) over the kernels of
@@ -59,17 +64,19 @@ would lose it.  Fastmath is the explicit flag set without ``nnan``/``ninf``.
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
+from numba import prange
 
-from ._numba_backward import (_log_softmax_backward_parallel, _log_softmax_backward_serial,
-                              _softmax_backward_parallel, _softmax_backward_serial)
+from ._numba_backward import backward_kernel
 from ._numba_math import _exp_nonpos_f32  # noqa: F401  (tests call it)
-from ._numba_rows import _BLOCK, _CHUNK, _ONLINE, _TILE_K, _tile_rows  # noqa: F401
-from ._numba_softmax import (_log_softmax_parallel, _log_softmax_serial, _lse_parallel,
-                             _lse_serial, _softmax_parallel, _softmax_serial)
-from ._numba_xent import (_ce_index_parallel, _ce_index_serial, _ce_prob_parallel,
-                          _ce_prob_serial, _check_targets)
+from ._numba_math import _jit, _jit_par, _specialise
+from ._numba_rows import (_BLOCK, _CHUNK, _ONLINE, _TILE_K, ONLINE, PIPED, ROWS,  # noqa: F401
+                          TILES, _tile_rows)
+from ._numba_softmax import lse_kernel, softmax_kernel
+from ._numba_xent import _check_targets, ce_index_kernel, ce_prob_kernel
 
 NAME = "numba"
 
@@ -103,6 +110,72 @@ def _threads(nthreads, x, min_elems=_PAR_MIN_ELEMS):
     return nt
 
 
+def _parallel(nchunks, *args):
+    """Template of the parallel kernels: the serial kernel RANGE over blocks of
+    rows, one block a thread (RANGE is called, not inlined: Numba's parfors
+    would hoist the scratch allocations out of the loop, one for all threads)."""
+    code = RANGE(*args, 0, 0)        # noqa: F821  (in place: RANGE's answer on no rows)
+    if code:
+        return code
+    n = args[0].shape[0]
+    for c in prange(nchunks):
+        RANGE(*args, c * n // nchunks, (c + 1) * n // nchunks)  # noqa: F821
+    return 0
+
+
+class _Kernels:
+    """The kernels of one template (``_numba_softmax`` and the others), made on
+    first use per tuple of constants ``flags`` (named by ``names``; SAME, when
+    there, last) and compiled on their first call: a call compiles only its
+    path, serial or parallel, dtype and optional arrays."""
+
+    def __init__(self, template, *names):
+        self.template, self.names = template, names
+        self.serial, self.par = {}, {}
+        self.lock = threading.Lock()
+
+    def _make(self, flags, par):
+        with self.lock:     # one kernel per flags, also when threads ask at once
+            have = (self.par if par else self.serial).get(flags)
+            return have or self._new(flags, par)
+
+    def _new(self, flags, par):
+        if not par:
+            tag = "_".join(f"{n.lower()}{int(v)}" for n, v in zip(self.names, flags))
+            k = _jit(_specialise(self.template, tag, **dict(zip(self.names, flags))))
+            self.serial[flags] = k
+            return k
+        ser = self.serial.get(flags) or self._new(flags, False)
+        k = _jit_par(_specialise(_parallel, ser.py_func.__name__, RANGE=ser))
+        self.par[flags] = k
+        return k
+
+    def __call__(self, flags, nt, *args):
+        """Runs the kernel of ``flags`` over all rows of ``args`` (on ``nt``
+        threads); a kernel that finds its output is an input returns SAME's
+        value for it, and that kernel runs instead."""
+        if nt > 1:
+            # parfors take no tuple inside the arguments' tuple: scalars as an array
+            args = tuple(np.array(a, np.float64) if type(a) is tuple else a for a in args)
+            code = (self.par.get(flags) or self._make(flags, True))(nt, *args)
+            if code:
+                flags = flags[:-1] + (code,)
+                (self.par.get(flags) or self._make(flags, True))(nt, *args)
+            return
+        n = args[0].shape[0]
+        code = (self.serial.get(flags) or self._make(flags, False))(*args, 0, n)
+        if code:
+            flags = flags[:-1] + (code,)
+            (self.serial.get(flags) or self._make(flags, False))(*args, 0, n)
+
+
+_SOFTMAX = _Kernels(softmax_kernel, "LOG", "PATH", "NT", "SAME")
+_LSE = _Kernels(lse_kernel, "PATH")
+_BACKWARD = _Kernels(backward_kernel, "LOG", "SAME")
+_CE_INDEX = _Kernels(ce_index_kernel, "PATH", "SAME")
+_CE_PROB = _Kernels(ce_prob_kernel, "SAME")
+
+
 def _ones(k, dtype):
     key = (k, dtype)
     w = _ONES.get(key)
@@ -120,83 +193,78 @@ def _stream(mask, out, T):
     return mask is None and T == 0 and out.nbytes >= _NT_BYTES
 
 
+def _path(mask, k, T, online=False):
+    """The path of a softmax-like kernel: tiles for short rows, unmasked rows up
+    to _ONLINE pipelined, longer ones (``online``: log_softmax's) in one pass."""
+    if T:
+        return TILES
+    if k > _ONLINE:
+        return ONLINE if online else ROWS
+    return PIPED if mask is None else ROWS
+
+
 def softmax_rows(x, mask, out, nthreads=1):
-    T = _tile_rows(x.shape[1])
-    st = _stream(mask, out, T)
-    nt = _threads(nthreads, x)
-    if nt > 1:
-        _softmax_parallel(x, mask, out, T, st, nt)
-    else:
-        _softmax_serial(x, mask, out, T, st)
+    k = x.shape[1]
+    T = _tile_rows(k)
+    _SOFTMAX((0, _path(mask, k, T), _stream(mask, out, T), 0), _threads(nthreads, x),
+             x, mask, out, T)
 
 
 def log_softmax_rows(x, mask, out, nthreads=1):
-    T = _tile_rows(x.shape[1])
-    st = _stream(mask, out, T)
-    nt = _threads(nthreads, x)
-    if nt > 1:
-        _log_softmax_parallel(x, mask, out, T, st, nt)
-    else:
-        _log_softmax_serial(x, mask, out, T, st)
+    k = x.shape[1]
+    T = _tile_rows(k)
+    _SOFTMAX((1, _path(mask, k, T, True), _stream(mask, out, T), 0), _threads(nthreads, x),
+             x, mask, out, T)
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
     T = _tile_rows(x.shape[1])
-    nt = _threads(nthreads, x)
-    if nt > 1:
-        _lse_parallel(x, b, mask, out, sign, T, nt)
-    else:
-        _lse_serial(x, b, mask, out, sign, T)
+    _LSE((TILES if T and b is None else ROWS,), _threads(nthreads, x), x, b, mask, out, sign, T)
 
 
 def softmax_backward_rows(grad, y, out, nthreads=1):
-    nt = _threads(nthreads, grad, _PAR_MIN_ELEMS_BWD)
-    if nt > 1:
-        _softmax_backward_parallel(grad, y, out, nt)
-    else:
-        _softmax_backward_serial(grad, y, out)
+    _BACKWARD((0, 0), _threads(nthreads, grad, _PAR_MIN_ELEMS_BWD), grad, y, None, out)
 
 
 def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
-    nt = _threads(nthreads, grad, _PAR_MIN_ELEMS_BWD)
-    if nt > 1:
-        _log_softmax_backward_parallel(grad, y, mask, out, nt)
-    else:
-        _log_softmax_backward_serial(grad, y, mask, out)
+    _BACKWARD((1, 0), _threads(nthreads, grad, _PAR_MIN_ELEMS_BWD), grad, y, mask, out)
 
 
 def check_targets(target, k, ignore_index):
     return int(_check_targets(target, k, ignore_index))
 
 
+def _grad_options(x, loss, row_scale, grad):
+    """A call that wants the gradient takes a loss buffer and row scales (ones)
+    whether it wants them or not: one compiled kernel for the gradient of
+    softmax_cross_entropy_backward and _with_grad, so that the two agree to
+    the bit (two kernels may round the per-row factors apart)."""
+    if grad is None:
+        return loss, row_scale
+    n = x.shape[0]
+    return (np.empty(n, x.dtype) if loss is None else loss,
+            np.ones(n, x.dtype) if row_scale is None else row_scale)
+
+
 def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
                              z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
-    n, k = x.shape
+    k = x.shape[1]
     if weight is None:
         w = _ones(k, x.dtype)
         wsum = float(k)
     else:
         w = weight
         wsum = float(np.sum(weight, dtype=np.float64)) if label_smoothing != 0 else 0.0
-    args = (x, target, w, int(ignore_index),
-            (wsum, float(label_smoothing), float(z_loss), float(a), float(b), float(g)),
-            row_scale, loss, grad, _tile_rows(k))
-    nt = _threads(nthreads, x)
-    if nt > 1:
-        _ce_index_parallel(*args, nt)
-    else:
-        _ce_index_serial(*args)
+    sc = (wsum, float(label_smoothing), float(z_loss), float(a), float(b), float(g))
+    loss, row_scale = _grad_options(x, loss, row_scale, grad)
+    T = _tile_rows(k)
+    _CE_INDEX((TILES if T else ROWS, 0), _threads(nthreads, x),
+              x, target, w, int(ignore_index), sc, row_scale, loss, grad, T)
 
 
 def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
                             row_scale, loss, grad, nthreads=1):
-    n, k = x.shape
-    w = _ones(k, x.dtype) if weight is None else weight
-    args = (x, target, w, (0.0, float(label_smoothing), float(z_loss), float(a), float(b),
-                           float(g)),
-            row_scale, loss, grad)
-    nt = _threads(nthreads, x)
-    if nt > 1:
-        _ce_prob_parallel(*args, nt)
-    else:
-        _ce_prob_serial(*args)
+    w = _ones(x.shape[1], x.dtype) if weight is None else weight
+    sc = (0.0, float(label_smoothing), float(z_loss), float(a), float(b), float(g))
+    loss, row_scale = _grad_options(x, loss, row_scale, grad)
+    _CE_PROB((0,), _threads(nthreads, x), x, target, w, sc, row_scale, loss, grad)
