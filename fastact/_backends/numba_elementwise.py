@@ -7,144 +7,28 @@ a large call over threads.  fastmath is the explicit flag set without
 ``nnan``/``ninf``: the kernels must see infinities and NaN.
 
 Speed: ``math.exp``/``math.log1p``/``math.tanh``/``math.erfc`` in a Numba loop
-are scalar libm calls (no SVML here), so the loops use branch-free polynomials
-that LLVM vectorises: ``exp`` is ``numba_kernels``' (XNNPACK-style, ``2**n`` by
-``llvm.ldexp``); ``log1p`` on ``[0, 1]``, ``expm1`` on ``(-inf, 0]`` and (float32)
-``erfc`` are defined here.  Like ``numba_kernels``' exp they are compiled as
-functions of their own without ``reassoc`` (their compensated steps must not be
-reassociated) and LLVM inlines them into the loops.  float64 ``erfc`` stays libm.
+are scalar libm calls (no SVML here), so the loops use the branch-free
+polynomials of ``_numba_math`` (shared with the row kernels), which LLVM
+vectorises: ``exp`` (XNNPACK-style, ``2**n`` exact in the exponent field),
+``log1p`` on ``[0, 1]``, ``expm1`` on ``(-inf, 0]`` and (float32) ``erfc``.
+float64 ``erfc`` stays libm.  The jit decorators are ``_numba_math``'s too
+(``error_model="numpy"``: a float division is just the division, not a zero
+check that raises ZeroDivisionError and keeps LLVM from vectorising).
 """
 
 from __future__ import annotations
 
 import math
 
-import numba
-import numpy as np
-from numba.extending import overload
-
+from ._numba_math import _erfc, _exp, _expm1_neg, _inline, _jit, _log1p_unit
 from .elementwise import chunked, min_chunk
-from .numba_kernels import (_E32_LN2_HI, _E32_LN2_LO, _E32_LOG2E, _E64_LN2_HI, _E64_LN2_LO,
-                            _E64_LOG2E, _FASTMATH_POLY, _exp, _ldexp, _rint)
 from .numpy_elementwise import GELU_KAPPA, INV_SQRT_2PI, SQRT_2_OVER_PI, tile_periodic
 
 NAME = "numba"
 UNARY = ("sigmoid", "log_sigmoid", "relu", "tanh", "softsign", "gelu", "gelu_tanh", "silu")
 BACKWARD = UNARY
 
-_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-# error_model="numpy": a float division is just the division (inf/NaN on zero), not a
-# zero check that raises ZeroDivisionError; that branch keeps LLVM from vectorising.
-_jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
-_inline = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy",
-                     inline="always")
-_jit_poly = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH_POLY, error_model="numpy")
-
 _SQRT_HALF = math.sqrt(0.5)
-_f32, _f64 = np.float32, np.float64
-
-
-# ----------------------------------------------------------------------------
-# vectorisable log1p(e), e in [0, 1]; expm1(v), v <= 0; erfc (float32)
-# ----------------------------------------------------------------------------
-
-def _make_log1p_unit(f, ncoef):
-    """log1p(e) for e in [0, 1] (and NaN) within ~1 ulp, branch-free: u = 1 + e rounded,
-    c = e - (u - 1) its rounding error, u = m 2^k with m in [sqrt(1/2), sqrt(2)),
-    log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, by its odd series;
-    log1p(e) = k ln2 + log m + c / u."""
-    one, half, two, zero = f(1), f(0.5), f(2), f(0)
-    sqrt2, ln2 = f(math.sqrt(2.0)), f(math.log(2.0))
-    coef = tuple(f(1.0 / (2 * j + 1)) for j in range(ncoef - 1, -1, -1))
-
-    def log1p_unit(e):
-        u = one + e
-        c = e - (u - one)
-        big = u > sqrt2
-        m = u * half if big else u
-        k = ln2 if big else zero
-        s = (m - one) / (m + one)
-        s2 = s * s
-        q = zero
-        for a in coef:
-            q = q * s2 + a
-        return k + (two * s * q + c / u)
-    return _jit_poly(log1p_unit)
-
-
-def _make_expm1_neg(f, lo, log2e, l2hi, l2lo, nfact):
-    """expm1(v) for v <= 0 (and NaN): 2^n expm1(r) + (2^n - 1), |r| <= ln2/2, expm1(r)
-    by its Taylor series (relative, so tanh stays accurate near 0)."""
-    one, zero = f(1), f(0)
-    coef = tuple(f(1.0 / math.factorial(j + 1)) for j in range(nfact - 1, -1, -1))
-
-    def expm1_neg(v):
-        x = lo if v < lo else v
-        n = _rint(x * log2e)
-        r = (x - n * l2hi) - n * l2lo
-        q = zero
-        for a in coef:
-            q = q * r + a
-        s = _ldexp(one, n)
-        return s * (r * q) + (s - one)
-    return _jit_poly(expm1_neg)
-
-
-_log1p_unit_f32 = _make_log1p_unit(_f32, 6)
-_log1p_unit_f64 = _make_log1p_unit(_f64, 11)
-_expm1_neg_f32 = _make_expm1_neg(_f32, _f32(-80.0), _E32_LOG2E, _E32_LN2_HI, _E32_LN2_LO, 7)
-_expm1_neg_f64 = _make_expm1_neg(_f64, -700.0, _E64_LOG2E, _E64_LN2_HI, _E64_LN2_LO, 13)
-
-# erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2), z >= 0: the Chebyshev fit of Numerical
-# Recipes (erfcc), relative error below 1.2e-7 for every z >= 0 (checked against mpmath).
-_ERFC_P = tuple(_f32(c) for c in (
-    0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806,
-    0.09678418, 0.37409196, 1.00002368, -1.26551223))
-_F32_ONE, _F32_HALF, _F32_TWO, _F32_ZERO = _f32(1), _f32(0.5), _f32(2), _f32(0)
-
-
-@_jit_poly
-def _erfc_f32(z):
-    a = abs(z)
-    t = _F32_ONE / (_F32_ONE + _F32_HALF * a)
-    p = _F32_ZERO
-    for c in _ERFC_P:
-        p = p * t + c
-    e = t * _exp(p - a * a)  # a = inf: t = 0, exp(-inf) = 0
-    return _F32_TWO - e if z < _F32_ZERO else e
-
-
-def _log1p_unit(e):
-    raise NotImplementedError
-
-
-def _expm1_neg(v):
-    raise NotImplementedError
-
-
-def _erfc(z):
-    raise NotImplementedError
-
-
-@overload(_log1p_unit)
-def _ol_log1p_unit(e):
-    if e == numba.types.float32:
-        return lambda e: _log1p_unit_f32(e)
-    return lambda e: _log1p_unit_f64(e)
-
-
-@overload(_expm1_neg)
-def _ol_expm1_neg(v):
-    if v == numba.types.float32:
-        return lambda v: _expm1_neg_f32(v)
-    return lambda v: _expm1_neg_f64(v)
-
-
-@overload(_erfc)
-def _ol_erfc(z):
-    if z == numba.types.float32:
-        return lambda z: _erfc_f32(z)
-    return lambda z: math.erfc(z)  # float64: libm (a vector erfc to 1e-13 is future work)
 
 
 # ----------------------------------------------------------------------------
