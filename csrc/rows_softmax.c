@@ -1,15 +1,22 @@
 /* Row kernels of the per-ISA template (rows_template.c): softmax,
  * log_softmax and logsumexp. */
 
+#ifndef FA_ROW_LOCALS
+/* Row i of a softmax-family call: its length k, input row x, output row y and
+ * mask row mk (NULL without a mask). */
+#define FA_ROW_LOCALS(A, i)                          \
+    const int64_t k = (A)->k;                        \
+    const T *x = (const T *)(A)->x + (i) * k;        \
+    T *y = (T *)(A)->out + (i) * k;                  \
+    const unsigned char *mk = (A)->mask ? (A)->mask + (i) * k : NULL
+#endif
+
 /* tmp: NULL, or (streaming mode: large unmasked outputs) k elements of
  * scratch for the exp terms, the result then written once with
  * non-temporal stores. */
 static void FN(softmax_row)(const fa_args *A, int64_t i, T *tmp)
 {
-    const int64_t k = A->k;
-    const T *x = (const T *)A->x + i * k;
-    T *y = (T *)A->out + i * k;
-    const unsigned char *mk = A->mask ? A->mask + i * k : NULL;
+    FA_ROW_LOCALS(A, i);
     if (!mk && k <= SHORT_K && FN(short_row)(x, y, k, 0))
         return;
     if (!mk && k > LONG_K) {
@@ -35,10 +42,7 @@ static void FN(softmax_row)(const fa_args *A, int64_t i, T *tmp)
 
 static void FN(log_softmax_row)(const fa_args *A, int64_t i, const int stream)
 {
-    const int64_t k = A->k;
-    const T *x = (const T *)A->x + i * k;
-    T *y = (T *)A->out + i * k;
-    const unsigned char *mk = A->mask ? A->mask + i * k : NULL;
+    FA_ROW_LOCALS(A, i);
     if (!mk && k <= SHORT_K && FN(short_row)(x, y, k, 1))
         return;
     if (!mk && k > LONG_K) {
