@@ -49,8 +49,10 @@ def call_seconds(op, cache, args):
     n, k = map(int, args.shape.split("x"))
     code = CHILD.format(n=n, k=k, dtype=args.dtype, threads=args.threads, call=OPS[op])
     env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    # cwd: the cache directory, so that ``-c``'s first sys.path entry (the working
+    # directory) does not shadow the tree PYTHONPATH names
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, cwd=cache)
     return float(out.stdout.split()[-1])
 
 
