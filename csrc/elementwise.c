@@ -6,9 +6,11 @@
  * AVX2 and AVX-512F, each float32 and float64, picked per call from the
  * caller's level clamped to the CPU's (fa_isa_level), so FASTACT_C_ISA and
  * c_kernels.force_isa reach them too.  The targets are "avx2" and "avx512f"
- * without "fma": the loops are plain C whose multiply-adds the compiler would
- * otherwise contract, and their results stay those of separate roundings
- * (as before, when GCC's target_clones picked the level at load time).
+ * (as GCC's target_clones had them before).  The AVX2 target leaves out FMA,
+ * so its loops round each multiply and add apart as the baseline does; GCC's
+ * "avx512f" implies FMA, so the AVX-512 loops may contract multiply-adds and
+ * differ from the other levels in the last bits (not run on the AVX2 machine
+ * these kernels were last measured on).
  *
  * A translation unit of its own (the row kernels are fastact.c).
  */
