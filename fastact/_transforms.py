@@ -29,7 +29,7 @@ import numbers
 import numpy as np
 
 from . import _config
-from ._validate import Rows, asarray, check_out, dtypes, norm_axes, where_mask
+from ._validate import Rows, asarray, check_out, norm_axes, where_mask
 
 #: Bytes of the compute dtype per block of rows (a row longer than that is one block).
 BLOCK_BYTES = 256 << 10
@@ -77,13 +77,18 @@ def _bias_view(bias, shape):
                          f"input's shape {tuple(shape)}") from None
 
 
+def rows_per_block(k, itemsize):
+    """Rows of length ``k`` in a block of ``BLOCK_BYTES`` (at least one)."""
+    return max(1, BLOCK_BYTES // itemsize // max(k, 1))
+
+
 def blocks(outer, n, k, itemsize):
     """``(index, r0, r1)`` triples covering the ``n`` rows of an array whose kept
     axes have shape ``outer``: ``index`` selects the block in the array viewed with
     the reduced axes last (``Rows.view``), ``r0:r1`` its rows in C order; at most
     ``BLOCK_BYTES`` per block (at least one row).  A block fixes the leading kept
     axes and takes a range of the next one, so its rows are consecutive."""
-    per = max(1, BLOCK_BYTES // itemsize // max(k, 1))
+    per = rows_per_block(k, itemsize)
     if n <= per:
         yield (...,), 0, n
         return
@@ -112,34 +117,29 @@ class _Rows:
         self.scratch = None if self.flat is not None else np.empty(per * k, cdtype)
         self.k = k
 
-    def block(self, idx, r0, r1):
-        if self.flat is not None:
-            return self.flat[r0:r1]
-        v = self.view[idx]
-        s = self.scratch[:(r1 - r0) * self.k]
-        np.copyto(s.reshape(v.shape), v, casting="unsafe")
-        return s.reshape(r1 - r0, self.k)
-
-
-class _Out:
-    """The result written block by block into ``target`` (viewed with the reduced
-    axes last): the kernel writes into it directly when it is C-contiguous rows of
-    the compute dtype, else into scratch copied (rounded once, for half dtypes) into
-    the target."""
-
-    def __init__(self, target, rows, cdtype, per):
-        self.target = target
-        self.view = rows.view(target)
-        k = rows.k
-        self.k = k
-        self.flat = (self.view.reshape(rows.n, k)
-                     if self.view.dtype == cdtype and self.view.flags.c_contiguous else None)
-        self.scratch = None if self.flat is not None else np.empty(per * k, cdtype)
-
-    def block(self, r0, r1):
+    def buffer(self, r0, r1):
+        """Rows ``r0:r1``: the array's own, or the scratch (contents undefined)."""
         if self.flat is not None:
             return self.flat[r0:r1]
         return self.scratch[:(r1 - r0) * self.k].reshape(r1 - r0, self.k)
+
+    def block(self, idx, r0, r1):
+        """Rows ``r0:r1`` (block ``idx``) with the array's values."""
+        b = self.buffer(r0, r1)
+        if self.flat is None:
+            v = self.view[idx]
+            np.copyto(b.reshape(v.shape), v, casting="unsafe")
+        return b
+
+
+class _Out(_Rows):
+    """The result written block by block into ``target`` (viewed with the reduced
+    axes last): the kernel writes into it directly when it is C-contiguous rows of
+    the compute dtype, else into scratch (``buffer``) copied (rounded once, for half
+    dtypes) into the target by ``store``."""
+
+    def __init__(self, target, rows, cdtype, per):
+        super().__init__(rows.view(target), cdtype, rows.n, rows.k, per)
 
     def store(self, idx, b):
         if self.flat is None:
@@ -206,7 +206,7 @@ class Transform:
     def _prepare(self, rows, cdtype):
         """Per call: the bias viewed like the input, the rows per block."""
         self.bv = None if self.bias is None else rows.view(self.bias)
-        return min(rows.n, max(1, BLOCK_BYTES // cdtype.itemsize // max(rows.k, 1)))
+        return min(rows.n, rows_per_block(rows.k, cdtype.itemsize))
 
     # -- softmax, log_softmax -------------------------------------------------
 
@@ -230,7 +230,7 @@ class Transform:
             zb = self.z_block(xv, idx, z, cdtype)
             mb = self.mask_block(idx, wv, m)
             shape2 = (r1 - r0, rows.k)
-            ob = o.block(r0, r1)
+            ob = o.buffer(r0, r1)
             op.rows(zb.reshape(shape2), None if mb is None else mb.reshape(shape2), ob, nt)
             o.store(idx, ob)
         return res
@@ -294,7 +294,7 @@ class Transform:
             # dz/dx before the kernel writes: out may be x itself
             db = self.grad_block(xv, idx, d, cdtype)
             gb, yb = gr.block(idx, r0, r1), yr.block(idx, r0, r1)
-            ob = o.block(r0, r1)
+            ob = o.buffer(r0, r1)
             if masked:
                 mb = self.mask_block(idx, wv, m)
                 op.rows(gb, yb, None if mb is None else mb.reshape(shape2), ob, nt)
@@ -340,7 +340,7 @@ class Transform:
             zb = self.z_block(xv, idx, z, cdtype).reshape(shape2)
             tb = ce.t2[r0:r1] if ce.index else tr.block(idx, r0, r1)
             lb = None if not want_loss else (full[r0:r1] if full is not None else lbuf[:r1 - r0])
-            ob = o.block(r0, r1) if want_grad else None
+            ob = o.buffer(r0, r1) if want_grad else None
             op.rows(zb, tb, ce.weight, *extra, ce.label_smoothing, ce.z_loss, ce.a, ce.b,
                     float(g), None if row_scale is None else row_scale[r0:r1], lb, ob, nt)
             if want_grad:
