@@ -137,6 +137,8 @@ def _row_call(name, function, input, dim, stacklevel, dtype, scale=None, softcap
               bias=None):
     """``F.<name>`` through ``function`` on CPU float32/float64, torch's own elsewhere
     (``stacklevel`` counts from the public function's caller, as torch's does)."""
+    if scale is None and softcap is None and bias is None and input.numel() < MIN_NUMEL:
+        return getattr(_F, name)(input, dim, stacklevel + 2, dtype)  # small: torch's own, first
     if dtype is not None:
         input = input.to(dtype)
     if scale is not None or softcap is not None or bias is not None:
@@ -151,8 +153,6 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None, *, scale=None, softcap=N
     """``torch.nn.functional.softmax`` computed by fastact (CPU float32/float64); with
     ``scale``/``softcap``/``bias``: of ``softcap * tanh(input * scale / softcap) + bias``,
     a ``-inf`` bias masking the entry (``docs/transforms.md``)."""
-    if scale is None and softcap is None and bias is None and input.numel() < MIN_NUMEL:
-        return _F.softmax(input, dim, _stacklevel + 1, dtype)  # small: torch's own, first
     return _row_call("softmax", _Softmax, input, dim, _stacklevel, dtype, scale, softcap, bias)
 
 
@@ -160,8 +160,6 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None, *, scale=None, softc
                 bias=None):
     """``torch.nn.functional.log_softmax`` computed by fastact (CPU float32/float64);
     ``scale``/``softcap``/``bias`` as in ``softmax``."""
-    if scale is None and softcap is None and bias is None and input.numel() < MIN_NUMEL:
-        return _F.log_softmax(input, dim, _stacklevel + 1, dtype)  # small: torch's own, first
     return _row_call("log_softmax", _LogSoftmax, input, dim, _stacklevel, dtype, scale,
                      softcap, bias)
 
