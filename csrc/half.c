@@ -165,19 +165,26 @@ static inline __m256i fa_f2bf_avx2(__m256 v)
 
 static void fa_narrow_avx2(const float *f, uint16_t *h, int64_t n, int bf16, int stream)
 {
-    int64_t j = 0;
-    /* non-temporal stores need 32-byte aligned destinations: a scalar head */
+    int64_t j = 0, e = n;
+    /* non-temporal stores on whole 64-byte lines only (see stream_span in
+     * rows_reduce.h): a scalar head up to the first line, ordinary stores
+     * from the last line boundary on */
     if (stream && ((uintptr_t)h & 1) == 0) {
-        int64_t head = (int64_t)(((32 - (uintptr_t)h % 32) % 32) / 2);
+        int64_t head = (int64_t)(((64 - (uintptr_t)h % 64) % 64) / 2);
         if (head > n)
             head = n;
         fa_narrow_base(f, h, head, bf16);
         j = head;
+        e = n - (int64_t)(((uintptr_t)(h + n) % 64) / 2);
+        if (e < j)
+            e = j;
     } else {
         stream = 0;
     }
     if (bf16) {
         for (; j + 16 <= n; j += 16) {
+            if (j == e)
+                stream = 0;
             if (!stream && FA_HALF_PF_EVERY(j))
                 FA_PREFETCH_LINES(h, j + FA_HALF_PF / 2, 1, 1);
             const __m256i a = fa_f2bf_avx2(_mm256_loadu_ps(f + j));
@@ -191,6 +198,8 @@ static void fa_narrow_avx2(const float *f, uint16_t *h, int64_t n, int bf16, int
         }
     } else {
         for (; j + 16 <= n; j += 16) {
+            if (j == e)
+                stream = 0;
             if (!stream && FA_HALF_PF_EVERY(j))
                 FA_PREFETCH_LINES(h, j + FA_HALF_PF / 2, 1, 1);
             const __m128i a = _mm256_cvtps_ph(_mm256_loadu_ps(f + j), _MM_FROUND_TO_NEAREST_INT);

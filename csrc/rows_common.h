@@ -258,56 +258,49 @@ static FA_ALWAYS_INLINE T FN(final_max)(const T *src, T *y, T a, T b, int64_t k,
     const V va = v_set1(a), vb = v_set1(b);
 #define FM_OP(v) (take_log ? v_sub(v_sub((v), va), vb) : v_mul((v), va))
 #define FM_OPS(t) (take_log ? ((t) - a) - b : (t) * a)
-    const int64_t h = stream ? FN(stream_head)(y, k, 1) : 0;
+    int64_t e = k;
+    const int64_t h = stream ? FN(stream_span)(y, k, 1, &e) : 0;
     V m0 = v_set1((T)-INFINITY), m1 = m0, m2 = m0, m3 = m0;
     int64_t j = 0;
     for (; j < h; j++)
         y[j] = FM_OPS(src[j]);
-    if (xn && h > 0) /* h < VL unless y is not T-aligned */
+    if (xn && h > 0) /* h < 64 bytes' worth unless y is not T-aligned */
         for (int64_t t = 0; t < h; t += VL)
             m2 = v_max(v_load_tail(xn + t, v_tailmask(h - t < VL ? h - t : VL), (T)-INFINITY), m2);
     if (h == k)
         return v_hmax(m2);
-    for (; j + 4 * VL <= k; j += 4 * VL) {
-        const V r0 = FM_OP(v_load(src + j)), r1 = FM_OP(v_load(src + j + VL));
-        const V r2 = FM_OP(v_load(src + j + 2 * VL)), r3 = FM_OP(v_load(src + j + 3 * VL));
-        if (stream) {
-            v_stream(y + j, r0);
-            v_stream(y + j + VL, r1);
-            v_stream(y + j + 2 * VL, r2);
-            v_stream(y + j + 3 * VL, r3);
-        } else {
-            v_store(y + j, r0);
-            v_store(y + j + VL, r1);
-            v_store(y + j + 2 * VL, r2);
-            v_store(y + j + 3 * VL, r3);
-        }
-        if (xn) {
-            m0 = v_max(v_load(xn + j), m0);
-            m1 = v_max(v_load(xn + j + VL), m1);
-            m2 = v_max(v_load(xn + j + 2 * VL), m2);
-            m3 = v_max(v_load(xn + j + 3 * VL), m3);
-        }
-    }
-    for (; j + VL <= k; j += VL) {
-        const V r = FM_OP(v_load(src + j));
-        if (stream)
-            v_stream(y + j, r);
-        else
-            v_store(y + j, r);
-        if (xn)
-            m0 = v_max(v_load(xn + j), m0);
-    }
+    /* the streamed lines [h, e), then ordinary stores from e on */
+#define FM_LOOPS(STORE, lim)                                                               \
+    do {                                                                                   \
+    for (; j + 4 * VL <= (lim); j += 4 * VL) {                                             \
+        const V r0 = FM_OP(v_load(src + j)), r1 = FM_OP(v_load(src + j + VL));             \
+        const V r2 = FM_OP(v_load(src + j + 2 * VL)), r3 = FM_OP(v_load(src + j + 3 * VL)); \
+        STORE(y + j, r0);                                                                  \
+        STORE(y + j + VL, r1);                                                             \
+        STORE(y + j + 2 * VL, r2);                                                         \
+        STORE(y + j + 3 * VL, r3);                                                         \
+        if (xn) {                                                                          \
+            m0 = v_max(v_load(xn + j), m0);                                                \
+            m1 = v_max(v_load(xn + j + VL), m1);                                           \
+            m2 = v_max(v_load(xn + j + 2 * VL), m2);                                       \
+            m3 = v_max(v_load(xn + j + 3 * VL), m3);                                       \
+        }                                                                                  \
+    }                                                                                      \
+    for (; j + VL <= (lim); j += VL) {                                                     \
+        STORE(y + j, FM_OP(v_load(src + j)));                                              \
+        if (xn)                                                                            \
+            m0 = v_max(v_load(xn + j), m0);                                                \
+    }                                                                                      \
+    } while (0)
+    if (stream)
+        FM_LOOPS(v_stream, e);
+    FM_LOOPS(v_store, k);
+#undef FM_LOOPS
     if (j < k) {
-        if (stream) { /* scalar: masked stores beside streamed lines were slow */
-            for (int64_t t = j; t < k; t++)
-                y[t] = FM_OPS(src[t]);
-        } else {
-            const VTM tm = v_tailmask(k - j);
-            v_store_tail(y + j, tm, FM_OP(v_load_tail(src + j, tm, (T)0)));
-        }
+        const VTM tm = v_tailmask(k - j);
+        v_store_tail(y + j, tm, FM_OP(v_load_tail(src + j, tm, (T)0)));
         if (xn)
-            m1 = v_max(v_load_tail(xn + j, v_tailmask(k - j), (T)-INFINITY), m1);
+            m1 = v_max(v_load_tail(xn + j, tm, (T)-INFINITY), m1);
     }
 #undef FM_OP
 #undef FM_OPS

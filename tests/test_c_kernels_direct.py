@@ -524,7 +524,8 @@ def test_streaming_outputs(isa, dtype, k):
     x[3, k // 2] = np.inf
     x[4, : k // 2] = -np.inf
     x[5, k - 1] = 80.0
-    buf = np.empty(n * k + 1, dtype)
+    buf = np.empty(n * k + 2 * 64, dtype)
+    line = 64 // np.dtype(dtype).itemsize
     for name in ("softmax_rows", "log_softmax_rows"):
         got = np.empty_like(x)
         getattr(C, name)(x, None, got)
@@ -535,11 +536,15 @@ def test_streaming_outputs(isa, dtype, k):
         with np.errstate(all="ignore"):
             getattr(R, name)(x[:64].astype(np.float64), None, want)
         assert_close(got[:64], want, dtype, scale=4, what=f"{name} streamed")
-        un = buf[1:].reshape(n, k)                    # out not vector-aligned
-        for nt in (1, 2):
-            un[...] = 7
-            getattr(C, name)(x, None, un, nt)
-            np.testing.assert_array_equal(un, got)
+        # out off a vector and off a cache line: streamed lines and the
+        # ordinary stores around them (shared lines) must meet exactly
+        base = (-(buf.ctypes.data // buf.itemsize)) % line
+        for off in (1, line // 4, line // 2, line - 1):
+            un = buf[base + off:base + off + n * k].reshape(n, k)
+            for nt in (1, 2):
+                un[...] = 7
+                getattr(C, name)(x, None, un, nt)
+                np.testing.assert_array_equal(un, got, err_msg=f"offset {off} threads {nt}")
         xi = x.copy()
         getattr(C, name)(xi, None, xi)
         np.testing.assert_array_equal(xi, got)
