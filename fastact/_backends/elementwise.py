@@ -59,9 +59,14 @@ def chunks(n, nthreads, min_chunk=MIN_CHUNK):
 def chunked(fn, n, nthreads, min_chunk=MIN_CHUNK):
     """``[fn(start, stop) for each chunk]``, the chunks after the first run on the pool
     (``fn`` must release the GIL to gain anything)."""
-    parts = chunks(n, nthreads, min_chunk)
+    return run_ranges(fn, chunks(n, nthreads, min_chunk))
+
+
+def run_ranges(fn, parts):
+    """``[fn(start, stop) for (start, stop) in parts]``, the parts after the first
+    on the pool."""
     if len(parts) == 1:
-        return [fn(0, n)]
+        return [fn(*parts[0])]
     pool = _executor(len(parts) - 1)
     futs = [pool.submit(fn, a, b) for a, b in parts[1:]]
     first = fn(*parts[0])

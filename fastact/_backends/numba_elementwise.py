@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from ._numba_half import is_half, run_flat
 from ._numba_math import _erfc, _exp, _expm1_neg, _inline, _jit, _log1p_unit
 from .elementwise import chunked, min_chunk
 from .numpy_elementwise import GELU_KAPPA, INV_SQRT_2PI, SQRT_2_OVER_PI, tile_periodic
@@ -227,11 +228,15 @@ _BWD = {"sigmoid": _sigmoid_bwd, "log_sigmoid": _log_sigmoid_bwd, "relu": _relu_
 
 def unary(op, x, out, nthreads=1):
     k = _FWD[op]
+    if is_half(out):  # float32 kernels over bounded widened blocks
+        return run_flat(k, (x,), out, nthreads, min_chunk(op))
     chunked(lambda a, b: k(x[a:b], out[a:b]), x.shape[0], nthreads, min_chunk(op))
 
 
 def unary_backward(op, grad, s, out, nthreads=1):
     k = _BWD[op]
+    if is_half(out):
+        return run_flat(k, (grad, s), out, nthreads, min_chunk(op))
     chunked(lambda a, b: k(grad[a:b], s[a:b], out[a:b]), s.shape[0], nthreads, min_chunk(op))
 
 
@@ -330,4 +335,5 @@ def bce(x, t, w, pw, c, gscale, loss, grad, nthreads=1):
 from .table import ElementwiseKernels  # noqa: E402  (beside its one use)
 
 #: The table the API calls (``fastact._backends.table``).
-KERNELS = ElementwiseKernels(NAME, unary, unary_backward, bce, UNARY)
+KERNELS = ElementwiseKernels(NAME, unary, unary_backward, bce, UNARY,
+                             half=frozenset({"unary", "unary_backward"}))

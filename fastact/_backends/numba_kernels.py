@@ -71,6 +71,8 @@ import numpy as np
 from numba import prange
 
 from ._numba_backward import backward_kernel
+from ._numba_half import CONST, IN, OUT, ROW_OUT, SLICE, is_half
+from ._numba_half import run as run_half
 from ._numba_math import _exp_nonpos_f32  # noqa: F401  (tests call it)
 from ._numba_math import _jit, _jit_par, _specialise
 from ._numba_rows import (_BLOCK, _CHUNK, _ONLINE, _TILE_K, ONLINE, PIPED, ROWS,  # noqa: F401
@@ -206,6 +208,9 @@ def _path(mask, k, T, online=False):
 def softmax_rows(x, mask, out, nthreads=1):
     k = x.shape[1]
     T = _tile_rows(k)
+    if is_half(x):
+        return run_half(softmax_rows, x.shape[0], k, ((IN, x), (SLICE, mask), (OUT, out)),
+                        nthreads, T)
     _SOFTMAX((0, _path(mask, k, T), _stream(mask, out, T), 0), _threads(nthreads, x),
              x, mask, out, T)
 
@@ -213,20 +218,33 @@ def softmax_rows(x, mask, out, nthreads=1):
 def log_softmax_rows(x, mask, out, nthreads=1):
     k = x.shape[1]
     T = _tile_rows(k)
+    if is_half(x):
+        return run_half(log_softmax_rows, x.shape[0], k, ((IN, x), (SLICE, mask), (OUT, out)),
+                        nthreads, T)
     _SOFTMAX((1, _path(mask, k, T, True), _stream(mask, out, T), 0), _threads(nthreads, x),
              x, mask, out, T)
 
 
 def logsumexp_rows(x, b, mask, out, sign, nthreads=1):
     T = _tile_rows(x.shape[1])
+    if is_half(x):
+        return run_half(logsumexp_rows, x.shape[0], x.shape[1],
+                        ((IN, x), (IN, b), (SLICE, mask), (ROW_OUT, out), (ROW_OUT, sign)),
+                        nthreads, T)
     _LSE((TILES if T and b is None else ROWS,), _threads(nthreads, x), x, b, mask, out, sign, T)
 
 
 def softmax_backward_rows(grad, y, out, nthreads=1):
+    if is_half(grad):
+        return run_half(softmax_backward_rows, grad.shape[0], grad.shape[1],
+                        ((IN, grad), (IN, y), (OUT, out)), nthreads)
     _BACKWARD((0, 0), _threads(nthreads, grad, _PAR_MIN_ELEMS_BWD), grad, y, None, out)
 
 
 def log_softmax_backward_rows(grad, y, mask, out, nthreads=1):
+    if is_half(grad):
+        return run_half(log_softmax_backward_rows, grad.shape[0], grad.shape[1],
+                        ((IN, grad), (IN, y), (SLICE, mask), (OUT, out)), nthreads)
     _BACKWARD((1, 0), _threads(nthreads, grad, _PAR_MIN_ELEMS_BWD), grad, y, mask, out)
 
 
@@ -249,6 +267,12 @@ def _grad_options(x, loss, row_scale, grad):
 def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
                              z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
     k = x.shape[1]
+    if is_half(x):
+        return run_half(cross_entropy_index_rows, x.shape[0], k,
+                        ((IN, x), (SLICE, target), (CONST, weight), (CONST, ignore_index),
+                         (CONST, label_smoothing), (CONST, z_loss), (CONST, a), (CONST, b),
+                         (CONST, g), (SLICE, row_scale), (SLICE, loss), (OUT, grad)),
+                        nthreads, _tile_rows(k))
     if weight is None:
         w = _ones(k, x.dtype)
         wsum = float(k)
@@ -264,6 +288,11 @@ def cross_entropy_index_rows(x, target, weight, ignore_index, label_smoothing,
 
 def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
                             row_scale, loss, grad, nthreads=1):
+    if is_half(x):
+        return run_half(cross_entropy_prob_rows, x.shape[0], x.shape[1],
+                        ((IN, x), (IN if is_half(target) else SLICE, target), (CONST, weight),
+                         (CONST, label_smoothing), (CONST, z_loss), (CONST, a), (CONST, b),
+                         (CONST, g), (SLICE, row_scale), (SLICE, loss), (OUT, grad)), nthreads)
     w = _ones(x.shape[1], x.dtype) if weight is None else weight
     sc = (0.0, float(label_smoothing), float(z_loss), float(a), float(b), float(g))
     loss, row_scale = _grad_options(x, loss, row_scale, grad)
@@ -275,4 +304,4 @@ from .table import RowKernels  # noqa: E402  (beside its one use)
 #: The table the API calls (``fastact._backends.table``).
 KERNELS = RowKernels.of(NAME, softmax_rows, log_softmax_rows, logsumexp_rows, softmax_backward_rows,
                         log_softmax_backward_rows, cross_entropy_index_rows,
-                        cross_entropy_prob_rows, check_targets)
+                        cross_entropy_prob_rows, check_targets, half=True)
