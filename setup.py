@@ -1,4 +1,6 @@
-"""Builds the optional C extension ``fastact._fastact_c`` (cffi, API mode).
+"""Builds the optional C extensions: ``fastact._fastact_c`` (cffi, API mode: the
+kernels) and ``fastact._fastpath`` (the C backend's common call checked in C,
+``csrc/fastpath.c``; it needs NumPy's headers at build time).
 
 Everything else is in pyproject.toml.  A failed C build (no compiler, no
 cffi at build time) is a warning, not an error: fastact then runs on its
@@ -46,5 +48,15 @@ except ImportError:
     sys.stderr.write("\nWARNING: cffi is not installed: the fastact C extension is not built.\n\n")
 else:
     kwargs["cffi_modules"] = ["csrc/build_ffi.py:ffibuilder"]
+
+try:
+    import numpy
+except ImportError:
+    sys.stderr.write("\nWARNING: numpy is not installed at build time: fastact._fastpath "
+                     "is not built.\n\n")
+else:
+    from setuptools import Extension
+    kwargs["ext_modules"] = [Extension("fastact._fastpath", ["csrc/fastpath.c"],
+                                       include_dirs=[numpy.get_include()])]
 
 setup(cmdclass={"build_ext": OptionalBuildExt}, **kwargs)

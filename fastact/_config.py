@@ -69,6 +69,17 @@ def requested(name=None):
     return name if name is not None else (_override.get() or _default_backend)
 
 
+def sync_fast(c=None):
+    """Tell the C backend's fast path (``fastact._fastpath``, live once the C backend
+    ``c`` is loaded) whether calls without ``backend=`` go to the C backend, and
+    the thread count; after every change of either."""
+    c = c or _backends._loaded.get(("c", "rows"))
+    if c is not None:
+        # "auto" picks the first backend that loads: C, which has
+        on = _default_backend in ("c", "auto")
+        c.fastpath_state(on, get_num_threads())
+
+
 def get_backend():
     """The name of the backend calls use now (``"auto"`` resolved to a real name)."""
     return resolve().name
@@ -81,6 +92,7 @@ def set_backend(name):
     if name != "auto":
         _backends.load(name)
     _default_backend = name
+    sync_fast()
 
 
 @contextlib.contextmanager
@@ -126,6 +138,7 @@ def set_num_threads(n):
     """Set the number of threads the native backends use."""
     global _num_threads
     _num_threads = _parse_threads(n)
+    sync_fast()
 
 
 def _init_from_env():

@@ -20,6 +20,7 @@ results rounded back; weight, row_scale and losses stay float32).
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 import numpy as np
@@ -88,10 +89,12 @@ def force_isa(name):
         raise ValueError(f"ISA {name!r} not available here; available: {available_isas()}")
     old = _isa
     _isa = ISA_LEVELS.index(name)
+    _sync_fastpath()
     try:
         yield
     finally:
         _isa = old
+        _sync_fastpath()
 
 
 def widen_half(h):
@@ -251,6 +254,37 @@ def cross_entropy_prob_strided(x, target, weight, label_smoothing, z_loss, a, b,
         outer, k, inner, nthreads))
 
 
+# ------------------------------------------------------- the common call in C
+# fastact._fastpath (csrc/fastpath.c) checks the common call of softmax,
+# log_softmax and their backwards on the array structs and calls these kernels
+# through their addresses (fastact._api tries it first); it follows the default
+# backend, the thread count (fastact._config.sync_fast) and the ISA level here.
+
+try:
+    from fastact import _fastpath
+except ImportError:  # pragma: no cover - built beside _fastact_c when NumPy was there
+    _fastpath = None
+
+
+def fastpath_state(enabled, nthreads):
+    """Tell the fast path whether the C backend is the default, and the threads."""
+    if _fastpath is not None:
+        _fastpath.set_state(enabled, _isa, nthreads)
+
+
+def _sync_fastpath():
+    from fastact import _config
+    _config.sync_fast(sys.modules[__name__])
+
+
+if _fastpath is not None:
+    _fastpath.configure(tuple(int(ffi.cast("uintptr_t", ffi.addressof(lib, f)))
+                              for f in ("fa_softmax_rows", "fa_log_softmax_rows",
+                                        "fa_softmax_backward_rows",
+                                        "fa_log_softmax_backward_rows")),
+                        __import__("fastact._config", fromlist=["_override"])._override)
+
+
 from .table import RowKernels  # noqa: E402  (beside its one use)
 
 #: The table the API calls (``fastact._backends.table``).
@@ -261,3 +295,5 @@ KERNELS = RowKernels.of(NAME, softmax_rows, log_softmax_rows, logsumexp_rows, so
                                  softmax_backward_strided, log_softmax_backward_strided,
                                  cross_entropy_index_strided, cross_entropy_prob_strided),
                         half=HALF, nd_rows=ND_ROWS)
+
+_sync_fastpath()  # the module is loaded: the fast path may take calls now
