@@ -15,8 +15,9 @@
  * -1 or ndim - 1); out None or an exact, writeable, C-contiguous ndarray of
  * x's dtype and shape (backwards: grad like y).  Anything else returns None
  * and the caller takes its Python path, which validates and raises.  The
- * backend: the process default (set_state, kept by fastact._config) unless
- * a use_backend context asks for another (the ContextVar, read here).  The
+ * backend: backend="c" (or "auto"), or with backend=None the process default
+ * (set_state, kept by fastact._config) unless a use_backend context asks for
+ * another (the ContextVar, read here).  The
  * kernel runs without the GIL from RELEASE_MIN elements on (the C backend's
  * calls release it; for a few hundred elements releasing costs more than
  * the kernel).
@@ -40,6 +41,7 @@ static struct {
     void *fn[NOPS];
     int configured, enabled, isa, nthreads;
     PyObject *override; /* the ContextVar of fastact._config.use_backend */
+    PyObject *loaded, *key; /* fastact._backends._loaded and the C backend's key */
 } S;
 
 /* x as the common call's rows (itemsize set), else 0. */
@@ -104,14 +106,30 @@ static int last_axis(PyObject *axis, int nd)
     return !overflow && (v == -1 || v == nd - 1);
 }
 
-/* call(op, a, b, axis, out): op 0/1 softmax/log_softmax of a (b None), 2/3
- * the backward with grad a and y b.  The result, or None (not the common
- * call: the caller's Python path takes it). */
+/* backend= of the call names this backend ("c", or "auto": C when it is
+ * loaded); None: the default, unless a context asks for another (-1 with an
+ * exception set). */
+static int wants_c(PyObject *be)
+{
+    const int c = be == Py_None ? backend_is_c()
+                                : PyUnicode_Check(be) && (PyUnicode_CompareWithASCIIString(be, "c") == 0
+                                                          || PyUnicode_CompareWithASCIIString(be, "auto") == 0);
+    if (c <= 0)
+        return c;
+    /* and the registry still has it loaded (tests take it out) */
+    if (PyDict_GetItemWithError(S.loaded, S.key) == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    return 1;
+}
+
+/* call(op, a, b, axis, out, backend): op 0/1 softmax/log_softmax of a (b
+ * None), 2/3 the backward with grad a and y b.  The result, or None (not the
+ * common call, or another backend: the caller's Python path takes it). */
 static PyObject *fp_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "fastact._fastpath.call takes 5 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "fastact._fastpath.call takes 6 arguments");
         return NULL;
     }
     if (!S.configured)
@@ -131,7 +149,7 @@ static PyObject *fp_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     PyArrayObject *a = (PyArrayObject *)src;
     if (!last_axis(args[3], PyArray_NDIM(a)) || (bwd && !like(args[1], a, 0)))
         Py_RETURN_NONE;
-    const int isc = backend_is_c();
+    const int isc = wants_c(args[5]);
     if (isc <= 0)
         return isc < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
     PyObject *out = args[4];
@@ -175,20 +193,24 @@ static PyObject *fp_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return (PyObject *)o;
 }
 
-/* configure(addresses, override): the kernels' addresses (softmax,
- * log_softmax, softmax_backward, log_softmax_backward rows) and the
- * ContextVar of use_backend. */
+/* configure(addresses, override, loaded, key): the kernels' addresses
+ * (softmax, log_softmax, softmax_backward, log_softmax_backward rows), the
+ * ContextVar of use_backend, the backend registry's dict of loaded modules
+ * and the C backend's key in it. */
 static PyObject *fp_configure(PyObject *self, PyObject *args)
 {
     (void)self;
     unsigned long long f[NOPS];
-    PyObject *var;
-    if (!PyArg_ParseTuple(args, "(KKKK)O", &f[0], &f[1], &f[2], &f[3], &var))
+    PyObject *var, *loaded, *key;
+    if (!PyArg_ParseTuple(args, "(KKKK)OO!O", &f[0], &f[1], &f[2], &f[3], &var, &PyDict_Type,
+                          &loaded, &key))
         return NULL;
     if (!PyContextVar_CheckExact(var)) {
         PyErr_SetString(PyExc_TypeError, "configure: override must be a ContextVar");
         return NULL;
     }
+    Py_XSETREF(S.loaded, Py_NewRef(loaded));
+    Py_XSETREF(S.key, Py_NewRef(key));
     for (int i = 0; i < NOPS; i++)
         S.fn[i] = (void *)(uintptr_t)f[i];
     Py_XSETREF(S.override, Py_NewRef(var));
@@ -220,8 +242,8 @@ static PyObject *fp_state(PyObject *self, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"call", (PyCFunction)(void (*)(void))fp_call, METH_FASTCALL,
-     "call(op, a, b, axis, out): the common call's result, or None"},
-    {"configure", fp_configure, METH_VARARGS, "configure((addresses), override_var)"},
+     "call(op, a, b, axis, out, backend): the common call's result, or None"},
+    {"configure", fp_configure, METH_VARARGS, "configure((addresses), override_var, loaded, key)"},
     {"set_state", fp_set_state, METH_VARARGS, "set_state(enabled, isa, nthreads)"},
     {"state", fp_state, METH_NOARGS, "(configured, enabled, isa, nthreads)"},
     {NULL, NULL, 0, NULL},

@@ -29,7 +29,7 @@ from ._validate import (Rows, Strided, asarray, check_ce, check_out, class_axis,
 try:  # the C backend's common call, checked in C (csrc/fastpath.c): the result, or None
     from ._fastpath import call as _fast_c
 except ImportError:  # pragma: no cover - not built (no NumPy headers at build time)
-    def _fast_c(op, a, b, axis, out):
+    def _fast_c(op, a, b, axis, out, backend):
         return None
 
 
@@ -215,8 +215,8 @@ def softmax(x, axis=-1, *, where=None, bias=None, scale=None, softcap=None, out=
     and a row with nothing selected is all 0.
     """
     if bias is None and scale is None and softcap is None:
-        if where is None and backend is None:
-            r = _fast_c(0, x, None, axis, out)
+        if where is None:
+            r = _fast_c(0, x, None, axis, out, backend)
             if r is not None:
                 return r
         return _softmax_like(_softmax_op, x, axis, where, out, backend)
@@ -228,8 +228,8 @@ def log_softmax(x, axis=-1, *, where=None, bias=None, scale=None, softcap=None, 
     """``(z - max) - log(sum(exp(z - max)))`` along ``axis`` (``z`` as in ``softmax``);
     masked entries ``-inf``."""
     if bias is None and scale is None and softcap is None:
-        if where is None and backend is None:
-            r = _fast_c(1, x, None, axis, out)
+        if where is None:
+            r = _fast_c(1, x, None, axis, out, backend)
             if r is not None:
                 return r
         return _softmax_like(_log_softmax_op, x, axis, where, out, backend)
@@ -396,10 +396,9 @@ def softmax_backward(grad, y, axis=-1, *, scale=None, softcap=None, x=None, out=
         xf = _transforms.of(None, scale, softcap, y, cdtype)
         return xf.backward(_config.current(backend).softmax_backward, grad, y, x, cdtype,
                            rdtype, axis, None, out, False)
-    if backend is None:
-        r = _fast_c(2, grad, y, axis, out)
-        if r is not None:
-            return r
+    r = _fast_c(2, grad, y, axis, out, backend)
+    if r is not None:
+        return r
     be = _config.current(backend)
     r = _fast_pair(be, be.softmax_backward.rows, grad, y, axis, out, False)
     if r is not None:
@@ -424,10 +423,9 @@ def log_softmax_backward(grad, y, axis=-1, *, where=None, bias=None, scale=None,
         return xf.backward(_config.current(backend).log_softmax_backward, grad, y, x, cdtype,
                            rdtype, axis, where, out, True)
     if where is None:
-        if backend is None:
-            r = _fast_c(3, grad, y, axis, out)
-            if r is not None:
-                return r
+        r = _fast_c(3, grad, y, axis, out, backend)
+        if r is not None:
+            return r
         be = _config.current(backend)
         r = _fast_pair(be, be.log_softmax_backward.rows, grad, y, axis, out, True)
         if r is not None:

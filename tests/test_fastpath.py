@@ -47,7 +47,7 @@ def test_forward_is_the_kernel(c_default, dtype, shape):
     fastact.set_num_threads(1)
     x = _x(shape, dtype)
     for op, fn, kern in FWD:
-        direct = fp.call(op, x, None, -1, None)      # taken by the fast path
+        direct = fp.call(op, x, None, -1, None, None)      # taken by the fast path
         assert direct is not None and direct.dtype == x.dtype and direct.shape == x.shape
         want = np.empty_like(x)
         kern(x.reshape(-1, shape[-1]), None, want.reshape(-1, shape[-1]), 1)
@@ -79,7 +79,7 @@ def test_backward_is_the_kernel(c_default, dtype, shape):
         else:
             C.log_softmax_backward_rows(g.reshape(-1, k), yy.reshape(-1, k), None,
                                         want.reshape(-1, k), 1)
-        got = fp.call(op, g, yy, -1, None)
+        got = fp.call(op, g, yy, -1, None, None)
         assert got is not None
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(fn(g, yy), want)
@@ -95,18 +95,19 @@ def test_not_the_common_call_goes_to_python(c_default):
     ro.flags.writeable = False
     not_common = [
         (x, -2, None), (x, 0, None), (x, 1.0, None), (x, np.int64(1), None),
-        (np.asfortranarray(x), -1, None), (x[:, ::2], -1, None), (x.astype(np.float16), -1, None),
-        (np.arange(48).reshape(6, 8), -1, None), (x.view(np.matrix), -1, None), (x[:0], -1, None),
+        (np.asfortranarray(x), -1, None), (x[:, ::2], -1, None),
+        (x.astype(np.float16), -1, None), (np.arange(48).reshape(6, 8), -1, None),
+        (x.view(np.matrix), -1, None), (x[:0], -1, None),
         (np.float32(3.0), -1, None), (x.tolist(), -1, None),
         (x, -1, o.astype(np.float64)), (x, -1, o[:, :4]), (x, -1, np.asfortranarray(o)),
         (x, -1, ro), (x, -1, o.view(np.matrix)), (x, -1, o.reshape(8, 6)), (x, -1, [0.0]),
     ]
     for a, axis, out in not_common:
-        assert fp.call(0, a, None, axis, out) is None, (type(a), axis, type(out))
+        assert fp.call(0, a, None, axis, out, None) is None, (type(a), axis, type(out))
     g = _x((6, 8), np.float32, 1)
     for gg, yy in ((g.astype(np.float64), x), (g[:, :4], x[:, :4].copy()), (g.T.copy(), x.T),
                    (g.reshape(8, 6), x), (np.asfortranarray(g), x)):
-        assert fp.call(2, gg, yy, -1, None) is None
+        assert fp.call(2, gg, yy, -1, None, None) is None
     # the Python path still answers them, and raises on bad input as before
     np.testing.assert_allclose(fastact.softmax(x, axis=0), fastact.softmax(x, axis=0, backend="numpy"),
                                rtol=1e-6)
@@ -120,17 +121,27 @@ def test_not_the_common_call_goes_to_python(c_default):
 
 def test_follows_the_backend_choice(c_default):
     x = _x((4, 9), np.float32)
-    assert fp.call(0, x, None, -1, None) is not None
+    assert fp.call(0, x, None, -1, None, None) is not None
     with fastact.use_backend("numpy"):
-        assert fp.call(0, x, None, -1, None) is None
+        assert fp.call(0, x, None, -1, None, None) is None
         with fastact.use_backend("c"):
-            assert fp.call(0, x, None, -1, None) is not None
+            assert fp.call(0, x, None, -1, None, None) is not None
     fastact.set_backend("numpy")
-    assert fp.call(0, x, None, -1, None) is None
+    assert fp.call(0, x, None, -1, None, None) is None
     with fastact.use_backend("c"):
-        assert fp.call(0, x, None, -1, None) is not None
+        assert fp.call(0, x, None, -1, None, None) is not None
     fastact.set_backend("auto")
-    assert fp.call(0, x, None, -1, None) is not None
+    assert fp.call(0, x, None, -1, None, None) is not None
+    # backend= of the call: "c" and "auto" here, anything else to the Python path
+    fastact.set_backend("numpy")
+    for be in ("c", "auto"):
+        assert fp.call(0, x, None, -1, None, be) is not None
+    for be in ("numpy", "numba", "C", "bogus", 3, b"c"):
+        assert fp.call(0, x, None, -1, None, be) is None
+    with pytest.raises(ValueError, match="unknown backend"):
+        fastact.softmax(x, backend="bogus")
+    np.testing.assert_array_equal(fastact.softmax(x, backend="c"),
+                                  fp.call(0, x, None, -1, None, "c"))
 
 
 def test_follows_threads_and_isa(c_default):
@@ -177,4 +188,4 @@ def test_bad_op_and_arity():
     with pytest.raises(TypeError):
         fp.call(0, None)
     with pytest.raises(ValueError):
-        fp.call(9, np.ones(3), None, -1, None)
+        fp.call(9, np.ones(3), None, -1, None, None)

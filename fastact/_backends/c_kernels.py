@@ -278,11 +278,14 @@ def _sync_fastpath():
 
 
 if _fastpath is not None:
+    from fastact._config import _override
+
+    from . import _loaded
     _fastpath.configure(tuple(int(ffi.cast("uintptr_t", ffi.addressof(lib, f)))
                               for f in ("fa_softmax_rows", "fa_log_softmax_rows",
                                         "fa_softmax_backward_rows",
                                         "fa_log_softmax_backward_rows")),
-                        __import__("fastact._config", fromlist=["_override"])._override)
+                        _override, _loaded, (NAME, "rows"))
 
 
 from .table import RowKernels  # noqa: E402  (beside its one use)
