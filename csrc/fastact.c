@@ -197,5 +197,8 @@ int fa_cross_entropy_prob_rows(int itemsize, int isa, const void *x,
                       0);
 }
 
+/* scale= and softcap=: the row kernels above on blocks of transformed rows. */
+#include "transform.c"
+
 /* Any axis: the strided driver over the row kernels above. */
 #include "strided.c"

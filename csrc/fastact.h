@@ -112,6 +112,32 @@ int fa_cross_entropy_prob_strided(int itemsize, int isa, const void *x, const vo
                                   void *loss, void *grad, int64_t outer, int64_t k,
                                   int64_t inner, int nthreads);
 
+/* The row kernels (float32/float64) on z = x * scale of the logits x, in
+ * blocks (csrc/transform.c); backwards and the cross-entropy gradient w.r.t.
+ * x (times scale).  No mask.  Return 0, or -1 when the scratch could not be
+ * allocated. */
+int fa_softmax_rows_xf(int itemsize, int isa, double scale, const void *x, void *out, int64_t n,
+                       int64_t k, int nthreads);
+int fa_log_softmax_rows_xf(int itemsize, int isa, double scale, const void *x, void *out,
+                           int64_t n, int64_t k, int nthreads);
+int fa_logsumexp_rows_xf(int itemsize, int isa, double scale, const void *x, const void *b,
+                         void *out, void *sign, int64_t n, int64_t k, int nthreads);
+int fa_softmax_backward_rows_xf(int itemsize, int isa, double scale, const void *grad,
+                                const void *y, void *out, int64_t n, int64_t k, int nthreads);
+int fa_log_softmax_backward_rows_xf(int itemsize, int isa, double scale, const void *grad,
+                                    const void *y, void *out, int64_t n, int64_t k,
+                                    int nthreads);
+int fa_cross_entropy_index_rows_xf(int itemsize, int isa, double scale, const void *x,
+                                   const int64_t *target, const void *weight,
+                                   int64_t ignore_index, double label_smoothing, double z_loss,
+                                   double a, double b, double g, const void *row_scale,
+                                   void *loss, void *grad, int64_t n, int64_t k, int nthreads);
+int fa_cross_entropy_prob_rows_xf(int itemsize, int isa, double scale, const void *x,
+                                  const void *target, const void *weight, double label_smoothing,
+                                  double z_loss, double a, double b, double g,
+                                  const void *row_scale, void *loss, void *grad, int64_t n,
+                                  int64_t k, int nthreads);
+
 /* float16 (code 2) or bfloat16 (2 | FA_BF16) <-> float32, n elements:
  * widening exact, narrowing to nearest-even with subnormals kept. */
 void fa_half_widen(int code, int isa, const void *src, float *dst, int64_t n);

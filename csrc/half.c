@@ -299,6 +299,35 @@ typedef struct {
 #define FA_SET_FAILED(p) (*(p) = 1)
 #endif
 
+/* A part's scratch: a free one of the nslots slots of slot_bytes (busy[s]
+ * its flag, *slot its index), or, when none is free, its own malloc (*own,
+ * freed by fa_give_scratch); NULL with *failed set when that fails.  The
+ * result is 64-byte aligned (slot_bytes leaves 64 bytes for it). */
+static char *fa_take_scratch(char *slots, size_t slot_bytes, int nslots, int *busy,
+                             int *failed, int *slot, char **own)
+{
+    *slot = -1;
+    *own = NULL;
+    for (int t = 0; t < nslots && *slot < 0; t++)
+        if (!FA_SLOT_TAKE(&busy[t]))
+            *slot = t;
+    /* no free slot: more threads than fa_run asked for woke up (spurious
+     * wake-ups in the pool); such a part allocates its own scratch */
+    if (*slot < 0 && !(*own = (char *)malloc(slot_bytes + 64))) {
+        FA_SET_FAILED(failed);
+        return NULL;
+    }
+    char *mem = *slot >= 0 ? slots + (size_t)*slot * slot_bytes : *own;
+    return mem + ((64 - (uintptr_t)mem % 64) % 64);
+}
+
+static void fa_give_scratch(int *busy, int slot, char *own)
+{
+    if (slot >= 0)
+        FA_SLOT_GIVE(&busy[slot]);
+    free(own);
+}
+
 #define FA_HALF_ROW(p, i, k) ((const uint16_t *)(p) + (i) * (k))
 
 /* Scratch rows per block row: one per widened input (a cross-entropy
@@ -313,19 +342,13 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
     const fa_half_job *J = (const fa_half_job *)A;
     const int64_t k = A->k, B = J->block;
     const int bf = J->bf16, cvt = J->cvt;
-    int slot = -1;
-    for (int t = 0; t < J->nslots && slot < 0; t++)
-        if (!FA_SLOT_TAKE(&J->busy[t]))
-            slot = t;
-    /* no free slot: more threads than fa_run asked for woke up (spurious
-     * wake-ups in the pool); such a part allocates its own scratch */
-    char *own = NULL;
-    if (slot < 0 && !(own = (char *)malloc(J->slot_bytes + 64))) {
-        FA_SET_FAILED(&((fa_half_job *)A)->failed); /* A is the caller's (non-const) job */
+    int slot;
+    char *own;
+    /* A is the caller's (non-const) job */
+    float *s = (float *)fa_take_scratch(J->slots, J->slot_bytes, J->nslots, J->busy,
+                                        &((fa_half_job *)A)->failed, &slot, &own);
+    if (!s)
         return;
-    }
-    char *mem = slot >= 0 ? J->slots + (size_t)slot * J->slot_bytes : own;
-    float *s = (float *)(mem + ((64 - (uintptr_t)mem % 64) % 64));
     float *xs = s, *p = s + B * k;
     float *ys = NULL, *bs = NULL, *ts = NULL;
     if (A->y) {
@@ -387,9 +410,7 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
     if (J->stream && cvt >= FA_ISA_AVX2)
         _mm_sfence();
 #endif
-    if (slot >= 0)
-        FA_SLOT_GIVE(&J->busy[slot]);
-    free(own);
+    fa_give_scratch(J->busy, slot, own);
 }
 
 /* Runs the float32 kernel of `tab` over a's half rows (code: 2 float16,

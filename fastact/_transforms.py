@@ -147,6 +147,14 @@ class _Out(_Rows):
             np.copyto(v, b.reshape(v.shape), casting="unsafe")
 
 
+def _own_rows(a, cdtype, k):
+    """``a`` as ``(n, k)`` C-contiguous rows of ``cdtype`` without a copy, or None."""
+    if (isinstance(a, np.ndarray) and a.dtype == cdtype and a.flags.c_contiguous
+            and a.size % max(k, 1) == 0):
+        return a.reshape(-1, k)
+    return None
+
+
 def _times(ob, db, shape2):
     """``ob *= dz/dx`` (``db``: a block, or the constant ``scale``; 1 is skipped)."""
     if isinstance(db, float):
@@ -203,6 +211,13 @@ class Transform:
         v = xv[idx]
         return _ref().transform_grad(v, self.scale, self.softcap, dscr[:v.size].reshape(v.shape))
 
+    def _native(self, w, rows):
+        """The backend's transformed kernel (``scale`` only, in C) can take this
+        call: no softcap, no mask (``where`` or bias), the reduced axes last (the
+        arrays must still be rows of the compute dtype)."""
+        return (self.softcap is None and self.scale is not None and self.bias is None
+                and w is None and rows.identity)
+
     def _prepare(self, rows, cdtype):
         """Per call: the bias viewed like the input, the rows per block."""
         self.bv = None if self.bias is None else rows.view(self.bias)
@@ -219,8 +234,13 @@ class Transform:
         rows = Rows(x.shape, axes)
         if rows.n == 0 or rows.k == 0:
             return out if out is not None else np.empty(x.shape, rdtype)
-        per = self._prepare(rows, cdtype)
         res = out if out is not None else rows.unview(np.empty(rows.tshape, rdtype))
+        if op.transformed is not None and self._native(w, rows):  # in the kernels' blocks
+            x2, o2 = _own_rows(x, cdtype, rows.k), _own_rows(res, cdtype, rows.k)
+            if x2 is not None and o2 is not None:
+                op.transformed(self.scale, x2, o2, _config.get_num_threads())
+                return res
+        per = self._prepare(rows, cdtype)
         o = _Out(res, rows, cdtype, per)
         xv, wv = rows.view(x), None if w is None else rows.view(w)
         z = np.empty(per * rows.k, cdtype)
@@ -240,8 +260,14 @@ class Transform:
     def logsumexp_rows(self, be, x, b, w, rows, cdtype, r, sign):
         """``be.logsumexp.rows`` over ``z`` of ``x`` (of ``rows``' shape; ``b``, ``w``
         broadcast to it or None), into ``r`` and ``sign`` (``(n,)``, ``cdtype``)."""
-        per = self._prepare(rows, cdtype)
         k = rows.k
+        if be.logsumexp.transformed is not None and self._native(w, rows):
+            x2 = _own_rows(x, cdtype, k)
+            b2 = None if b is None else _own_rows(b, cdtype, k)
+            if x2 is not None and (b is None or b2 is not None):
+                be.logsumexp.transformed(self.scale, x2, b2, r, sign, _config.get_num_threads())
+                return
+        per = self._prepare(rows, cdtype)
         xv, wv = rows.view(x), None if w is None else rows.view(w)
         bw = None if b is None else _Rows(rows.view(b), cdtype, rows.n, k, per)
         z = np.empty(per * k, cdtype)
@@ -277,11 +303,16 @@ class Transform:
         rows = Rows(shape, axes)
         if rows.n == 0 or rows.k == 0:
             return out if out is not None else np.empty(shape, rdtype)
-        per = self._prepare(rows, cdtype)
         k = rows.k
+        res = out if out is not None else rows.unview(np.empty(rows.tshape, rdtype))
+        if op.transformed is not None and self._native(w, rows):
+            g2, y2, o2 = (_own_rows(a, cdtype, k) for a in (grad, y, res))
+            if g2 is not None and y2 is not None and o2 is not None:
+                op.transformed(self.scale, g2, y2, o2, _config.get_num_threads())
+                return res
+        per = self._prepare(rows, cdtype)
         gr = _Rows(rows.view(grad), cdtype, rows.n, k, per)
         yr = _Rows(rows.view(y), cdtype, rows.n, k, per)
-        res = out if out is not None else rows.unview(np.empty(rows.tshape, rdtype))
         o = _Out(res, rows, cdtype, per)
         xv = None if x is None else rows.view(x)
         wv = None if w is None else rows.view(w)
@@ -322,12 +353,25 @@ class Transform:
             if res is not None:
                 res[...] = 0
             return (ce._reduce(np.zeros(n, cdtype), 0.0) if want_loss else None), res
+        op = ce.be.cross_entropy_index if ce.index else ce.be.cross_entropy_prob
+        extra = (ce.ignore_index,) if ce.index else ()
+        if op.transformed is not None and self._native(None, rows):
+            x2 = _own_rows(x, cdtype, k)
+            t2 = ce.t2 if ce.index else _own_rows(ce.t, cdtype, k)
+            g2 = _own_rows(res, cdtype, k) if want_grad else None
+            if x2 is not None and t2 is not None and (g2 is not None or not want_grad):
+                loss = np.empty(n, cdtype) if want_loss else None
+                op.transformed(self.scale, x2, t2, ce.weight, *extra,
+                               ce.label_smoothing, ce.z_loss, ce.a, ce.b, float(g), row_scale,
+                               loss, g2, _config.get_num_threads())
+                if not want_loss:
+                    return None, res
+                full = loss if ce.reduction == "none" else None
+                return ce._reduce(full, float(loss.sum(dtype=np.float64))), res
         per = self._prepare(rows, cdtype)
         xv = rows.view(x)
         o = _Out(res, rows, cdtype, per) if want_grad else None
         tr = None if ce.index else _Rows(rows.view(ce.t), cdtype, n, k, per)
-        op = ce.be.cross_entropy_index if ce.index else ce.be.cross_entropy_prob
-        extra = (ce.ignore_index,) if ce.index else ()
         full = np.empty(n, cdtype) if want_loss and ce.reduction == "none" else None
         lbuf = np.empty(per, cdtype) if want_loss and full is None else None
         z = np.empty(per * k, cdtype)

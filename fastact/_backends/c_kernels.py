@@ -254,6 +254,68 @@ def cross_entropy_prob_strided(x, target, weight, label_smoothing, z_loss, a, b,
         outer, k, inner, nthreads))
 
 
+# ------------------------------------------------------------ scale= in C
+# The row kernels on z = x * scale, in blocks (csrc/transform.c): float32/float64
+# rows, no mask, no softcap (fastact._transforms calls them for what they
+# cover, its Python block layer for the rest).
+
+def softmax_transformed(scale, x, out, nthreads=1):
+    n, k = x.shape
+    if lib.fa_softmax_rows_xf(x.itemsize, _isa, scale, _fb(x), _fb(out), n, k, nthreads):
+        _no_scratch()
+
+
+def log_softmax_transformed(scale, x, out, nthreads=1):
+    n, k = x.shape
+    if lib.fa_log_softmax_rows_xf(x.itemsize, _isa, scale, _fb(x), _fb(out), n, k, nthreads):
+        _no_scratch()
+
+
+def logsumexp_transformed(scale, x, b, out, sign, nthreads=1):
+    n, k = x.shape
+    if lib.fa_logsumexp_rows_xf(x.itemsize, _isa, scale, _fb(x), _NULL if b is None else _fb(b),
+                                _fb(out), _NULL if sign is None else _fb(sign), n, k, nthreads):
+        _no_scratch()
+
+
+def softmax_backward_transformed(scale, grad, y, out, nthreads=1):
+    n, k = grad.shape
+    if lib.fa_softmax_backward_rows_xf(grad.itemsize, _isa, scale, _fb(grad), _fb(y), _fb(out),
+                                       n, k, nthreads):
+        _no_scratch()
+
+
+def log_softmax_backward_transformed(scale, grad, y, out, nthreads=1):
+    n, k = grad.shape
+    if lib.fa_log_softmax_backward_rows_xf(grad.itemsize, _isa, scale, _fb(grad), _fb(y),
+                                           _fb(out), n, k, nthreads):
+        _no_scratch()
+
+
+def cross_entropy_index_transformed(scale, x, target, weight, ignore_index, label_smoothing,
+                                    z_loss, a, b, g, row_scale, loss, grad, nthreads=1):
+    n, k = x.shape
+    if lib.fa_cross_entropy_index_rows_xf(
+            x.itemsize, _isa, scale, _fb(x), _fb("int64_t[]", target),
+            _NULL if weight is None else _fb(weight), ignore_index, label_smoothing, z_loss, a, b,
+            g, _NULL if row_scale is None else _fb(row_scale),
+            _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
+            n, k, nthreads):
+        _no_scratch()
+
+
+def cross_entropy_prob_transformed(scale, x, target, weight, label_smoothing, z_loss, a, b, g,
+                                   row_scale, loss, grad, nthreads=1):
+    n, k = x.shape
+    if lib.fa_cross_entropy_prob_rows_xf(
+            x.itemsize, _isa, scale, _fb(x), _fb(target),
+            _NULL if weight is None else _fb(weight), label_smoothing, z_loss, a, b, g,
+            _NULL if row_scale is None else _fb(row_scale),
+            _NULL if loss is None else _fb(loss), _NULL if grad is None else _fb(grad),
+            n, k, nthreads):
+        _no_scratch()
+
+
 # ------------------------------------------------------- the common call in C
 # fastact._fastpath (csrc/fastpath.c) checks the common call of softmax,
 # log_softmax and their backwards on the array structs and calls these kernels
@@ -297,6 +359,11 @@ KERNELS = RowKernels.of(NAME, softmax_rows, log_softmax_rows, logsumexp_rows, so
                         strided=(softmax_strided, log_softmax_strided, logsumexp_strided,
                                  softmax_backward_strided, log_softmax_backward_strided,
                                  cross_entropy_index_strided, cross_entropy_prob_strided),
+                        transformed=(softmax_transformed, log_softmax_transformed,
+                                     logsumexp_transformed, softmax_backward_transformed,
+                                     log_softmax_backward_transformed,
+                                     cross_entropy_index_transformed,
+                                     cross_entropy_prob_transformed),
                         half=HALF, nd_rows=ND_ROWS)
 
 _sync_fastpath()  # the module is loaded: the fast path may take calls now

@@ -27,6 +27,10 @@ class RowOp:
 
     rows: Kernel
     strided: Optional[Kernel] = None
+    #: (C only) the same kernel on ``z = x * scale`` (``fastact._transforms``):
+    #: ``(scale, <the rows kernel's arguments without the mask>)``, the gradients
+    #: w.r.t. the logits ``x`` (``csrc/transform.c``).
+    transformed: Optional[Kernel] = None
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,18 @@ class RowKernels:
 
     @classmethod
     def of(cls, name, softmax, log_softmax, logsumexp, softmax_backward, log_softmax_backward,
-           cross_entropy_index, cross_entropy_prob, check_targets, *, strided=(), **flags):
-        """The table of the reference's row kernels in their order (``strided``: the
-        same ops' strided kernels, in the same order, if the backend has them)."""
+           cross_entropy_index, cross_entropy_prob, check_targets, *, strided=(),
+           transformed=(), **flags):
+        """The table of the reference's row kernels in their order (``strided``,
+        ``transformed``: the same ops' strided / transformed kernels, in the same
+        order, if the backend has them)."""
         rows = (softmax, log_softmax, logsumexp, softmax_backward, log_softmax_backward,
                 cross_entropy_index, cross_entropy_prob)
         strided = tuple(strided) or (None,) * len(rows)
-        if len(strided) != len(rows):
-            raise ValueError("RowKernels.of: one strided kernel per row kernel")
-        ops = [RowOp(r, s) for r, s in zip(rows, strided)]
+        transformed = tuple(transformed) or (None,) * len(rows)
+        if len(strided) != len(rows) or len(transformed) != len(rows):
+            raise ValueError("RowKernels.of: one strided / transformed kernel per row kernel")
+        ops = [RowOp(r, s, t) for r, s, t in zip(rows, strided, transformed)]
         return cls(name, *ops, check_targets=check_targets, **flags)
 
 
