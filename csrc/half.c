@@ -321,6 +321,19 @@ static char *fa_take_scratch(char *slots, size_t slot_bytes, int nslots, int *bu
     return mem + ((64 - (uintptr_t)mem % 64) % 64);
 }
 
+/* A job's scratch, allocated before any part runs (so that a failure leaves
+ * every output untouched): nslots slots of slot_bytes, then their flags
+ * (*busy, cleared), in one allocation to free; NULL when it fails. */
+static char *fa_alloc_slots(int nslots, size_t slot_bytes, int **busy)
+{
+    char *mem = (char *)malloc((size_t)nslots * (slot_bytes + sizeof(int)));
+    if (!mem)
+        return NULL;
+    *busy = (int *)(mem + (size_t)nslots * slot_bytes);
+    memset(*busy, 0, (size_t)nslots * sizeof(int));
+    return mem;
+}
+
 static void fa_give_scratch(int *busy, int slot, char *own)
 {
     if (slot >= 0)
@@ -444,13 +457,9 @@ static int fa_half_run(const fa_rows_fn tab[3][2], int code, int isa, const fa_a
     const int64_t nrow = row_out ? 2 * B : 0;
     J.slot_bytes = ((size_t)(nin * B * k + nrow) * sizeof(float) + 64 + 63) / 64 * 64;
     J.nslots = (int)fa_threads(a->n, a->k, nthreads);
-    char *mem = (char *)malloc((size_t)J.nslots * (J.slot_bytes + sizeof(int)));
-    if (!mem)
+    if (!(J.slots = fa_alloc_slots(J.nslots, J.slot_bytes, &J.busy)))
         return -1;
-    J.slots = mem;
-    J.busy = (int *)(mem + (size_t)J.nslots * J.slot_bytes);
-    memset(J.busy, 0, (size_t)J.nslots * sizeof(int));
     fa_run(fa_half_part, &J.a, nthreads);
-    free(mem);
+    free(J.slots);
     return J.failed ? -1 : 0;
 }

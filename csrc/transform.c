@@ -149,71 +149,62 @@ static int fa_xf_run(const fa_rows_fn tab[3][2], int itemsize, int isa, const fa
     J.block = B;
     J.slot_bytes = ((size_t)(B * k * itemsize) + 64 + 63) / 64 * 64;
     J.nslots = (int)fa_threads(a->n, a->k, nthreads);
-    char *mem = (char *)malloc((size_t)J.nslots * (J.slot_bytes + sizeof(int)));
-    if (!mem)
+    if (!(J.slots = fa_alloc_slots(J.nslots, J.slot_bytes, &J.busy)))
         return -1;
-    J.slots = mem;
-    J.busy = (int *)(mem + (size_t)J.nslots * J.slot_bytes);
-    memset(J.busy, 0, (size_t)J.nslots * sizeof(int));
     fa_run(fa_xf_part, &J.a, nthreads);
-    free(mem);
+    free(J.slots);
     return J.failed ? -1 : 0;
+}
+
+/* A softmax-family call of fa_row_args's arguments on z (as fa_rows_call) */
+static int fa_xf_rows(const fa_rows_fn tab[3][2], int itemsize, int isa, double scale,
+                      const void *x, const void *y, const void *b, void *out, void *sign,
+                      int64_t n, int64_t k, int nthreads, int kind, int row_out, int stream)
+{
+    fa_args a;
+    fa_row_args(&a, x, y, b, NULL, out, sign);
+    a.n = n;
+    a.k = k;
+    a.stream = stream && fa_stream_out(n, k, itemsize);
+    return fa_xf_run(tab, itemsize, isa, &a, nthreads, kind, row_out, scale);
 }
 
 int fa_softmax_rows_xf(int itemsize, int isa, double scale, const void *x,
                        void *out, int64_t n, int64_t k, int nthreads)
 {
-    fa_args a;
-    fa_row_args(&a, x, NULL, NULL, NULL, out, NULL);
-    a.n = n;
-    a.k = k;
-    a.stream = fa_stream_out(n, k, itemsize);
-    return fa_xf_run(softmax_rows_tab, itemsize, isa, &a, nthreads, FA_XF_FWD, 0, scale);
+    return fa_xf_rows(softmax_rows_tab, itemsize, isa, scale, x, NULL, NULL, out, NULL, n, k,
+                      nthreads, FA_XF_FWD, 0, 1);
 }
 
 int fa_log_softmax_rows_xf(int itemsize, int isa, double scale, const void *x,
                            void *out, int64_t n, int64_t k, int nthreads)
 {
-    fa_args a;
-    fa_row_args(&a, x, NULL, NULL, NULL, out, NULL);
-    a.n = n;
-    a.k = k;
-    a.stream = fa_stream_out(n, k, itemsize);
-    return fa_xf_run(log_softmax_rows_tab, itemsize, isa, &a, nthreads, FA_XF_FWD, 0, scale);
+    return fa_xf_rows(log_softmax_rows_tab, itemsize, isa, scale, x, NULL, NULL, out, NULL, n,
+                      k, nthreads, FA_XF_FWD, 0, 1);
 }
 
 int fa_logsumexp_rows_xf(int itemsize, int isa, double scale, const void *x,
                          const void *b, void *out, void *sign, int64_t n, int64_t k,
                          int nthreads)
 {
-    fa_args a;
-    fa_row_args(&a, x, NULL, b, NULL, out, sign);
-    a.n = n;
-    a.k = k;
-    return fa_xf_run(logsumexp_rows_tab, itemsize, isa, &a, nthreads, FA_XF_FWD, 1, scale);
+    return fa_xf_rows(logsumexp_rows_tab, itemsize, isa, scale, x, NULL, b, out, sign, n, k,
+                      nthreads, FA_XF_FWD, 1, 0);
 }
 
 int fa_softmax_backward_rows_xf(int itemsize, int isa, double scale,
                                 const void *grad, const void *y, void *out,
                                 int64_t n, int64_t k, int nthreads)
 {
-    fa_args a;
-    fa_row_args(&a, grad, y, NULL, NULL, out, NULL);
-    a.n = n;
-    a.k = k;
-    return fa_xf_run(softmax_backward_rows_tab, itemsize, isa, &a, nthreads, FA_XF_BWD, 0, scale);
+    return fa_xf_rows(softmax_backward_rows_tab, itemsize, isa, scale, grad, y, NULL, out, NULL,
+                      n, k, nthreads, FA_XF_BWD, 0, 0);
 }
 
 int fa_log_softmax_backward_rows_xf(int itemsize, int isa, double scale,
                                     const void *grad, const void *y, void *out,
                                     int64_t n, int64_t k, int nthreads)
 {
-    fa_args a;
-    fa_row_args(&a, grad, y, NULL, NULL, out, NULL);
-    a.n = n;
-    a.k = k;
-    return fa_xf_run(log_softmax_backward_rows_tab, itemsize, isa, &a, nthreads, FA_XF_BWD, 0,
-                     scale);
+    return fa_xf_rows(log_softmax_backward_rows_tab, itemsize, isa, scale, grad, y, NULL, out,
+                      NULL, n, k, nthreads, FA_XF_BWD, 0, 0);
 }
 
 int fa_cross_entropy_index_rows_xf(int itemsize, int isa, double scale,

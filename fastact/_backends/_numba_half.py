@@ -36,6 +36,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ._numba_intrinsics import _bits_f32, _f32_bits
 from ._numba_math import _jit
 from .elementwise import chunked, run_ranges
 
@@ -45,20 +46,6 @@ from .elementwise import chunked, run_ranges
 #: each block costs a few Python-level calls, so larger is faster, while the
 #: scratch (a few of these per thread) stays bounded.
 BLOCK_BYTES = 512 << 10
-
-
-@intrinsic
-def _f32_bits(typingctx, a):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.uint32(types.float32), codegen
-
-
-@intrinsic
-def _bits_f32(typingctx, a):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.uint32), codegen
 
 
 def _has_f16c():

@@ -72,18 +72,20 @@ def _ldexp(typingctx, p, n):
     return p(p, n), codegen
 
 
-@intrinsic
-def _f64_bits(typingctx, a):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
+def _bitcast(src, dst, llvm_dst):
+    """An intrinsic that reinterprets the bits of a ``src`` scalar as ``dst``."""
+    @intrinsic
+    def cast(typingctx, a):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_dst)
+        return dst(src), codegen
+    return cast
 
 
-@intrinsic
-def _bits_f64(typingctx, a):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
+_f64_bits = _bitcast(types.float64, types.int64, ir.IntType(64))
+_bits_f64 = _bitcast(types.int64, types.float64, ir.DoubleType())
+_f32_bits = _bitcast(types.float32, types.uint32, ir.IntType(32))
+_bits_f32 = _bitcast(types.uint32, types.float32, ir.FloatType())
 
 
 def _nt_map(name, op):
