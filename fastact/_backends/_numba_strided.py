@@ -1,0 +1,348 @@
+"""Numba kernels over the middle axis of a C-contiguous ``(outer, k, inner)``
+array, reduced where it lies, without moving it last (issue 18): softmax,
+log_softmax, logsumexp and the backwards.  Cross entropy: ``_numba_strided_xent``.
+
+The elements of a reduced column lie ``inner`` apart, but each of its ``k``
+rows is a run of contiguous inner positions: the layout of the tile path's
+transposed tiles (``_numba_rows``: ``buf[j*T + r]`` is element ``j`` of row
+``r``), columns in place of rows.  So nothing is transposed: a work item is
+one outer index and a tile of ``W`` inner positions; the ``k x W`` block is
+copied row by row (``W`` contiguous elements) into a per-thread scratch, the
+column max on the way (``_col_load_max``), the tile path's numerics run on it
+vectorised across the ``W`` columns (``_tile_exp_sum``, ``_log_sum``), and
+the results go back row by row.  ``W`` (chosen by ``numba_kernels``, like the
+tile path's ``T``) keeps the scratch within a few hundred KB, in L2: the block
+is read from memory once and written once, and the scratch does not grow
+with the array.
+
+Numerics are the row kernels': sums over at most ``_COL_BLOCK`` rows in the
+working dtype, added in float64; logs by ``_log_sum`` (accurate near 0).
+Columns whose max is not finite or whose sum is NaN (NaN, +-inf, nothing
+selected) are gathered and computed by the row functions themselves, as the
+tile path does with its special rows; their results are written after the
+block's (in place, ``out`` is ``x``, the block's write would overwrite them).
+
+The kernels are templates like the row kernels' (``numba_kernels._Kernels``
+compiles a copy per constant on first use): ``kernel(..., W, p0, p1)`` runs
+work items ``[p0, p1)``, item ``p`` being outer index ``p // ntiles`` and
+inner positions from ``(p % ntiles) * W``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._numba_intrinsics import _maximum
+from ._numba_math import _exp, _finite, _inline, _log_sum, _sub_sub, _to
+from ._numba_rows import _log_softmax_row, _sl, _softmax_row, _tile_exp_sum
+from ._numba_softmax import _lse_range
+
+#: Rows of a block summed in the working dtype before the column sums go to
+#: float64: each column's block sum is sequential (the vectorisation runs
+#: across columns), so the block is kept near the tile path's rows (< 40).
+_COL_BLOCK = 32
+
+
+# ----------------------------------------------------------------------------
+# column pieces
+# ----------------------------------------------------------------------------
+
+@_inline
+def _tile_at(p, inner, W):
+    """(outer index, first inner position, width) of work item ``p``."""
+    ntiles = (inner + W - 1) // W
+    o = p // ntiles
+    i0 = (p - o * ntiles) * W
+    return o, i0, min(W, inner - i0)
+
+
+@_inline
+def _col_copy(src, s0, ls, dst, d0, ld, k):
+    """dst[d0 + j*ld] = src[s0 + j*ls], j < k: one column in or out."""
+    for j in range(k):
+        dst[d0 + j * ld] = src[s0 + j * ls]
+
+
+@_inline
+def _col_rows(src, base, inner, dst):
+    """Column ``base`` of ``src`` (flat; elements ``inner`` apart) as the one
+    row of ``dst`` (1, k), for the row functions."""
+    k = dst.shape[1]
+    for j in range(k):
+        dst[0, j] = src[base + j * inner]
+    return dst
+
+
+@_inline
+def _col_load_max(xf, mf, base, inner, k, tw, W, buf, mrow, m2):
+    """buf[j*W + r] = x[j, r] of the k x tw block at ``xf[base:]`` (rows
+    ``inner`` apart), -inf where not selected; mrow[r] = the column max
+    (``_maximum``: NaN if one is).  The running max goes back and forth
+    between the halves of ``m2`` (2 W): read and written in place, LLVM
+    makes the update a masked store (it skips the lanes whose max is NaN),
+    which AMD runs as slowly as scalar code."""
+    ninf = _to(xf, -np.inf)
+    for r in range(tw):
+        m2[r] = ninf
+    for j in range(k):
+        xs = xf[base + j * inner:base + j * inner + tw]
+        bj = buf[j * W:j * W + tw]
+        ma = m2[(j & 1) * W:(j & 1) * W + tw]
+        mb = m2[W - (j & 1) * W:W - (j & 1) * W + tw]
+        if mf is None:
+            for r in range(tw):
+                v = xs[r]
+                bj[r] = v
+                mb[r] = _maximum(ma[r], v)
+        else:
+            ms = mf[base + j * inner:base + j * inner + tw]
+            for r in range(tw):
+                v = xs[r] if ms[r] else ninf
+                bj[r] = v
+                mb[r] = _maximum(ma[r], v)
+    h = (k & 1) * W
+    for r in range(tw):
+        mrow[r] = m2[h + r]
+
+
+@_inline
+def _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, store):
+    """s[r] = sum_j exp(buf[j, r] - mrow[r]) in float64 (``_tile_exp_sum`` over
+    blocks of ``_COL_BLOCK`` rows, ``sb``/``rb`` its working-dtype sums); ``rs``
+    (None: not wanted) the same over buf < mrow only, for ``_log_sum``;
+    ``store``: the exps replace buf."""
+    for r in range(tw):
+        s[r] = 0.0
+        if rs is not None:
+            rs[r] = 0.0
+    for j0 in range(0, k, _COL_BLOCK):
+        j1 = min(j0 + _COL_BLOCK, k)
+        if rs is None:
+            _tile_exp_sum(buf[j0 * W:j1 * W], mrow, sb, None, j1 - j0, tw, W, store)
+        else:
+            _tile_exp_sum(buf[j0 * W:j1 * W], mrow, sb, rb, j1 - j0, tw, W, store)
+        for r in range(tw):
+            s[r] += sb[r]
+            if rs is not None:
+                rs[r] += rb[r]
+
+
+@_inline
+def _col_specials(mrow, s, tw, spec):
+    """Indices of the columns whose max is not finite or whose sum is NaN into
+    ``spec``; returns how many (``_tile_is_special`` of each column)."""
+    n = 0
+    for r in range(tw):
+        n += not (_finite(mrow[r]) and s[r] == s[r])
+    if n == 0:
+        return 0
+    n = 0
+    for r in range(tw):
+        if not (_finite(mrow[r]) and s[r] == s[r]):
+            spec[n] = r
+            n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------
+# softmax, log_softmax
+# ----------------------------------------------------------------------------
+
+#: The constant of a kernel (``_numba_math._specialise``): log_softmax (1) or
+#: softmax (0); a backward of log_softmax (1) or of softmax (0).
+LOG = 0
+
+
+def softmax_strided_kernel(x, mask, out, W, p0, p1):
+    """Softmax (LOG 0) or log_softmax (LOG 1) over axis 1 of the
+    (outer, k, inner) ``x`` (``mask`` alike or None) into ``out``, work
+    items [p0, p1) -> 0.  ``out`` may be ``x``."""
+    k, inner = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    buf = np.empty(k * W, x.dtype)
+    mrow, res, sb, rb = (np.empty(W, x.dtype), np.empty(W, x.dtype), np.empty(W, x.dtype),
+                         np.empty(W, x.dtype))
+    s, rs = np.empty(W, np.float64), np.empty(W, np.float64)
+    spec = np.empty(W, np.int64)
+    m2 = np.empty(2 * W, x.dtype)
+    xc, oc = np.empty(k, x.dtype), np.empty(k, x.dtype)
+    mc = np.empty(k, np.bool_)
+    for p in range(p0, p1):
+        o, i0, tw = _tile_at(p, inner, W)
+        base = o * k * inner + i0
+        if mask is None:
+            _col_load_max(xf, None, base, inner, k, tw, W, buf, mrow, m2)
+        else:
+            _col_load_max(xf, mask.reshape(-1), base, inner, k, tw, W, buf, mrow, m2)
+        if LOG:
+            _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, False)
+            for r in range(tw):
+                res[r] = _to(x, _log_sum(s[r], rs[r]))
+        else:
+            _col_exp_sum(buf, mrow, s, None, sb, rb, k, tw, W, True)
+            for r in range(tw):
+                res[r] = _to(x, 1.0 / s[r])
+        # rare columns (inf, NaN, nothing selected) by the row functions, before
+        # the block's write overwrites x (in place); their results wait in buf
+        nspec = _col_specials(mrow, s, tw, spec)
+        for q in range(nspec):
+            r = spec[q]
+            _col_copy(xf, base + r, inner, xc, 0, 1, k)
+            if mask is None:
+                if LOG:
+                    _log_softmax_row(xc, None, oc)
+                else:
+                    _softmax_row(xc, None, oc)
+            else:
+                _col_copy(mask.reshape(-1), base + r, inner, mc, 0, 1, k)
+                if LOG:
+                    _log_softmax_row(xc, mc, oc)
+                else:
+                    _softmax_row(xc, mc, oc)
+            _col_copy(oc, 0, 1, buf, r, W, k)
+        for j in range(k):
+            bj = buf[j * W:j * W + tw]
+            os = of[base + j * inner:base + j * inner + tw]
+            if LOG:     # (x - max) - log(sum); -inf where not selected (buf's -inf)
+                for r in range(tw):
+                    os[r] = _sub_sub(bj[r], mrow[r], res[r])
+            else:
+                for r in range(tw):
+                    os[r] = bj[r] * res[r]
+        for q in range(nspec):
+            _col_copy(buf, spec[q], W, of, base + spec[q], inner, k)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# logsumexp
+# ----------------------------------------------------------------------------
+
+def lse_strided_kernel(x, b, mask, out, sign, W, p0, p1):
+    """logsumexp over axis 1 of the (outer, k, inner) ``x`` (``b``, ``mask``
+    alike or None) into the flat (outer * inner) ``out`` (and ``sign``), work
+    items [p0, p1) -> 0.  With ``b`` every column goes to the row function
+    (the row kernels also take their row path for it)."""
+    k, inner = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
+    xr1 = np.empty((1, k), x.dtype)
+    br1 = np.empty((1, k), x.dtype)
+    mr1 = np.empty((1, k), np.bool_)
+    if b is not None:
+        bf = b.reshape(-1)
+        for p in range(p0, p1):
+            o, i0, tw = _tile_at(p, inner, W)
+            base = o * k * inner + i0
+            for r in range(tw):
+                q = o * inner + i0 + r
+                if mask is None:
+                    _lse_range(_col_rows(xf, base + r, inner, xr1),
+                               _col_rows(bf, base + r, inner, br1), None,
+                               out[q:q + 1], _sl(sign, q, q + 1), 0, 1)
+                else:
+                    _lse_range(_col_rows(xf, base + r, inner, xr1),
+                               _col_rows(bf, base + r, inner, br1),
+                               _col_rows(mask.reshape(-1), base + r, inner, mr1),
+                               out[q:q + 1], _sl(sign, q, q + 1), 0, 1)
+        return 0
+    buf = np.empty(k * W, x.dtype)
+    mrow, sb, rb = np.empty(W, x.dtype), np.empty(W, x.dtype), np.empty(W, x.dtype)
+    s, rs = np.empty(W, np.float64), np.empty(W, np.float64)
+    spec = np.empty(W, np.int64)
+    m2 = np.empty(2 * W, x.dtype)
+    for p in range(p0, p1):
+        o, i0, tw = _tile_at(p, inner, W)
+        base = o * k * inner + i0
+        q0 = o * inner + i0
+        if mask is None:
+            _col_load_max(xf, None, base, inner, k, tw, W, buf, mrow, m2)
+        else:
+            _col_load_max(xf, mask.reshape(-1), base, inner, k, tw, W, buf, mrow, m2)
+        _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, False)
+        ob = out[q0:q0 + tw]
+        for r in range(tw):
+            ob[r] = _log_sum(s[r], rs[r]) + mrow[r]
+        if sign is not None:
+            sg = sign[q0:q0 + tw]
+            for r in range(tw):
+                sg[r] = 1.0
+        nspec = _col_specials(mrow, s, tw, spec)
+        for q in range(nspec):
+            r = spec[q]
+            i = q0 + r
+            if mask is None:
+                _lse_range(_col_rows(xf, base + r, inner, xr1), None, None, out[i:i + 1],
+                           _sl(sign, i, i + 1), 0, 1)
+            else:
+                _lse_range(_col_rows(xf, base + r, inner, xr1), None,
+                           _col_rows(mask.reshape(-1), base + r, inner, mr1), out[i:i + 1],
+                           _sl(sign, i, i + 1), 0, 1)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# backwards
+# ----------------------------------------------------------------------------
+
+def backward_strided_kernel(grad, y, mask, out, W, p0, p1):
+    """The backward of softmax (LOG 0: ``y * (grad - sum(grad * y))``, no mask)
+    or log_softmax (LOG 1: ``grad - exp(y) * sum(grad)`` where selected, 0
+    elsewhere) over axis 1 of (outer, k, inner) arrays, work items [p0, p1)
+    -> 0, in the order of operations of ``_numba_backward``.  ``out`` may be
+    ``grad`` or ``y``: both are copied into the scratch first."""
+    k, inner = grad.shape[1], grad.shape[2]
+    gf, yf, of = grad.reshape(-1), y.reshape(-1), out.reshape(-1)
+    gbuf, ybuf = np.empty(k * W, grad.dtype), np.empty(k * W, grad.dtype)
+    sb, df = np.empty(W, grad.dtype), np.empty(W, grad.dtype)
+    d = np.empty(W, np.float64)
+    zero = _to(grad, 0.0)
+    for p in range(p0, p1):
+        o, i0, tw = _tile_at(p, inner, W)
+        base = o * k * inner + i0
+        for r in range(tw):
+            d[r] = 0.0
+        for j0 in range(0, k, _COL_BLOCK):
+            for r in range(tw):
+                sb[r] = 0.0
+            for j in range(j0, min(j0 + _COL_BLOCK, k)):
+                gs = gf[base + j * inner:base + j * inner + tw]
+                ys = yf[base + j * inner:base + j * inner + tw]
+                gb = gbuf[j * W:j * W + tw]
+                yb = ybuf[j * W:j * W + tw]
+                if not LOG:
+                    for r in range(tw):
+                        gb[r] = gs[r]
+                        yb[r] = ys[r]
+                        sb[r] += gb[r] * yb[r]
+                elif mask is None:
+                    for r in range(tw):
+                        gb[r] = gs[r]
+                        yb[r] = ys[r]
+                        sb[r] += gb[r]
+                else:
+                    ms = mask.reshape(-1)[base + j * inner:base + j * inner + tw]
+                    for r in range(tw):
+                        gb[r] = gs[r]
+                        yb[r] = ys[r]
+                        sb[r] += gb[r] if ms[r] else zero
+            for r in range(tw):
+                d[r] += sb[r]
+        for r in range(tw):
+            df[r] = _to(grad, d[r])
+        for j in range(k):
+            gb = gbuf[j * W:j * W + tw]
+            yb = ybuf[j * W:j * W + tw]
+            os = of[base + j * inner:base + j * inner + tw]
+            if not LOG:
+                for r in range(tw):
+                    os[r] = yb[r] * (gb[r] - df[r])
+            elif mask is None:
+                for r in range(tw):
+                    os[r] = gb[r] - _exp(yb[r]) * df[r]
+            else:
+                ms = mask.reshape(-1)[base + j * inner:base + j * inner + tw]
+                for r in range(tw):
+                    v = gb[r] - _exp(yb[r]) * df[r]
+                    os[r] = v if ms[r] else zero
+    return 0
