@@ -33,10 +33,13 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba_intrinsics import _maximum
-from ._numba_math import _exp, _finite, _inline, _log_sum, _sub_sub, _to
-from ._numba_rows import _log_softmax_row, _sl, _softmax_row, _tile_exp_sum
+from ._numba_math import _exp, _expn, _finite, _inline, _log_sum, _sub_sub, _to
+from ._numba_rows import _log_softmax_row, _same, _sl, _softmax_row, _tile_exp_sum
 from ._numba_softmax import _lse_range
 
+#: Rows of a chunk of the long columns' path (the columns too long for a
+#: block of a cache line of positions in the scratch).
+_CHUNK_ROWS = 64
 #: Rows of a block summed in the working dtype before the column sums go to
 #: float64: each column's block sum is sequential (the vectorisation runs
 #: across columns), so the block is kept near the tile path's rows (< 40).
@@ -110,7 +113,10 @@ def _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, store):
     """s[r] = sum_j exp(buf[j, r] - mrow[r]) in float64 (``_tile_exp_sum`` over
     blocks of ``_COL_BLOCK`` rows, ``sb``/``rb`` its working-dtype sums); ``rs``
     (None: not wanted) the same over buf < mrow only, for ``_log_sum``;
-    ``store``: the exps replace buf."""
+    ``store``: the exps replace buf.  Returns the sum of all the exps: NaN
+    when a column is special (its max NaN or +-inf: some x - max is NaN), a
+    number otherwise (every x - max in [-inf, 0])."""
+    tot = 0.0
     for r in range(tw):
         s[r] = 0.0
         if rs is not None:
@@ -118,13 +124,14 @@ def _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, store):
     for j0 in range(0, k, _COL_BLOCK):
         j1 = min(j0 + _COL_BLOCK, k)
         if rs is None:
-            _tile_exp_sum(buf[j0 * W:j1 * W], mrow, sb, None, j1 - j0, tw, W, store)
+            tot += _tile_exp_sum(buf[j0 * W:j1 * W], mrow, sb, None, j1 - j0, tw, W, store)
         else:
-            _tile_exp_sum(buf[j0 * W:j1 * W], mrow, sb, rb, j1 - j0, tw, W, store)
+            tot += _tile_exp_sum(buf[j0 * W:j1 * W], mrow, sb, rb, j1 - j0, tw, W, store)
         for r in range(tw):
             s[r] += sb[r]
             if rs is not None:
                 rs[r] += rb[r]
+    return tot
 
 
 @_inline
@@ -133,59 +140,160 @@ def _col_specials(mrow, s, tw, spec):
     ``spec``; returns how many (``_tile_is_special`` of each column)."""
     n = 0
     for r in range(tw):
-        n += not (_finite(mrow[r]) and s[r] == s[r])
-    if n == 0:
-        return 0
-    n = 0
-    for r in range(tw):
         if not (_finite(mrow[r]) and s[r] == s[r]):
             spec[n] = r
             n += 1
     return n
 
 
+@_inline
+def _flat(a):
+    return None if a is None else a.reshape(-1)
+
+
+# ----------------------------------------------------------------------------
+# long columns: chunks of rows
+# ----------------------------------------------------------------------------
+
+@_inline
+def _col_online_max_sum(xf, mf, base, inner, k, tw, W, sc):
+    """(max, sum exp(x - max), the same over x < max only) of the columns of
+    the k x tw block at ``xf[base:]`` (``mf``: its mask or None), into ``sc``'s
+    M, s, rs, in one pass over memory, as ``_online_max_sum`` along a row:
+    ``_CHUNK_ROWS`` rows at a time are copied into ``buf`` with their column
+    max, the running sums are rescaled where the max grows (the earlier
+    terms, the old max's included, then all lie below it), and the chunk's
+    exps are summed from ``buf``.  ``me``, the max the exps are taken from, is
+    0 while a column has seen nothing but -inf: its terms are 0, not NaN."""
+    buf, m2, cmax, M, me, s, rs, cs, crs, sb, rb = sc
+    ninf = _to(xf, -np.inf)
+    zero = _to(xf, 0.0)
+    for r in range(tw):
+        M[r] = ninf
+        s[r] = 0.0
+        rs[r] = 0.0
+    for j0 in range(0, k, _CHUNK_ROWS):
+        j1 = min(j0 + _CHUNK_ROWS, k)
+        _col_load_max(xf, mf, base + j0 * inner, inner, j1 - j0, tw, W, buf, cmax, m2)
+        for r in range(tw):
+            mo = M[r]
+            mn = _maximum(mo, cmax[r])
+            sv = s[r] * _exp(np.float64(mo) - np.float64(mn))
+            grow = mn > mo
+            s[r] = sv if grow else s[r]
+            rs[r] = sv if grow else rs[r]
+            M[r] = mn
+            me[r] = mn if mn > ninf else zero
+        _col_exp_sum(buf, me, cs, crs, sb, rb, j1 - j0, tw, W, False)
+        for r in range(tw):
+            s[r] += cs[r]
+            rs[r] += crs[r]
+
+
+@_inline
+def _chunk_scratch(x, W):
+    """The scratch of ``_col_online_max_sum``."""
+    f, d = x.dtype, np.float64
+    return (np.empty(_CHUNK_ROWS * W, f), np.empty(2 * W, f), np.empty(W, f), np.empty(W, f),
+            np.empty(W, f), np.empty(W, d), np.empty(W, d), np.empty(W, d), np.empty(W, d),
+            np.empty(W, f), np.empty(W, f))
+
+
+@_inline
+def _softmax_cols_write(xf, mf, of, base, inner, k, tw, mw, res, log):
+    """The chunked path's last pass over the k x tw block at ``base``:
+    exp(x - mw) * res (``log`` 0) or (x - mw) - res, 0 or -inf where not
+    selected."""
+    ninf = _to(xf, -np.inf)
+    zero = _to(xf, 0.0)
+    for j in range(k):
+        xs = xf[base + j * inner:base + j * inner + tw]
+        os = of[base + j * inner:base + j * inner + tw]
+        if mf is None:
+            if log:
+                for r in range(tw):
+                    os[r] = _sub_sub(xs[r], mw[r], res[r])
+            else:
+                for r in range(tw):
+                    os[r] = _expn(xs[r] - mw[r]) * res[r]
+        else:
+            ms = mf[base + j * inner:base + j * inner + tw]
+            if log:
+                for r in range(tw):
+                    v = _sub_sub(xs[r], mw[r], res[r])
+                    os[r] = v if ms[r] else ninf
+            else:
+                for r in range(tw):
+                    e = _expn(xs[r] - mw[r]) * res[r]
+                    os[r] = e if ms[r] else zero
+
+
 # ----------------------------------------------------------------------------
 # softmax, log_softmax
 # ----------------------------------------------------------------------------
 
-#: The constant of a kernel (``_numba_math._specialise``): log_softmax (1) or
-#: softmax (0); a backward of log_softmax (1) or of softmax (0).
-LOG = 0
+#: The constants of a kernel (``_numba_math._specialise``): log_softmax (1) or
+#: softmax (0) (a backward of log_softmax (1) or of softmax (0)); the chunked
+#: path of long columns (else a block at a time); in place (``out`` is ``x``,
+#: read and written through ``out``'s view: the chunked path only).  The
+#: branches on them are in the templates, where Numba prunes them (passed to
+#: an inlined function, they are not, and both sides compile).
+LOG, CHUNKED, SAME = 0, 0, 0
 
 
 def softmax_strided_kernel(x, mask, out, W, p0, p1):
     """Softmax (LOG 0) or log_softmax (LOG 1) over axis 1 of the
     (outer, k, inner) ``x`` (``mask`` alike or None) into ``out``, work
-    items [p0, p1) -> 0.  ``out`` may be ``x``."""
+    items [p0, p1) -> 0; 1, doing nothing, when the chunked kernel of SAME 0
+    finds ``out`` is ``x`` (as ``_numba_softmax``).
+
+    A block at a time (read once, written once), or for long columns
+    (CHUNKED) max and sums by ``_col_online_max_sum``, then one pass that
+    reads x again and writes exp(x - max) / sum or (x - max) - log(sum) (0 or
+    -inf where not selected), as the row kernels' long rows.  On that path a
+    column whose max is not finite takes NaN as its max, which gives the row
+    functions' result: NaN where selected, 0 or -inf elsewhere."""
+    if CHUNKED and not SAME:
+        if _same(x, out):
+            return 1
     k, inner = x.shape[1], x.shape[2]
-    xf = x.reshape(-1)
+    xf = out.reshape(-1) if SAME else x.reshape(-1)
     of = out.reshape(-1)
-    buf = np.empty(k * W, x.dtype)
-    mrow, res, sb, rb = (np.empty(W, x.dtype), np.empty(W, x.dtype), np.empty(W, x.dtype),
-                         np.empty(W, x.dtype))
-    s, rs = np.empty(W, np.float64), np.empty(W, np.float64)
-    spec = np.empty(W, np.int64)
-    m2 = np.empty(2 * W, x.dtype)
-    xc, oc = np.empty(k, x.dtype), np.empty(k, x.dtype)
-    mc = np.empty(k, np.bool_)
+    mf = _flat(mask)
+    res = np.empty(W, x.dtype)
+    if CHUNKED:
+        sc = _chunk_scratch(x, W)
+        mrow, s, rs = sc[3], sc[5], sc[6]
+        mw = np.empty(W, x.dtype)
+    else:
+        buf = np.empty(k * W, x.dtype)
+        mrow, sb, rb = np.empty(W, x.dtype), np.empty(W, x.dtype), np.empty(W, x.dtype)
+        s, rs = np.empty(W, np.float64), np.empty(W, np.float64)
+        spec = np.empty(W, np.int64)
+        m2 = np.empty(2 * W, x.dtype)
+        xc, oc = np.empty(k, x.dtype), np.empty(k, x.dtype)
+        mc = np.empty(k, np.bool_)
     for p in range(p0, p1):
         o, i0, tw = _tile_at(p, inner, W)
         base = o * k * inner + i0
-        if mask is None:
-            _col_load_max(xf, None, base, inner, k, tw, W, buf, mrow, m2)
+        if CHUNKED:
+            _col_online_max_sum(xf, mf, base, inner, k, tw, W, sc)
         else:
-            _col_load_max(xf, mask.reshape(-1), base, inner, k, tw, W, buf, mrow, m2)
-        if LOG:
-            _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, False)
-            for r in range(tw):
+            _col_load_max(xf, mf, base, inner, k, tw, W, buf, mrow, m2)
+            tot = _col_exp_sum(buf, mrow, s, rs if LOG else None, sb, rb, k, tw, W, not LOG)
+        for r in range(tw):
+            if LOG:
                 res[r] = _to(x, _log_sum(s[r], rs[r]))
-        else:
-            _col_exp_sum(buf, mrow, s, None, sb, rb, k, tw, W, True)
-            for r in range(tw):
+            else:
                 res[r] = _to(x, 1.0 / s[r])
+        if CHUNKED:
+            for r in range(tw):
+                mw[r] = mrow[r] if _finite(mrow[r]) else _to(x, np.nan)
+            _softmax_cols_write(xf, mf, of, base, inner, k, tw, mw, res, LOG)
+            continue
         # rare columns (inf, NaN, nothing selected) by the row functions, before
         # the block's write overwrites x (in place); their results wait in buf
-        nspec = _col_specials(mrow, s, tw, spec)
+        nspec = 0 if tot == tot else _col_specials(mrow, s, tw, spec)
         for q in range(nspec):
             r = spec[q]
             _col_copy(xf, base + r, inner, xc, 0, 1, k)
@@ -195,7 +303,7 @@ def softmax_strided_kernel(x, mask, out, W, p0, p1):
                 else:
                     _softmax_row(xc, None, oc)
             else:
-                _col_copy(mask.reshape(-1), base + r, inner, mc, 0, 1, k)
+                _col_copy(mf, base + r, inner, mc, 0, 1, k)
                 if LOG:
                     _log_softmax_row(xc, mc, oc)
                 else:
@@ -222,10 +330,11 @@ def softmax_strided_kernel(x, mask, out, W, p0, p1):
 def lse_strided_kernel(x, b, mask, out, sign, W, p0, p1):
     """logsumexp over axis 1 of the (outer, k, inner) ``x`` (``b``, ``mask``
     alike or None) into the flat (outer * inner) ``out`` (and ``sign``), work
-    items [p0, p1) -> 0.  With ``b`` every column goes to the row function
-    (the row kernels also take their row path for it)."""
+    items [p0, p1) -> 0 (CHUNKED: long columns).  With ``b`` every column goes
+    to the row function (the row kernels also take their row path for it)."""
     k, inner = x.shape[1], x.shape[2]
     xf = x.reshape(-1)
+    mf = _flat(mask)
     xr1 = np.empty((1, k), x.dtype)
     br1 = np.empty((1, k), x.dtype)
     mr1 = np.empty((1, k), np.bool_)
@@ -243,23 +352,29 @@ def lse_strided_kernel(x, b, mask, out, sign, W, p0, p1):
                 else:
                     _lse_range(_col_rows(xf, base + r, inner, xr1),
                                _col_rows(bf, base + r, inner, br1),
-                               _col_rows(mask.reshape(-1), base + r, inner, mr1),
+                               _col_rows(mf, base + r, inner, mr1),
                                out[q:q + 1], _sl(sign, q, q + 1), 0, 1)
         return 0
-    buf = np.empty(k * W, x.dtype)
-    mrow, sb, rb = np.empty(W, x.dtype), np.empty(W, x.dtype), np.empty(W, x.dtype)
-    s, rs = np.empty(W, np.float64), np.empty(W, np.float64)
+    sc = _chunk_scratch(x, W if CHUNKED else 1)
+    if CHUNKED:
+        mrow, s, rs = sc[3], sc[5], sc[6]
+    else:
+        buf = np.empty(k * W, x.dtype)
+        mrow, sb, rb = np.empty(W, x.dtype), np.empty(W, x.dtype), np.empty(W, x.dtype)
+        s, rs = np.empty(W, np.float64), np.empty(W, np.float64)
+        m2 = np.empty(2 * W, x.dtype)
     spec = np.empty(W, np.int64)
-    m2 = np.empty(2 * W, x.dtype)
     for p in range(p0, p1):
         o, i0, tw = _tile_at(p, inner, W)
         base = o * k * inner + i0
         q0 = o * inner + i0
-        if mask is None:
-            _col_load_max(xf, None, base, inner, k, tw, W, buf, mrow, m2)
+        if CHUNKED:
+            _col_online_max_sum(xf, mf, base, inner, k, tw, W, sc)
+            nspec = _col_specials(mrow, s, tw, spec)
         else:
-            _col_load_max(xf, mask.reshape(-1), base, inner, k, tw, W, buf, mrow, m2)
-        _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, False)
+            _col_load_max(xf, mf, base, inner, k, tw, W, buf, mrow, m2)
+            tot = _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, False)
+            nspec = 0 if tot == tot else _col_specials(mrow, s, tw, spec)
         ob = out[q0:q0 + tw]
         for r in range(tw):
             ob[r] = _log_sum(s[r], rs[r]) + mrow[r]
@@ -267,7 +382,6 @@ def lse_strided_kernel(x, b, mask, out, sign, W, p0, p1):
             sg = sign[q0:q0 + tw]
             for r in range(tw):
                 sg[r] = 1.0
-        nspec = _col_specials(mrow, s, tw, spec)
         for q in range(nspec):
             r = spec[q]
             i = q0 + r
@@ -276,7 +390,7 @@ def lse_strided_kernel(x, b, mask, out, sign, W, p0, p1):
                            _sl(sign, i, i + 1), 0, 1)
             else:
                 _lse_range(_col_rows(xf, base + r, inner, xr1), None,
-                           _col_rows(mask.reshape(-1), base + r, inner, mr1), out[i:i + 1],
+                           _col_rows(mf, base + r, inner, mr1), out[i:i + 1],
                            _sl(sign, i, i + 1), 0, 1)
     return 0
 
@@ -293,6 +407,7 @@ def backward_strided_kernel(grad, y, mask, out, W, p0, p1):
     ``grad`` or ``y``: both are copied into the scratch first."""
     k, inner = grad.shape[1], grad.shape[2]
     gf, yf, of = grad.reshape(-1), y.reshape(-1), out.reshape(-1)
+    mf = _flat(mask)
     gbuf, ybuf = np.empty(k * W, grad.dtype), np.empty(k * W, grad.dtype)
     sb, df = np.empty(W, grad.dtype), np.empty(W, grad.dtype)
     d = np.empty(W, np.float64)
@@ -321,7 +436,7 @@ def backward_strided_kernel(grad, y, mask, out, W, p0, p1):
                         yb[r] = ys[r]
                         sb[r] += gb[r]
                 else:
-                    ms = mask.reshape(-1)[base + j * inner:base + j * inner + tw]
+                    ms = mf[base + j * inner:base + j * inner + tw]
                     for r in range(tw):
                         gb[r] = gs[r]
                         yb[r] = ys[r]
@@ -341,7 +456,7 @@ def backward_strided_kernel(grad, y, mask, out, W, p0, p1):
                 for r in range(tw):
                     os[r] = gb[r] - _exp(yb[r]) * df[r]
             else:
-                ms = mask.reshape(-1)[base + j * inner:base + j * inner + tw]
+                ms = mf[base + j * inner:base + j * inner + tw]
                 for r in range(tw):
                     v = gb[r] - _exp(yb[r]) * df[r]
                     os[r] = v if ms[r] else zero

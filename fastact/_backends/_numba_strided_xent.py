@@ -64,8 +64,8 @@ def ce_index_strided_kernel(x, target, w, ignore_index, sc, row_scale, loss, gra
                 wj = np.float64(w[j])
                 for r in range(tw):
                     sw[r] += wj * (np.float64(mrow[r]) - np.float64(bj[r]))
-        _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, grad is not None)
-        _col_flag(kind, tw, spec, _col_specials(mrow, s, tw, spec))
+        tot = _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, grad is not None)
+        _col_flag(kind, tw, spec, 0 if tot == tot else _col_specials(mrow, s, tw, spec))
         for r in range(tw):
             i = q0 + r
             t = target[i]
@@ -137,8 +137,8 @@ def ce_prob_strided_kernel(x, target, w, sc, row_scale, loss, grad, W, p0, p1):
                 wq = (ts[r] * one_m_eps + eps_k) * wj
                 sq[r] += wq
                 sa[r] += np.float64(wq) * (np.float64(mrow[r]) - np.float64(bj[r]))
-        _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, grad is not None)
-        _col_flag(nanc, tw, spec, _col_specials(mrow, s, tw, spec))
+        tot = _col_exp_sum(buf, mrow, s, rs, sb, rb, k, tw, W, grad is not None)
+        _col_flag(nanc, tw, spec, 0 if tot == tot else _col_specials(mrow, s, tw, spec))
         for r in range(tw):
             i = q0 + r
             if nanc[r]:

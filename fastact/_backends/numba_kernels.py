@@ -294,24 +294,26 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
 # positions; inner == 1 is rows, and goes to the row kernels.
 
 #: Scratch of a strided work item's block (all the arrays it keeps, per
-#: thread): about half of this CPU's 512 KB L2, so that the block is read from
-#: memory once and the next block's lines fit beside it (csrc/strided.c's
-#: FA_STRIDED_SCRATCH).  More only for long columns: at least a cache line of
-#: positions while that stays under _STRIDED_MAX_SCRATCH.
-_STRIDED_SCRATCH = 192 << 10
+#: thread): this CPU's L2.  Wide blocks win over blocks that leave room in L2
+#: (float32, 1 thread, softmax (1000, 4096) axis 0: 6.9 ms at 192 KB, 5.5 at
+#: 512 KB; (64, 1000, 64) axis 1: 6.4, 5.2): a row of a block is a run of W
+#: contiguous positions, read and written whole.  A block is at least
+#: _STRIDED_MIN_BYTES wide; columns too long for that (over 2048) take the
+#: chunked path (softmax, log_softmax, logsumexp: float32 (3000, 2048) axis 0
+#: log_softmax 11.1 ms chunked, 13.1 in blocks 43 wide, softmax 13.9 and 12.5;
+#: (4096, 1024) 8.0 and 14.7, 10.0 and 14.3) or a larger block, up to
+#: _STRIDED_MAX_SCRATCH (the others).
+_STRIDED_SCRATCH = 512 << 10
+_STRIDED_MIN_BYTES = 256
 _STRIDED_MAX_SCRATCH = 16 << 20
+#: Inner positions of a work item on the chunked path: rows of 2 KB (float32)
+#: read whole, 64 of them (_numba_strided._CHUNK_ROWS) a chunk in L2.
+_CHUNK_W = 512
 
 
-def _tile_width(k, inner, itemsize, nbuf):
-    """W, the inner positions of a work item: its k x W block of ``nbuf``
-    arrays of ``itemsize`` within the scratch budget, evened out over
-    ``inner`` and a multiple of 8 (whole vectors) when that is more than 8."""
-    per_pos = k * nbuf * itemsize
-    line = 64 // itemsize
-    w = _STRIDED_SCRATCH // per_pos
-    if w < line:
-        w = line if line * per_pos <= _STRIDED_MAX_SCRATCH else _STRIDED_MAX_SCRATCH // per_pos
-    w = max(1, w)
+def _even(w, inner):
+    """``w`` evened out over the tiles of ``inner`` and rounded up to a multiple
+    of 8 (whole vectors) when that is more than 8; at most ``inner``."""
     if w < inner:
         nt = -(-inner // w)
         w = -(-inner // nt)
@@ -320,19 +322,43 @@ def _tile_width(k, inner, itemsize, nbuf):
     return min(w, inner)
 
 
-def _strided(kernels, flags, nthreads, min_elems, nbuf, x, args, k, inner):
-    """Runs a strided template over the items of (outer, k, inner) ``args``."""
-    W = _tile_width(k, inner, x.itemsize, nbuf)
-    n = x.size // (k * inner) * -(-inner // W)
-    kernels(flags, _threads(nthreads, x, min_elems, n), *args, W, n=n)
+def _tile_width(k, inner, itemsize, nbuf, chunked):
+    """W, the inner positions of a work item: its k x W block of ``nbuf``
+    arrays of ``itemsize`` within the scratch budget, but _STRIDED_MIN_BYTES
+    wide at least (``chunked``: ``_CHUNK_W``)."""
+    if chunked:
+        return _even(_CHUNK_W, inner)
+    per_pos = k * nbuf * itemsize
+    least = _STRIDED_MIN_BYTES // itemsize
+    w = _STRIDED_SCRATCH // per_pos
+    if w < least:
+        w = least if least * per_pos <= _STRIDED_MAX_SCRATCH else _STRIDED_MAX_SCRATCH // per_pos
+    return _even(max(1, w), inner)
+
+
+def _strided(kernels, flags, nthreads, min_elems, nbuf, x, args, k, inner, chunks=False):
+    """Runs a strided template over the items of (outer, k, inner) ``args``;
+    ``chunks``: the kernel has the chunked path (flags: CHUNKED, then SAME,
+    if there, after ``flags``), taken by columns too long for a block."""
+    outer = x.size // (k * inner)
+    chunked = chunks and k * _STRIDED_MIN_BYTES * nbuf > _STRIDED_SCRATCH
+    W = _tile_width(k, inner, x.itemsize, nbuf, chunked)
+    nt = _threads(nthreads, x, min_elems, outer * inner)
+    if outer * -(-inner // W) < nt:     # an item for each thread
+        W = _even(max(64 // x.itemsize, -(-inner // -(-nt // outer))), inner)
+    n = outer * -(-inner // W)
+    nt = min(nt, n)
+    if chunks:
+        flags = flags + (int(chunked),) + (0,) * (kernels.names[-1] == "SAME")
+    kernels(flags, nt, *args, W, n=n)
 
 
 def _shaped(a, shape):
     return None if a is None else a.reshape(shape)
 
 
-_SOFTMAX_STRIDED = _Kernels(softmax_strided_kernel, "LOG")
-_LSE_STRIDED = _Kernels(lse_strided_kernel)
+_SOFTMAX_STRIDED = _Kernels(softmax_strided_kernel, "LOG", "CHUNKED", "SAME")
+_LSE_STRIDED = _Kernels(lse_strided_kernel, "CHUNKED")
 _BACKWARD_STRIDED = _Kernels(backward_strided_kernel, "LOG")
 _CE_INDEX_STRIDED = _Kernels(ce_index_strided_kernel)
 _CE_PROB_STRIDED = _Kernels(ce_prob_strided_kernel)
@@ -348,7 +374,7 @@ def _softmax_like_strided(log, x, mask, out, outer, k, inner, nthreads):
         return
     s = (outer, k, inner)
     _strided(_SOFTMAX_STRIDED, (log,), nthreads, _PAR_MIN_ELEMS, 1, x,
-             (x.reshape(s), _shaped(mask, s), out.reshape(s)), k, inner)
+             (x.reshape(s), _shaped(mask, s), out.reshape(s)), k, inner, True)
 
 
 def softmax_strided(x, mask, out, outer, k, inner, nthreads=1):
@@ -370,7 +396,7 @@ def logsumexp_strided(x, b, mask, out, sign, outer, k, inner, nthreads=1):
     s = (outer, k, inner)
     _strided(_LSE_STRIDED, (), nthreads, _PAR_MIN_ELEMS, 1, x,
              (x.reshape(s), _shaped(b, s), _shaped(mask, s), out.reshape(-1),
-              _shaped(sign, -1)), k, inner)
+              _shaped(sign, -1)), k, inner, True)
 
 
 def _backward_strided(log, grad, y, mask, out, outer, k, inner, nthreads):
