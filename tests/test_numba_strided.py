@@ -3,10 +3,11 @@
 numba row kernels on the moved rows (``(outer * inner, k)``), and against the
 C backend's strided kernels when it is built.
 
-The rows of ``test_numba_kernels_direct`` (every special value of the
-contract: NaN, +-inf, nothing selected, spreads > 88 / > 709, finfo.max)
-are laid down the columns; inner sizes around the vector width, short and
-long columns (the long ones take the chunked path), in place, two threads.
+The rows of ``_numba_direct`` (every special value of the contract: NaN,
++-inf, nothing selected, spreads > 88 / > 709, finfo.max) are laid down the
+columns; inner sizes around the vector width, short and long columns, both
+paths of softmax-like kernels (blocks, chunks), streamed outputs, in place,
+two threads.
 """
 
 import numpy as np
@@ -15,15 +16,16 @@ import pytest
 pytest.importorskip("numba")
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
+from _numba_direct import (DTYPES, LSE_0_40, b_for, ce_index_inputs,  # noqa: E402
+                           check_ce_calls, check_log_values, check_pattern, check_rel,
+                           check_same, check_values, masks_for, near_zero_mask,
+                           near_zero_rows, rtol0, special_rows, tol)
 from fastact._backends import numpy_ref as R  # noqa: E402
 from fastact._backends import numba_kernels as K  # noqa: E402
-from test_numba_kernels_direct import (DTYPES, LSE_0_40, check_log_values, check_pattern,  # noqa: E402
-                                       check_rel, check_same, check_values, masks_for,
-                                       near_zero_rows, rtol0, special_rows, tol)
 
 #: (k, inner): inner sizes 2, 3, 7, 8, 9, 16, 17 and large; short columns (the
-#: row kernels' tile path), long ones, and columns too long for a block of a
-#: cache line of positions in the scratch (the chunked path)
+#: row kernels' tile path), long ones (several chunks of the chunked path, and
+#: narrow blocks for the kernels without it)
 KI = [(5, 2), (39, 3), (7, 7), (40, 8), (33, 9), (517, 16), (6, 17), (1100, 300), (3, 1000),
       (5000, 3), (4100, 17)]
 #: inner 1: the row kernels themselves
@@ -58,6 +60,22 @@ def _outer(inner):
     return max(3, -(-8 // inner))
 
 
+@pytest.fixture(params=["blocks", "chunks"])
+def path(request, monkeypatch):
+    """Every softmax-like call on one path: a k x W block at a time, or the
+    chunked path of long columns."""
+    big = request.param == "chunks"
+    monkeypatch.setattr(K, "_CHUNK_BELOW", dict.fromkeys(K._CHUNK_BELOW, 1 << 40 if big else 0))
+    return request.param
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Every softmax-like output without a mask written with non-temporal stores."""
+    monkeypatch.setattr(K, "_STRIDED_NT_BYTES", 0)
+    monkeypatch.setattr(K, "_NT_ROW_BYTES", 0)
+
+
 @pytest.fixture
 def threaded(monkeypatch):
     """Every call large enough for threads: the parallel kernels run."""
@@ -73,7 +91,7 @@ def threaded(monkeypatch):
 @pytest.mark.parametrize("ki", KI_ALL, ids=_ids)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-def test_softmax_like(name, masked, ki, dtype):
+def test_softmax_like(name, masked, ki, dtype, path):
     k, inner = ki
     rng = np.random.default_rng(k + inner)
     rows = special_rows(k, dtype, rng)
@@ -106,7 +124,7 @@ def test_softmax_like(name, masked, ki, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ki", [(7, 9), (300, 17), (5000, 3)], ids=_ids)
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-def test_softmax_like_in_place_threads(name, ki, dtype, threaded):
+def test_softmax_like_in_place_threads(name, ki, dtype, threaded, path):
     k, inner = ki
     rng = np.random.default_rng(1)
     rows = special_rows(k, dtype, rng)
@@ -126,20 +144,37 @@ def test_softmax_like_in_place_threads(name, ki, dtype, threaded):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ki", [(5, 7), (40, 300), (5000, 17)], ids=_ids)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_streamed(name, ki, dtype, path, streamed):
+    """Non-temporal stores, in place too, out at every offset within a cache
+    line: the ordinary stores' result; special columns after the stream."""
+    k, inner = ki
+    rng = np.random.default_rng(k)
+    x = to_cols(special_rows(k, dtype, rng), inner)
+    f = getattr(K, name + "_strided")
+    want = np.empty_like(x)
+    K._STRIDED_NT_BYTES = 1 << 60
+    f(x, None, want, *oki(x), 1)
+    K._STRIDED_NT_BYTES = 0
+    for off in range(0, 64 // x.itemsize, 3):
+        o = np.empty(x.size + off, dtype)[off:].reshape(x.shape)
+        f(x, None, o, *oki(x), 1)
+        check_same(o, want)
+    y = x.copy()
+    f(y, None, y, *oki(x), 1)
+    check_same(y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ki", [(2, 16), (5, 9), (517, 8), (5000, 3)], ids=_ids)
 @pytest.mark.parametrize("masked", [False, True])
-def test_near_zero(masked, ki, dtype):
+def test_near_zero(masked, ki, dtype, path):
     """log(sum) near 0 keeps its relative accuracy (log1p of the terms below
     the max) down the columns: logsumexp and log_softmax."""
     k, inner = ki
     rows = near_zero_rows(k, dtype)
-    mr = None
-    if masked:                  # a larger entry hidden: it must not reach either sum
-        mr = np.ones(rows.shape, bool)
-        j = k // 3 if k >= 3 else 1
-        hide = rows[:, j] == -200
-        rows[hide, j] = 5.0
-        mr[hide, j] = False
+    mr = near_zero_mask(rows) if masked else None
     x = to_cols(rows, inner)
     mask = None if mr is None else to_cols(mr, inner)
     n = rows.shape[0]
@@ -171,22 +206,12 @@ def test_near_zero(masked, ki, dtype):
 @pytest.mark.parametrize("ki", KI_ALL, ids=_ids)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("with_b", [False, True])
-def test_logsumexp(with_b, masked, ki, dtype):
+def test_logsumexp(with_b, masked, ki, dtype, path):
     k, inner = ki
     rng = np.random.default_rng(k + 7)
     rows = special_rows(k, dtype, rng)
-    n = rows.shape[0]
     mr = masks_for(rows, rng) if masked else None
-    br = None
-    if with_b:
-        br = rng.standard_normal((n, k)).astype(dtype)
-        br[rng.random((n, k)) < 0.2] = 0
-        br[1] = np.abs(br[1])
-        br[3, 0] = np.nan
-        br[6] = -1.0                       # +inf entry with negative weight
-        br[7] = 0.0                        # nothing takes part
-        br[-2, :] = 0.5
-        br[-2, 0] = -0.5                   # sums of mixed sign
+    br = b_for(rows, rng) if with_b else None
     x = to_cols(rows, inner)
     outer = x.shape[0]
     mask = None if mr is None else to_cols(mr, inner)
@@ -305,31 +330,10 @@ def test_cross_entropy_index(dtype, ki, weighted, eps, z, threaded):
     x = to_cols(rows, inner)
     xr = moved(x)
     n = xr.shape[0]
-    t = rng.integers(0, k, n).astype(np.int64)
-    t[1] = -100
-    t[3] = -100                          # an ignored special row
-    w = (rng.random(k) + 0.5).astype(dtype) if weighted else None
-    rs = rng.random(n).astype(dtype)
-    a, b, g = 1.0 / n, 0.5, 1.5
-    for row_scale in (None, rs):
-        for want_loss, want_grad in ((True, True), (True, False), (False, True)):
-            lg = np.full(n, 9.0, dtype) if want_loss else None
-            gg = np.full_like(x, 9.0) if want_grad else None
-            K.cross_entropy_index_strided(x, t, w, -100, eps, z, a, b, g, row_scale, lg, gg,
-                                          *oki(x), 1)
-            lw = np.empty(n, dtype) if want_loss else None
-            gw = np.empty_like(xr) if want_grad else None
-            R.cross_entropy_index_rows(xr, t, w, -100, eps, z, a, b, g, row_scale, lw, gw)
-            l64 = np.empty(n) if want_loss else None
-            g64 = np.empty(xr.shape) if want_grad else None
-            R.cross_entropy_index_rows(xr.astype(np.float64), t, w, -100, eps, z, a, b, g,
-                                       row_scale, l64, g64)
-            if want_loss:
-                check_pattern(lg, lw)
-                check_values(lg, l64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
-            if want_grad:
-                check_pattern(moved(gg), gw)
-                check_values(moved(gg), g64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+    t, w, rs, (a, b, g) = ce_index_inputs(xr, rng, weighted)
+    check_ce_calls(lambda rs_, lg, gg: K.cross_entropy_index_strided(
+        x, t, w, -100, eps, z, a, b, g, rs_, lg, gg, *oki(x), 1),
+        xr, t, w, eps, z, (a, b, g), rs, x.shape, moved)
     # fused, in place (the gradient overwrites the logits), one and two threads
     lg = np.empty(n, dtype)
     gg = np.empty_like(x)
@@ -362,27 +366,12 @@ def test_cross_entropy_prob(dtype, ki, weighted, eps, z, threaded):
     w = (rng.random(k) + 0.5).astype(dtype) if weighted else None
     rs = rng.random(n).astype(dtype)
     a, b, g = 1.0 / n, 0.5, 0.7
-    for row_scale in (None, rs):
-        lg = np.empty(n, dtype)
-        gg = np.empty_like(x)
-        K.cross_entropy_prob_strided(x, q, w, eps, z, a, b, g, row_scale, lg, gg, *oki(x), 1)
-        lw = np.empty(n, dtype)
-        gw = np.empty_like(xr)
-        R.cross_entropy_prob_rows(xr, qr, w, eps, z, a, b, g, row_scale, lw, gw)
-        check_pattern(lg, lw)
-        check_pattern(moved(gg), gw)
-        l64 = np.empty(n)
-        g64 = np.empty(xr.shape)
-        R.cross_entropy_prob_rows(xr.astype(np.float64), qr.astype(np.float64),
-                                  None if w is None else w.astype(np.float64),
-                                  eps, z, a, b, g, row_scale, l64, g64)
-        check_values(lg, l64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
-        check_values(moved(gg), g64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
-    # loss alone; in place on two threads
-    lo = np.empty(n, dtype)
-    K.cross_entropy_prob_strided(x, q, w, eps, z, a, b, g, None, lo, None, *oki(x), 1)
+    check_ce_calls(lambda rs_, lg, gg: K.cross_entropy_prob_strided(
+        x, q, w, eps, z, a, b, g, rs_, lg, gg, *oki(x), 1),
+        xr, qr, w, eps, z, (a, b, g), rs, x.shape, moved)
+    # in place on two threads
+    lg, gg = np.empty(n, dtype), np.empty_like(x)
     K.cross_entropy_prob_strided(x, q, w, eps, z, a, b, g, None, lg, gg, *oki(x), 1)
-    check_same(lo, lg)
     xi = x.copy()
     li = np.empty(n, dtype)
     K.cross_entropy_prob_strided(xi, q, w, eps, z, a, b, g, None, li, xi, *oki(x), 2)

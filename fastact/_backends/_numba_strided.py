@@ -11,9 +11,10 @@ copied row by row (``W`` contiguous elements) into a per-thread scratch, the
 column max on the way (``_col_load_max``), the tile path's numerics run on it
 vectorised across the ``W`` columns (``_tile_exp_sum``, ``_log_sum``), and
 the results go back row by row.  ``W`` (chosen by ``numba_kernels``, like the
-tile path's ``T``) keeps the scratch within a few hundred KB, in L2: the block
-is read from memory once and written once, and the scratch does not grow
-with the array.
+tile path's ``T``) keeps the scratch within ~2 MB: the block is read from
+memory once and written once, and the scratch does not grow with the array.
+Long columns (a block too narrow) take a chunked path instead: max and sums
+in one pass over chunks of rows, then a pass that writes the result.
 
 Numerics are the row kernels': sums over at most ``_COL_BLOCK`` rows in the
 working dtype, added in float64; logs by ``_log_sum`` (accurate near 0).
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba_intrinsics import _maximum
+from ._numba_intrinsics import _maximum, _nt_scale, _nt_sub_sub, _store_fence
 from ._numba_math import _exp, _expn, _finite, _inline, _log_sum, _sub_sub, _to
 from ._numba_rows import _log_softmax_row, _same, _sl, _softmax_row, _tile_exp_sum
 from ._numba_softmax import _lse_range
@@ -200,16 +201,24 @@ def _chunk_scratch(x, W):
 
 
 @_inline
-def _softmax_cols_write(xf, mf, of, base, inner, k, tw, mw, res, log):
+def _softmax_cols_write(xf, mf, of, base, inner, k, tw, mw, res, tmp, log, nt):
     """The chunked path's last pass over the k x tw block at ``base``:
     exp(x - mw) * res (``log`` 0) or (x - mw) - res, 0 or -inf where not
-    selected."""
+    selected; ``nt`` (no mask): non-temporal stores (the exps through
+    ``tmp``)."""
     ninf = _to(xf, -np.inf)
     zero = _to(xf, 0.0)
     for j in range(k):
         xs = xf[base + j * inner:base + j * inner + tw]
         os = of[base + j * inner:base + j * inner + tw]
-        if mf is None:
+        if nt:
+            if log:
+                _nt_sub_sub(xs, os, mw[:tw], res[:tw])
+            else:
+                for r in range(tw):
+                    tmp[r] = _expn(xs[r] - mw[r])
+                _nt_scale(tmp[:tw], os, res[:tw], res[:tw])
+        elif mf is None:
             if log:
                 for r in range(tw):
                     os[r] = _sub_sub(xs[r], mw[r], res[r])
@@ -226,6 +235,8 @@ def _softmax_cols_write(xf, mf, of, base, inner, k, tw, mw, res, log):
                 for r in range(tw):
                     e = _expn(xs[r] - mw[r]) * res[r]
                     os[r] = e if ms[r] else zero
+    if nt:
+        _store_fence()
 
 
 # ----------------------------------------------------------------------------
@@ -234,11 +245,12 @@ def _softmax_cols_write(xf, mf, of, base, inner, k, tw, mw, res, log):
 
 #: The constants of a kernel (``_numba_math._specialise``): log_softmax (1) or
 #: softmax (0) (a backward of log_softmax (1) or of softmax (0)); the chunked
-#: path of long columns (else a block at a time); in place (``out`` is ``x``,
+#: path of long columns (else a block at a time); the result written with
+#: non-temporal stores (large outputs, no mask); in place (``out`` is ``x``,
 #: read and written through ``out``'s view: the chunked path only).  The
 #: branches on them are in the templates, where Numba prunes them (passed to
 #: an inlined function, they are not, and both sides compile).
-LOG, CHUNKED, SAME = 0, 0, 0
+LOG, CHUNKED, NT, SAME = 0, 0, 0, 0
 
 
 def softmax_strided_kernel(x, mask, out, W, p0, p1):
@@ -264,7 +276,7 @@ def softmax_strided_kernel(x, mask, out, W, p0, p1):
     if CHUNKED:
         sc = _chunk_scratch(x, W)
         mrow, s, rs = sc[3], sc[5], sc[6]
-        mw = np.empty(W, x.dtype)
+        mw, tmp = np.empty(W, x.dtype), np.empty(W if NT else 0, x.dtype)
     else:
         buf = np.empty(k * W, x.dtype)
         mrow, sb, rb = np.empty(W, x.dtype), np.empty(W, x.dtype), np.empty(W, x.dtype)
@@ -289,7 +301,7 @@ def softmax_strided_kernel(x, mask, out, W, p0, p1):
         if CHUNKED:
             for r in range(tw):
                 mw[r] = mrow[r] if _finite(mrow[r]) else _to(x, np.nan)
-            _softmax_cols_write(xf, mf, of, base, inner, k, tw, mw, res, LOG)
+            _softmax_cols_write(xf, mf, of, base, inner, k, tw, mw, res, tmp, LOG, NT)
             continue
         # rare columns (inf, NaN, nothing selected) by the row functions, before
         # the block's write overwrites x (in place); their results wait in buf
@@ -312,12 +324,19 @@ def softmax_strided_kernel(x, mask, out, W, p0, p1):
         for j in range(k):
             bj = buf[j * W:j * W + tw]
             os = of[base + j * inner:base + j * inner + tw]
-            if LOG:     # (x - max) - log(sum); -inf where not selected (buf's -inf)
+            if NT:
+                if LOG:
+                    _nt_sub_sub(bj, os, mrow[:tw], res[:tw])
+                else:
+                    _nt_scale(bj, os, res[:tw], res[:tw])
+            elif LOG:     # (x - max) - log(sum); -inf where not selected (buf's -inf)
                 for r in range(tw):
                     os[r] = _sub_sub(bj[r], mrow[r], res[r])
             else:
                 for r in range(tw):
                     os[r] = bj[r] * res[r]
+        if NT:
+            _store_fence()      # before the special columns' ordinary stores
         for q in range(nspec):
             _col_copy(buf, spec[q], W, of, base + spec[q], inner, k)
     return 0

@@ -28,6 +28,32 @@ def _col_fill(gf, base, inner, k, v):
 
 
 @_inline
+def _col_grad(buf, gf, base, inner, k, tw, W, cp, cw, w, smooth, tf, one_m_eps, eps_k, kind):
+    """The block's gradient ``e cp - wq cw`` (``e`` the exps in ``buf``), per
+    column factors ``cp``, ``cw``: index targets (``tf`` None) wq = w_j, or
+    nothing without smoothing; probability targets wq = (t (1-eps) + eps/k)
+    w_j.  Then the columns of ``kind`` 1 (special) NaN, 2 (ignored) 0."""
+    for j in range(k):
+        bj = buf[j * W:j * W + tw]
+        gs = gf[base + j * inner:base + j * inner + tw]
+        wj = w[j]
+        if tf is not None:
+            ts = tf[base + j * inner:base + j * inner + tw]
+            for r in range(tw):
+                wq = (ts[r] * one_m_eps + eps_k) * wj
+                gs[r] = bj[r] * cp[r] - wq * cw[r]
+        elif smooth:
+            for r in range(tw):
+                gs[r] = bj[r] * cp[r] - wj * cw[r]
+        else:
+            for r in range(tw):
+                gs[r] = bj[r] * cp[r]
+    for r in range(tw):
+        if kind[r]:
+            _col_fill(gf, base + r, inner, k, 0.0 if kind[r] == 2 else np.nan)
+
+
+@_inline
 def _col_flag(flag, tw, spec, nspec):
     """flag[r] = 1 for the columns spec[:nspec] (special), 0 (ordinary) elsewhere."""
     for r in range(tw):
@@ -51,6 +77,7 @@ def ce_index_strided_kernel(x, target, w, ignore_index, sc, row_scale, loss, gra
     m2 = np.empty(2 * W, x.dtype)
     kind = np.empty(W, np.int64)   # 0: an ordinary column, 1: special (NaN), 2: ignored (0)
     smooth = eps != 0.0
+    zero = _to(x, 0.0)
     for p in range(p0, p1):
         o, i0, tw = _tile_at(p, inner, W)
         base = o * k * inner + i0
@@ -86,20 +113,9 @@ def ce_index_strided_kernel(x, target, w, ignore_index, sc, row_scale, loss, gra
         if grad is None:
             continue
         gf = grad.reshape(-1)
-        for j in range(k):
-            bj = buf[j * W:j * W + tw]
-            gs = gf[base + j * inner:base + j * inner + tw]
-            if smooth:
-                wj = w[j]
-                for r in range(tw):
-                    gs[r] = bj[r] * cp[r] - wj * cw[r]
-            else:
-                for r in range(tw):
-                    gs[r] = bj[r] * cp[r]
+        _col_grad(buf, gf, base, inner, k, tw, W, cp, cw, w, smooth, None, zero, zero, kind)
         for r in range(tw):
-            if kind[r]:
-                _col_fill(gf, base + r, inner, k, 0.0 if kind[r] == 2 else np.nan)
-            else:
+            if not kind[r]:
                 gf[base + target[q0 + r] * inner + r] -= ct[r]
     return 0
 
@@ -161,16 +177,6 @@ def ce_prob_strided_kernel(x, target, w, sc, row_scale, loss, grad, W, p0, p1):
                 cw[r] = _to(x, rsc * a)
         if grad is None:
             continue
-        gf = grad.reshape(-1)
-        for j in range(k):
-            bj = buf[j * W:j * W + tw]
-            ts = tf[base + j * inner:base + j * inner + tw]
-            gs = gf[base + j * inner:base + j * inner + tw]
-            wj = w[j]
-            for r in range(tw):
-                wq = (ts[r] * one_m_eps + eps_k) * wj
-                gs[r] = bj[r] * cp[r] - wq * cw[r]
-        for r in range(tw):
-            if nanc[r]:
-                _col_fill(gf, base + r, inner, k, np.nan)
+        _col_grad(buf, grad.reshape(-1), base, inner, k, tw, W, cp, cw, w, True, tf, one_m_eps,
+                  eps_k, nanc)
     return 0

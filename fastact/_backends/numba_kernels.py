@@ -294,21 +294,31 @@ def cross_entropy_prob_rows(x, target, weight, label_smoothing, z_loss, a, b, g,
 # positions; inner == 1 is rows, and goes to the row kernels.
 
 #: Scratch of a strided work item's block (all the arrays it keeps, per
-#: thread): this CPU's L2.  Wide blocks win over blocks that leave room in L2
-#: (float32, 1 thread, softmax (1000, 4096) axis 0: 6.9 ms at 192 KB, 5.5 at
-#: 512 KB; (64, 1000, 64) axis 1: 6.4, 5.2): a row of a block is a run of W
-#: contiguous positions, read and written whole.  A block is at least
-#: _STRIDED_MIN_BYTES wide; columns too long for that (over 2048) take the
-#: chunked path (softmax, log_softmax, logsumexp: float32 (3000, 2048) axis 0
-#: log_softmax 11.1 ms chunked, 13.1 in blocks 43 wide, softmax 13.9 and 12.5;
-#: (4096, 1024) 8.0 and 14.7, 10.0 and 14.3) or a larger block, up to
-#: _STRIDED_MAX_SCRATCH (the others).
-_STRIDED_SCRATCH = 512 << 10
+#: thread).  Wide blocks win, even out of L2 (this CPU's is 512 KB): a row of
+#: a block is a run of W contiguous positions, read and written whole (1
+#: thread float32, axis 0, budget 512 KB / 2 MB: softmax (1000, 4096) 5.7 /
+#: 5.0 ms, (2000, 2000) 6.4 / 4.9; (16, 3000, 64) axis 1 5.7 / 3.9).
+_STRIDED_SCRATCH = 2 << 20
+#: The least width of a block (bytes of a row); the ops without a chunked path
+#: take larger blocks for it, up to _STRIDED_MAX_SCRATCH.
 _STRIDED_MIN_BYTES = 256
 _STRIDED_MAX_SCRATCH = 16 << 20
+#: The chunked path: columns whose block would be narrower than this (bytes)
+#: take it.  Measured, float32 axis 0 (ms, chunked / blocks): log_softmax
+#: (3000, 2048) 9.8 / 11.1, (4096, 1024) 6.4 / 9.4; softmax, which takes its
+#: exps twice on that path: (3000, 2048) 13.1 / 10.1, (4096, 1024) 8.8 / 8.6,
+#: (6000, 1024) 14.4 / 15.1, (8000, 512) 6.9 / 11.1.
+_CHUNK_BELOW = {"softmax": 512, "log": 1024}
 #: Inner positions of a work item on the chunked path: rows of 2 KB (float32)
 #: read whole, 64 of them (_numba_strided._CHUNK_ROWS) a chunk in L2.
 _CHUNK_W = 512
+#: Non-temporal stores for the strided kernels' outputs of at least
+#: _STRIDED_NT_BYTES (half the L3 here), and only when a row of a block is
+#: _NT_ROW_BYTES long at least (on short ones they cost more than the lines
+#: they save reading).  Softmax (8, 21, 128, 128) axis 1 (11 MB): 3.5 ms
+#: streamed 2.7, log_softmax 4.1 and 3.4.
+_STRIDED_NT_BYTES = 8 << 20
+_NT_ROW_BYTES = 1024
 
 
 def _even(w, inner):
@@ -322,34 +332,35 @@ def _even(w, inner):
     return min(w, inner)
 
 
-def _tile_width(k, inner, itemsize, nbuf, chunked):
-    """W, the inner positions of a work item: its k x W block of ``nbuf``
-    arrays of ``itemsize`` within the scratch budget, but _STRIDED_MIN_BYTES
-    wide at least (``chunked``: ``_CHUNK_W``)."""
-    if chunked:
-        return _even(_CHUNK_W, inner)
-    per_pos = k * nbuf * itemsize
-    least = _STRIDED_MIN_BYTES // itemsize
-    w = _STRIDED_SCRATCH // per_pos
-    if w < least:
-        w = least if least * per_pos <= _STRIDED_MAX_SCRATCH else _STRIDED_MAX_SCRATCH // per_pos
-    return _even(max(1, w), inner)
-
-
-def _strided(kernels, flags, nthreads, min_elems, nbuf, x, args, k, inner, chunks=False):
+def _strided(kernels, flags, nthreads, min_elems, nbuf, x, args, k, inner, chunk=None,
+             stream=None):
     """Runs a strided template over the items of (outer, k, inner) ``args``;
-    ``chunks``: the kernel has the chunked path (flags: CHUNKED, then SAME,
-    if there, after ``flags``), taken by columns too long for a block."""
+    ``chunk``: the kernel has the chunked path (a key of _CHUNK_BELOW; flags:
+    CHUNKED, then NT if ``stream`` is not None, then SAME, if there, after
+    ``flags``); ``stream``: the output, written with non-temporal stores when
+    it is large and its rows (W positions) long."""
     outer = x.size // (k * inner)
-    chunked = chunks and k * _STRIDED_MIN_BYTES * nbuf > _STRIDED_SCRATCH
-    W = _tile_width(k, inner, x.itemsize, nbuf, chunked)
+    size = x.itemsize
+    per_pos = k * nbuf * size       # bytes of a block an inner position
+    W = _STRIDED_SCRATCH // per_pos
+    chunked = chunk is not None and W * size < _CHUNK_BELOW[chunk]
+    if chunked:
+        W = _CHUNK_W
+    elif W * size < _STRIDED_MIN_BYTES:
+        least = _STRIDED_MIN_BYTES // size
+        W = least if least * per_pos <= _STRIDED_MAX_SCRATCH else _STRIDED_MAX_SCRATCH // per_pos
+    W = _even(max(1, W), inner)
     nt = _threads(nthreads, x, min_elems, outer * inner)
     if outer * -(-inner // W) < nt:     # an item for each thread
-        W = _even(max(64 // x.itemsize, -(-inner // -(-nt // outer))), inner)
+        W = _even(max(64 // size, -(-inner // -(-nt // outer))), inner)
     n = outer * -(-inner // W)
     nt = min(nt, n)
-    if chunks:
-        flags = flags + (int(chunked),) + (0,) * (kernels.names[-1] == "SAME")
+    if chunk is not None:
+        flags = flags + (int(chunked),)
+    if stream is not None:
+        flags = flags + (int(stream.nbytes >= _STRIDED_NT_BYTES and W * size >= _NT_ROW_BYTES),)
+    if kernels.names[-1:] == ("SAME",):
+        flags = flags + (0,)
     kernels(flags, nt, *args, W, n=n)
 
 
@@ -357,7 +368,7 @@ def _shaped(a, shape):
     return None if a is None else a.reshape(shape)
 
 
-_SOFTMAX_STRIDED = _Kernels(softmax_strided_kernel, "LOG", "CHUNKED", "SAME")
+_SOFTMAX_STRIDED = _Kernels(softmax_strided_kernel, "LOG", "CHUNKED", "NT", "SAME")
 _LSE_STRIDED = _Kernels(lse_strided_kernel, "CHUNKED")
 _BACKWARD_STRIDED = _Kernels(backward_strided_kernel, "LOG")
 _CE_INDEX_STRIDED = _Kernels(ce_index_strided_kernel)
@@ -374,7 +385,8 @@ def _softmax_like_strided(log, x, mask, out, outer, k, inner, nthreads):
         return
     s = (outer, k, inner)
     _strided(_SOFTMAX_STRIDED, (log,), nthreads, _PAR_MIN_ELEMS, 1, x,
-             (x.reshape(s), _shaped(mask, s), out.reshape(s)), k, inner, True)
+             (x.reshape(s), _shaped(mask, s), out.reshape(s)), k, inner,
+             "log" if log else "softmax", out if mask is None else out[:0])
 
 
 def softmax_strided(x, mask, out, outer, k, inner, nthreads=1):
@@ -396,7 +408,7 @@ def logsumexp_strided(x, b, mask, out, sign, outer, k, inner, nthreads=1):
     s = (outer, k, inner)
     _strided(_LSE_STRIDED, (), nthreads, _PAR_MIN_ELEMS, 1, x,
              (x.reshape(s), _shaped(b, s), _shaped(mask, s), out.reshape(-1),
-              _shaped(sign, -1)), k, inner, True)
+              _shaped(sign, -1)), k, inner, "log")
 
 
 def _backward_strided(log, grad, y, mask, out, outer, k, inner, nthreads):
@@ -424,23 +436,29 @@ def log_softmax_backward_strided(grad, y, mask, out, outer, k, inner, nthreads=1
     _backward_strided(1, grad, y, mask, out, outer, k, inner, nthreads)
 
 
+def _ce_strided(kernels, nbuf, x, target, w, extra, sc, row_scale, loss, grad, outer, k, inner,
+                nthreads):
+    """A cross entropy's strided kernel over (outer, k, inner) logits: per-row data
+    flat, ``extra`` the arguments between the weights and ``sc``."""
+    loss, row_scale = _grad_options(outer * inner, x.dtype, _shaped(loss, -1),
+                                    _shaped(row_scale, -1), grad)
+    s = (outer, k, inner)
+    _strided(kernels, (), nthreads, _PAR_MIN_ELEMS, nbuf, x,
+             (x.reshape(s), target, w, *extra, sc, row_scale, loss, _shaped(grad, s)), k, inner)
+
+
 def cross_entropy_index_strided(x, target, weight, ignore_index, label_smoothing, z_loss,
                                 a, b, g, row_scale, loss, grad, outer, k, inner, nthreads=1):
     if outer * k * inner == 0:
         return
     if inner == 1:
-        rows = (outer, k)
-        cross_entropy_index_rows(x.reshape(rows), target.reshape(-1), weight, ignore_index,
+        cross_entropy_index_rows(x.reshape(outer, k), target.reshape(-1), weight, ignore_index,
                                  label_smoothing, z_loss, a, b, g, _shaped(row_scale, -1),
-                                 _shaped(loss, -1), _shaped(grad, rows), nthreads)
+                                 _shaped(loss, -1), _shaped(grad, (outer, k)), nthreads)
         return
-    s = (outer, k, inner)
     w, sc = _ce_index_options(k, x.dtype, weight, label_smoothing, z_loss, a, b, g)
-    loss, row_scale = _grad_options(outer * inner, x.dtype, _shaped(loss, -1),
-                                    _shaped(row_scale, -1), grad)
-    _strided(_CE_INDEX_STRIDED, (), nthreads, _PAR_MIN_ELEMS, 1, x,
-             (x.reshape(s), target.reshape(-1), w, int(ignore_index), sc, row_scale, loss,
-              _shaped(grad, s)), k, inner)
+    _ce_strided(_CE_INDEX_STRIDED, 1, x, target.reshape(-1), w, (int(ignore_index),), sc,
+                row_scale, loss, grad, outer, k, inner, nthreads)
 
 
 def cross_entropy_prob_strided(x, target, weight, label_smoothing, z_loss, a, b, g,
@@ -448,18 +466,14 @@ def cross_entropy_prob_strided(x, target, weight, label_smoothing, z_loss, a, b,
     if outer * k * inner == 0:
         return
     if inner == 1:
-        rows = (outer, k)
-        cross_entropy_prob_rows(x.reshape(rows), target.reshape(rows), weight, label_smoothing,
-                                z_loss, a, b, g, _shaped(row_scale, -1), _shaped(loss, -1),
-                                _shaped(grad, rows), nthreads)
+        cross_entropy_prob_rows(x.reshape(outer, k), target.reshape(outer, k), weight,
+                                label_smoothing, z_loss, a, b, g, _shaped(row_scale, -1),
+                                _shaped(loss, -1), _shaped(grad, (outer, k)), nthreads)
         return
-    s = (outer, k, inner)
     w, sc = _ce_prob_options(k, x.dtype, weight, label_smoothing, z_loss, a, b, g)
-    loss, row_scale = _grad_options(outer * inner, x.dtype, _shaped(loss, -1),
-                                    _shaped(row_scale, -1), grad)
-    _strided(_CE_PROB_STRIDED, (), nthreads, _PAR_MIN_ELEMS, 2, x,
-             (x.reshape(s), target.reshape(s), w, sc, row_scale, loss, _shaped(grad, s)),
-             k, inner)
+    # the targets are read twice: counted in the block as the logits
+    _ce_strided(_CE_PROB_STRIDED, 2, x, target.reshape(outer, k, inner), w, (), sc, row_scale,
+                loss, grad, outer, k, inner, nthreads)
 
 
 from .table import RowKernels  # noqa: E402  (beside its one use)
