@@ -329,7 +329,7 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, where=No
 
 
 def _logsumexp_strided(st, be, x, b, w, cdtype, rdtype, keepdims, return_sign, out):
-    """logsumexp over one axis where it lies (the C backend's strided kernel)."""
+    """logsumexp over one axis where it lies (the backend's strided kernel)."""
     ov = None
     if out is not None:
         ov = np.squeeze(out, axis=st.axis) if keepdims else out
@@ -443,7 +443,7 @@ class _CE:
     """Validated cross-entropy arguments, as flat rows for the kernels.
 
     ``mode``: "rows" (classes on the last axis: ``(n, k)`` rows), "strided"
-    (classes on another axis, the C backend's strided kernels on the logits
+    (classes on another axis, the backend's strided kernels on the logits
     where they lie, C-contiguous ``(outer, k, inner)``), "moved" (another axis
     on a backend without those: the class axis moved last, a copy).  Per-row
     data (index targets, ``grad_loss``, the loss) are always the C-order

@@ -121,10 +121,11 @@ class Rows:
 
 
 class Strided:
-    """One reduced axis that the C backend reduces where it lies, without moving it
-    last: the arrays C-contiguous in the view ``perm`` of their axes (identity for
-    C order, reversed for Fortran order), the axis at position ``q`` of that view,
-    i.e. an ``(outer, k, inner)`` array reduced over ``k`` (``csrc/strided.c``)."""
+    """One reduced axis that a backend with strided kernels (C, Numba) reduces where
+    it lies, without moving it last: the arrays C-contiguous in the view ``perm``
+    of their axes (identity for C order, reversed for Fortran order), the axis at
+    position ``q`` of that view, i.e. an ``(outer, k, inner)`` array reduced over
+    ``k`` (``csrc/strided.c``, ``_backends/_numba_strided.py``)."""
 
     __slots__ = ("perm", "inv", "vshape", "outer", "k", "inner", "kept_perm", "kept_inv",
                  "kept_vshape", "axis", "identity")

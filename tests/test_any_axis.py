@@ -4,9 +4,10 @@ in place, C and Fortran order, every backend and every C ISA path, against
 float64 truths; cross entropy with ``axis=1`` against torch and against
 ``axis=-1`` on the moved array.
 
-On the C backend a single non-last axis of a C- or Fortran-contiguous array
-runs the strided driver (csrc/strided.c); the other backends move the axis
-last.  Both must agree with the truths to SPEC.md's bounds.
+On the C and Numba backends a single non-last axis of a C- or
+Fortran-contiguous array runs the strided kernels (csrc/strided.c,
+_numba_strided.py); the NumPy backend moves the axis last.  All must agree
+with the truths to SPEC.md's bounds.
 """
 
 from __future__ import annotations

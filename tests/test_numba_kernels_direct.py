@@ -12,113 +12,17 @@ import pytest
 pytest.importorskip("numba")
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
+from _numba_direct import (DTYPES, LSE_0_40, b_for, ce_index_inputs,  # noqa: E402
+                           check_ce_calls, check_log_values, check_pattern, check_rel,
+                           check_same, check_values, masks_for, near_zero_mask,
+                           near_zero_rows, rtol0, special_rows, tol)
 from fastact._backends import numpy_ref as R  # noqa: E402
 from fastact._backends import numba_kernels as K  # noqa: E402
 
-DTYPES = [np.float32, np.float64]
 # short rows take the tile path (k < K._TILE_K), the others the row path
 KS = [1, 5, K._TILE_K - 1, K._TILE_K, 517, 1100]
 # rows longer than K._ONLINE: max and sum in one pass, chunk by chunk
 KS_SOFTMAX = KS + [K._ONLINE, 2 * K._ONLINE + 37]
-
-
-def tol(dtype):
-    return 2e-6 if dtype == np.float32 else 1e-12
-
-
-def ltol(dtype):
-    return 4e-6 if dtype == np.float32 else 1e-12
-
-
-def special_rows(k, dtype, rng):
-    """Rows of length k: random ones and every special value of the contract."""
-    fmax = np.finfo(dtype).max
-    big = 300.0 if dtype == np.float32 else 2000.0   # spread > 88 / > 709
-    rows = []
-
-    def rnd(scale=3.0):
-        return (rng.standard_normal(k) * scale).astype(dtype)
-
-    rows.append(rnd())
-    rows.append(rnd(big))
-    r = rnd(); r[k // 2] = -np.inf; rows.append(r)
-    rows.append(np.full(k, -np.inf, dtype))
-    r = rnd(); r[k - 1] = np.nan; rows.append(r)
-    r = rnd(); r[0] = np.nan; rows.append(r)
-    r = rnd(); r[k // 3] = np.inf; rows.append(r)
-    r = rnd(); r[0] = np.inf; r[-1] = -np.inf; rows.append(r)
-    r = rnd(); r[0] = np.inf; r[-1] = np.nan; rows.append(r)
-    r = rnd(); r[0] = fmax; r[-1] = -fmax; rows.append(r)
-    r = np.zeros(k, dtype); r[0] = 3e38 if dtype == np.float32 else 1e308
-    r[-1] = -r[0]; rows.append(r)
-    rows.append(np.full(k, 7.0, dtype))
-    r = np.full(k, -np.inf, dtype); r[k // 2] = 2.5; rows.append(r)
-    r = np.full(k, fmax, dtype); rows.append(r)
-    r = rnd(); r[::2] = -200.0 if dtype == np.float32 else -1500.0; rows.append(r)
-    r = rnd(); r[k // 2] = 1000.0; rows.append(r)
-    for _ in range(20):   # enough rows for more than one tile
-        rows.append(rnd())
-    return np.array(rows, dtype=dtype)
-
-
-def masks_for(x, rng):
-    n, k = x.shape
-    m = rng.random((n, k)) > 0.3
-    m[0] = False                 # nothing selected
-    m[2, :] = False              # only the -inf entry selected
-    m[2, k // 2] = True
-    m[4, :] = True               # the NaN hidden ...
-    m[4, k - 1] = False
-    m[6, :] = True               # ... and the +inf hidden
-    m[6, k // 3] = False
-    m[7, 0] = False              # +inf hidden, -inf kept
-    m[-1] = True
-    return m
-
-
-def check_pattern(got, want, exact_zero=None):
-    """NaN and +-inf exactly where the reference has them."""
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    inf = np.isinf(want)
-    np.testing.assert_array_equal(np.isinf(got), inf)
-    np.testing.assert_array_equal(got[inf], want[inf])
-    if exact_zero is not None:
-        assert np.all(got[exact_zero] == 0)
-
-
-def check_values(got, want64, rtol=None, atol_scale=None):
-    """Finite entries within rtol * |want| (+ atol_scale * max|want| when given).
-
-    Only where the result is finite in both precisions (x - max can overflow
-    in float32 and not in float64); the pattern check covers the rest.
-    """
-    fin = np.isfinite(want64) & np.isfinite(got)
-    g = got[fin].astype(np.float64)
-    w = want64[fin]
-    lim = rtol * np.abs(w)
-    if atol_scale is not None and w.size:
-        lim = lim + atol_scale * max(np.max(np.abs(w)), 1e-2)
-    tiny = np.finfo(got.dtype).tiny
-    err = np.abs(g - w)
-    assert np.all(err <= lim + tiny), f"max excess {np.max(err - lim)}"
-
-
-def check_log_values(got, want64, dtype):
-    fin = np.isfinite(want64) & np.isfinite(got)
-    err = np.abs(got[fin].astype(np.float64) - want64[fin])
-    lim = ltol(dtype) * np.maximum(1.0, np.abs(want64[fin]))
-    assert np.all(err <= lim), f"max excess {np.max(err - lim)}"
-
-
-def check_same(got, want):
-    """In place or threaded against serial and out of place: the same up to
-    rounding (other machine code may sum in another order)."""
-    check_pattern(got, want)
-    fin = np.isfinite(want)
-    t = 4 * tol(want.dtype)
-    scale = np.max(np.abs(want[fin])) if fin.any() else 0.0
-    np.testing.assert_allclose(got[fin], want[fin], rtol=t, atol=t * scale)
 
 
 # ----------------------------------------------------------------------------
@@ -272,17 +176,7 @@ def test_logsumexp(with_sign, with_b, masked, k, dtype):
     x = special_rows(k, dtype, rng)
     n = x.shape[0]
     mask = masks_for(x, rng) if masked else None
-    b = None
-    if with_b:
-        b = rng.standard_normal((n, k)).astype(dtype)
-        b[rng.random((n, k)) < 0.2] = 0
-        b[1] = np.abs(b[1])
-        b[3, 0] = np.nan
-        b[6] = -1.0                       # +inf entry with negative weight
-        b[7] = 0.0                        # nothing takes part
-        b[-1] = 1.0
-        b[-2, :] = 0.5
-        b[-2, 0] = -0.5                   # sums of mixed sign
+    b = b_for(x, rng) if with_b else None
     got = np.full(n, 5.0, dtype)
     want = np.empty(n, dtype)
     gs = np.full(n, 5.0, dtype) if with_sign else None
@@ -453,30 +347,10 @@ def test_cross_entropy_index(dtype, k, weighted, eps, z):
     rng = np.random.default_rng(k)
     x = special_rows(k, dtype, rng)
     n = x.shape[0]
-    t = rng.integers(0, k, n).astype(np.int64)
-    t[1] = -100
-    t[3] = -100                          # an ignored special row
-    w = (rng.random(k) + 0.5).astype(dtype) if weighted else None
-    rs = rng.random(n).astype(dtype)
-    a, b, g = 1.0 / n, 0.5, 1.5
-    for row_scale in (None, rs):
-        for want_loss, want_grad in ((True, True), (True, False), (False, True)):
-            lg = np.full(n, 9.0, dtype) if want_loss else None
-            gg = np.full_like(x, 9.0) if want_grad else None
-            K.cross_entropy_index_rows(x, t, w, -100, eps, z, a, b, g, row_scale, lg, gg, 1)
-            lw = np.empty(n, dtype) if want_loss else None
-            gw = np.empty_like(x) if want_grad else None
-            R.cross_entropy_index_rows(x, t, w, -100, eps, z, a, b, g, row_scale, lw, gw)
-            x64 = x.astype(np.float64)
-            l64 = np.empty(n) if want_loss else None
-            g64 = np.empty(x.shape) if want_grad else None
-            R.cross_entropy_index_rows(x64, t, w, -100, eps, z, a, b, g, row_scale, l64, g64)
-            if want_loss:
-                check_pattern(lg, lw)
-                check_values(lg, l64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
-            if want_grad:
-                check_pattern(gg, gw)
-                check_values(gg, g64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+    t, w, rs, (a, b, g) = ce_index_inputs(x, rng, weighted)
+    check_ce_calls(lambda rs_, lg, gg: K.cross_entropy_index_rows(x, t, w, -100, eps, z, a, b, g,
+                                                                  rs_, lg, gg, 1),
+                   x, t, w, eps, z, (a, b, g), rs)
     # fused, in place: the gradient overwrites the logits
     lg = np.empty(n, dtype)
     gg = np.empty_like(x)
@@ -502,22 +376,11 @@ def test_cross_entropy_prob(dtype, k, weighted, eps, z):
     w = (rng.random(k) + 0.5).astype(dtype) if weighted else None
     rs = rng.random(n).astype(dtype)
     a, b, g = 1.0 / n, 0.5, 0.7
-    for row_scale in (None, rs):
-        lg = np.empty(n, dtype)
-        gg = np.empty_like(x)
-        K.cross_entropy_prob_rows(x, q, w, eps, z, a, b, g, row_scale, lg, gg, 1)
-        lw = np.empty(n, dtype)
-        gw = np.empty_like(x)
-        R.cross_entropy_prob_rows(x, q, w, eps, z, a, b, g, row_scale, lw, gw)
-        check_pattern(lg, lw)
-        check_pattern(gg, gw)
-        l64 = np.empty(n)
-        g64 = np.empty(x.shape)
-        R.cross_entropy_prob_rows(x.astype(np.float64), q.astype(np.float64),
-                                  None if w is None else w.astype(np.float64),
-                                  eps, z, a, b, g, row_scale, l64, g64)
-        check_values(lg, l64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
-        check_values(gg, g64, rtol=10 * tol(dtype), atol_scale=10 * tol(dtype))
+    check_ce_calls(lambda rs_, lg, gg: K.cross_entropy_prob_rows(x, q, w, eps, z, a, b, g, rs_,
+                                                                 lg, gg, 1),
+                   x, q, w, eps, z, (a, b, g), rs)
+    lg = np.empty(n, dtype)
+    gg = np.empty_like(x)
     xi = x.copy()
     li = np.empty(n, dtype)
     K.cross_entropy_prob_rows(xi, q, w, eps, z, a, b, g, None, li, xi, 2)
@@ -548,56 +411,9 @@ def test_cross_entropy_large_threads():
 # log(sum) = log1p(terms below the max) when one term is at the max
 # ----------------------------------------------------------------------------
 
-#: logsumexp([0, -40]) = log1p(exp(-40))
-LSE_0_40 = 4.2483542552915889e-18
 #: rows of each path: tiles, row path (pipelined log_softmax), long rows (online chunks)
 KS_NEAR0 = [2, 5, K._TILE_K - 1, K._TILE_K, 517, K._ONLINE, K._ONLINE + 1,
             2 * K._ONLINE + 37]
-
-
-def rtol0(dtype):
-    return 1e-6 if dtype == np.float32 else 1e-15
-
-
-def near_zero_rows(k, dtype):
-    """Rows whose log(sum exp(x - max)) is near 0 (one term at the max, the
-    others far below), some with ties at the max; every x - max exact.  For
-    long rows the max is in an early chunk (0) or in the last one (k - 1),
-    the -40 term before or after it (row 1: -40 is the first chunk's max,
-    an ordinary term once the max moves)."""
-    rest = -200.0
-    rows = []
-
-    def row(**at):
-        r = np.full(k, rest)
-        for j, v in at.items():
-            r[int(j[1:]) % k] = v
-        rows.append(r)
-
-    row(p0=0.0, p1=-40.0)                      # [0, -40, ...]: LSE_0_40
-    row(p0=-40.0, **{f"p{k - 1}": 0.0})        # max last, -40 first
-    row(p0=0.0, **{f"p{k - 1}": -40.0})        # max first, -40 last
-    row(**{f"p{k // 2}": 2.0, f"p{k // 2 + 1}": -38.0})   # max 2: m + 4.2e-18
-    if k >= 3:
-        row(p0=0.0, p1=-40.0, **{f"p{k - 1}": -41.0})
-        row(p0=0.0, p1=-40.0, **{f"p{k - 1}": 0.0})         # a tie: log(2 + ...)
-    else:
-        row(p0=0.0, p1=0.0)
-    row(p0=-1.0, **{f"p{k - 1}": 0.0})         # the early max -1 moves into r
-    return np.array(rows, dtype=dtype)
-
-
-def check_rel(got, want64, dtype, rtol=None):
-    """Relative error, however small the value (specials must match)."""
-    got = np.asarray(got)
-    want64 = np.asarray(want64, np.float64)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want64))
-    fin = np.isfinite(want64)
-    np.testing.assert_array_equal(got[~fin], want64[~fin])
-    err = np.abs(got[fin].astype(np.float64) - want64[fin])
-    lim = (rtol0(dtype) if rtol is None else rtol) * np.abs(want64[fin])
-    assert np.all(err <= lim), (f"worst {np.max(err / np.maximum(lim, 1e-300))} x the bound",
-                                got[fin][err > lim][:4], want64[fin][err > lim][:4])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -607,13 +423,7 @@ def check_rel(got, want64, dtype, rtol=None):
 def test_logsumexp_near_zero(with_sign, masked, k, dtype):
     x = near_zero_rows(k, dtype)
     n = x.shape[0]
-    mask = None
-    if masked:                  # a larger entry hidden: it must not reach either sum
-        mask = np.ones(x.shape, bool)
-        j = k // 3 if k >= 3 else 1
-        hide = x[:, j] == -200
-        x[hide, j] = 5.0
-        mask[hide, j] = False
+    mask = near_zero_mask(x) if masked else None
     got = np.full(n, 7.0, dtype)
     sg = np.full(n, 7.0, dtype) if with_sign else None
     K.logsumexp_rows(x, None, mask, got, sg, 1)
@@ -695,13 +505,7 @@ def test_log_softmax_near_zero(masked, k, dtype, stream):
     pipelined rows, long rows with the max in an early or a late chunk,
     streamed, masked), in place and threaded."""
     x = near_zero_rows(k, dtype)
-    mask = None
-    if masked:
-        mask = np.ones(x.shape, bool)
-        j = k // 3 if k >= 3 else 1
-        hide = x[:, j] == -200
-        x[hide, j] = 5.0
-        mask[hide, j] = False
+    mask = near_zero_mask(x) if masked else None
     want64 = np.empty(x.shape)
     R.log_softmax_rows(x.astype(np.float64), mask, want64)
     got = np.full_like(x, 7.0)

@@ -92,18 +92,22 @@ def _nt_map(name, op):
     """``dst[j] = op(src[j], b, c)`` over two 1-D C-contiguous arrays of one
     float dtype with non-temporal 64-byte vector stores (a scalar head up to
     dst's 64-byte alignment, a scalar tail); ``op(builder, v, b, c, flags)``
-    emits the arithmetic.
+    emits the arithmetic.  ``b`` and ``c`` are scalars, or arrays like ``src``
+    (``b[j]``, ``c[j]``: per-column factors of the strided kernels).
 
     Large outputs written once: the stores go to memory without first reading
     the lines in (as memcpy does for large copies).  LLVM's vectoriser will not
     emit such stores from a loop (it wants 64-byte aligned elements), hence IR.
     Callers end with ``_store_fence()``.
     """
+    def row(a):
+        return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+
     def impl(typingctx, src, dst, b, c):
-        if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
-                and src.ndim == 1 and dst.ndim == 1 and src.layout == "C"
-                and dst.layout == "C" and src.dtype == dst.dtype
-                and src.dtype in (types.float32, types.float64)):
+        if not (row(src) and row(dst) and src.dtype == dst.dtype
+                and src.dtype in (types.float32, types.float64)
+                and all(not isinstance(a, types.Array) or (row(a) and a.dtype == src.dtype)
+                        for a in (b, c))):
             return None
 
         def codegen(context, builder, signature, args):
@@ -117,8 +121,22 @@ def _nt_map(name, op):
             vl = 64 // size
             i64 = ir.IntType(64)
             vt = ir.VectorType(ft, vl)
-            bv = context.cast(builder, bv, signature.args[2], dt)
-            cv = context.cast(builder, cv, signature.args[3], dt)
+
+            def operand(val, ty):
+                """(scalar at j, vector at j) of an operand b or c."""
+                if isinstance(ty, types.Array):
+                    data = context.make_array(ty)(context, builder, val).data
+                    return (lambda j: builder.load(builder.gep(data, [j])),
+                            lambda j: builder.load(builder.bitcast(builder.gep(data, [j]),
+                                                                   vt.as_pointer()), align=size))
+                v = context.cast(builder, val, ty, dt)
+                vv = ir.Constant(vt, ir.Undefined)
+                for q in range(vl):
+                    vv = builder.insert_element(vv, v, ir.Constant(ir.IntType(32), q))
+                return (lambda j: v), (lambda j: vv)
+
+            (bs, bvec), (cs, cvec) = (operand(bv, signature.args[2]),
+                                      operand(cv, signature.args[3]))
 
             # a flag of our own, so that Numba's fastmath pass adds none: with
             # reassoc, (v - b) - c may become v - (b + c)
@@ -130,7 +148,7 @@ def _nt_map(name, op):
             def scalar(lo, hi):
                 with cgutils.for_range_slice(builder, lo, hi, ir.Constant(i64, 1)) as (j, _):
                     v = builder.load(builder.gep(sa.data, [j]))
-                    builder.store(f(v, bv, cv), builder.gep(da.data, [j]))
+                    builder.store(f(v, bs(j), cs(j)), builder.gep(da.data, [j]))
 
             addr = builder.ptrtoint(da.data, i64)
             mis = builder.and_(builder.sub(ir.Constant(i64, 0), addr), ir.Constant(i64, 63))
@@ -142,17 +160,12 @@ def _nt_map(name, op):
             nv = builder.sdiv(builder.sub(n, h), ir.Constant(i64, vl))
             t0 = builder.add(h, builder.mul(nv, ir.Constant(i64, vl)))
             scalar(ir.Constant(i64, 0), h)
-            vb = ir.Constant(vt, ir.Undefined)
-            vc = ir.Constant(vt, ir.Undefined)
-            for q in range(vl):
-                vb = builder.insert_element(vb, bv, ir.Constant(ir.IntType(32), q))
-                vc = builder.insert_element(vc, cv, ir.Constant(ir.IntType(32), q))
             nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
             with cgutils.for_range(builder, nv) as loop:
                 j = builder.add(h, builder.mul(loop.index, ir.Constant(i64, vl)))
                 v = builder.load(builder.bitcast(builder.gep(sa.data, [j]), vt.as_pointer()),
                                  align=size)
-                st = builder.store(f(v, vb, vc),
+                st = builder.store(f(v, bvec(j), cvec(j)),
                                    builder.bitcast(builder.gep(da.data, [j]), vt.as_pointer()),
                                    align=64)
                 st.set_metadata("nontemporal", nontemporal)

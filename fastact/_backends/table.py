@@ -22,8 +22,9 @@ Kernel = Callable[..., None]
 @dataclass(frozen=True)
 class RowOp:
     """One op of the softmax family: its kernel over ``(n, k)`` C-contiguous rows,
-    and (C only) its kernel over the middle axis of a C-contiguous
-    ``(outer, k, inner)`` array, reduced where it lies (``csrc/strided.c``)."""
+    and (C, Numba) its kernel over the middle axis of a C-contiguous
+    ``(outer, k, inner)`` array, reduced where it lies (``csrc/strided.c``,
+    ``_numba_strided``)."""
 
     rows: Kernel
     strided: Optional[Kernel] = None
