@@ -106,6 +106,15 @@ FA_TABLE(log_softmax_backward_rows);
 FA_TABLE(cross_entropy_index_rows);
 FA_TABLE(cross_entropy_prob_rows);
 
+/* The column kernels (rows_cols.c), per ISA level and dtype as above. */
+#if FA_X86
+static const fa_cols_fn cols_tab[3][2] = {
+    {cols_f32_base, cols_f64_base}, {cols_f32_avx2, cols_f64_avx2}, {cols_f32_avx512, cols_f64_avx512}};
+#else
+static const fa_cols_fn cols_tab[3][2] = {
+    {cols_f32_base, cols_f64_base}, {cols_f32_base, cols_f64_base}, {cols_f32_base, cols_f64_base}};
+#endif
+
 
 /* The level to run at: isa clamped to [baseline, what the CPU supports]
  * (fa_internal.h: the elementwise kernels pick theirs by it too). */

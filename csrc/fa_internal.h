@@ -78,6 +78,34 @@ typedef struct fa_args {
 
 typedef void (*fa_rows_fn)(const fa_args *, int64_t r0, int64_t r1);
 
+/* Widest strip of columns (elements) of the column kernels (rows_cols.c). */
+#define COLS_MAX 512
+
+/* A strip of w columns of a (k, inner) slab for the column kernels
+ * (rows_cols.c: softmax, log_softmax, logsumexp and index-target cross
+ * entropy without label smoothing over an axis that is not the last;
+ * strided.c drives them).  x, out (softmax, log_softmax) and grad point at
+ * the strip's element (0, 0), at row stride inner; logsumexp's out and sign
+ * (NULL: none), cross entropy's target, row_scale (NULL: 1) and loss (NULL:
+ * none) at its w per-column values; weight (NULL: 1) per class.  scratch:
+ * NULL or k x (w rounded up to the vector length) elements, the packed strip.
+ * op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 cross entropy (a, bz = b z,
+ * g: fa_args' coefficients).  Returns 1 (nothing written) for a strip with
+ * a column whose max is not finite, else 0. */
+typedef struct fa_cols_args {
+    const void *x;
+    void *out, *sign, *scratch;
+    int64_t k, inner, w;
+    int op;
+    const int64_t *target;
+    const void *weight, *row_scale;
+    void *loss, *grad;
+    int64_t ignore_index;
+    double a, bz, g;
+} fa_cols_args;
+
+typedef int (*fa_cols_fn)(const fa_cols_args *);
+
 /* Compile the functions that follow for an x86 target ("avx2,fma", ...) up
  * to FA_TARGET_POP, with GCC or clang, without -m flags for the file. */
 #define FA_PRAGMA(x) _Pragma(#x)

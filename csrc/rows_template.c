@@ -51,6 +51,7 @@ static inline int64_t FN(pf_off)(int64_t k)
 #include "rows_softmax.c"
 #include "rows_backward.c"
 #include "rows_ce.c"
+#include "rows_cols.c"
 
 #undef BLOCK
 #undef SCALE_VECTORS

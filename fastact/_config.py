@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import sys
 
 from . import _backends
 
@@ -73,7 +74,9 @@ def sync_fast(c=None):
     """Tell the C backend's fast path (``fastact._fastpath``, live once the C backend
     ``c`` is loaded) whether calls without ``backend=`` go to the C backend, and
     the thread count; after every change of either."""
-    c = c or _backends._loaded.get(("c", "rows"))
+    # the module itself, not only the registry's entry: an import of
+    # fastact._backends.c_kernels makes the fast path live before any load()
+    c = c or _backends._loaded.get(("c", "rows")) or sys.modules.get("fastact._backends.c_kernels")
     if c is not None:
         # "auto" picks the first backend that loads: C, which has
         on = _default_backend in ("c", "auto")

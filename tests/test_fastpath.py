@@ -9,6 +9,9 @@ Python path, which validates and raises as before.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -162,6 +165,22 @@ def test_follows_threads_and_isa(c_default):
             C.softmax_rows(x, None, want, 1)
             np.testing.assert_array_equal(fastact.softmax(x), want)
     assert fp.state()[2] == level
+
+
+def test_threads_follow_after_a_direct_import():
+    """Importing the C backend's module directly (not through the registry) makes
+    the fast path live; set_num_threads after that must still reach it."""
+    code = ("import fastact._backends.c_kernels, fastact\n"
+            "from fastact import _fastpath as fp\n"
+            "fastact.set_num_threads(1)\n"
+            "a = fp.state()[3]\n"
+            "fastact.set_num_threads(3)\n"
+            "print(a, fp.state()[3])\n")
+    env = dict(os.environ, FASTACT_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "3"]
 
 
 def test_threads_and_large_arrays(c_default):

@@ -1,29 +1,35 @@
-"""The Numba backend over an axis that is not the last (issue 18): its strided
+"""A native backend over an axis that is not the last (issue 18): its strided
 kernels (the axis reduced where it lies) against the same op over the last
 axis of a C-contiguous array of the same size, the copy path (the axis moved
-last by a copy, what the Numba backend did before it had strided kernels:
-here its table without them) and torch over the same dim.  float32, ``out=``
-preallocated, one thread (``--threads N`` for more); per variant the best of
-``--reps`` interleaved rounds of a few calls each.
+last by a copy: the backend's table without strided kernels), np.copyto of
+the same bytes and torch over the same dim.  float32, ``out=`` preallocated,
+one thread (``--threads N`` for more); per variant the best of ``--reps``
+interleaved rounds of a few calls each.
 
-    python benchmarks/numba_strided.py [--reps 5] [--threads 1]
+    python benchmarks/any_axis.py [--backend c|numba] [--reps 5] [--threads 1]
 """
 
 import argparse
 import dataclasses
+import importlib
+import sys
 import time
 
 import numpy as np
 import torch
 
 import fastact
-from fastact._backends import numba_kernels as K
+
+#: the backend (``--backend``, read before the module loads: its table is swapped below)
+BE = sys.argv[sys.argv.index("--backend") + 1] if "--backend" in sys.argv else "c"
+K = importlib.import_module({"c": "fastact._backends.c_kernels",
+                             "numba": "fastact._backends.numba_kernels"}[BE])
 
 CASES = [((1000, 4096), 0), ((32000, 512), 0), ((64, 1000, 64), 1), ((8, 21, 128, 128), 1)]
 CE_CASE = ((8, 21, 128, 128), 1)
-VARIANTS = ("strided", "last", "copy", "torch")
+VARIANTS = ("strided", "last", "copy", "np.copyto", "torch")
 
-#: The Numba table without strided kernels: the API then moves the axis last (a copy).
+#: The backend's table without strided kernels: the API then moves the axis last (a copy).
 NO_STRIDED = dataclasses.replace(
     K.KERNELS, **{f.name: dataclasses.replace(getattr(K.KERNELS, f.name), strided=None)
                   for f in dataclasses.fields(K.KERNELS) if f.type == "RowOp"})
@@ -50,7 +56,7 @@ def run(fns, reps):
 
 
 def copy_path(f):
-    """``f`` run with the Numba table without strided kernels."""
+    """``f`` run with the backend's table without strided kernels."""
     def g():
         K.KERNELS, saved = NO_STRIDED, K.KERNELS
         try:
@@ -76,10 +82,11 @@ def forward_cases(reps):
                   "log_softmax": lambda: torch.log_softmax(t, ax),
                   "logsumexp": lambda: torch.logsumexp(t, ax, out=tr)}[op]
             strided = (lambda fn=fn, out=out, ax=ax:
-                       fn(x, axis=ax, out=out, backend="numba"))
+                       fn(x, axis=ax, out=out, backend=BE))
             fns = {"strided": strided,
-                   "last": lambda fn=fn, outl=outl: fn(xl, axis=-1, out=outl, backend="numba"),
+                   "last": lambda fn=fn, outl=outl: fn(xl, axis=-1, out=outl, backend=BE),
                    "copy": copy_path(strided),
+                   "np.copyto": lambda: np.copyto(ol, xl),
                    "torch": tf}
             rows.append((f"{shape} axis {ax}", op, run(fns, reps)))
     return rows
@@ -100,11 +107,12 @@ def cross_entropy_case(reps):
         torch.nn.functional.cross_entropy(xt, tt).backward()
 
     def strided():
-        fastact.softmax_cross_entropy_with_grad(x, t, axis=ax, out=o, backend="numba")
+        fastact.softmax_cross_entropy_with_grad(x, t, axis=ax, out=o, backend=BE)
 
     fns = {"strided": strided,
-           "last": lambda: fastact.softmax_cross_entropy_with_grad(xl, t, out=ol, backend="numba"),
+           "last": lambda: fastact.softmax_cross_entropy_with_grad(xl, t, out=ol, backend=BE),
            "copy": copy_path(strided),
+           "np.copyto": lambda: np.copyto(ol, xl),
            "torch": torch_fwd_bwd}
     return [(f"{shape} axis {ax}", "ce_with_grad", run(fns, reps))]
 
@@ -113,17 +121,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backend", choices=("c", "numba"), default="c")
     a = ap.parse_args()
     fastact.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
     rows = forward_cases(a.reps) + cross_entropy_case(a.reps)
-    print(f"fastact numba backend, float32, out= given, {a.threads} thread(s), torch "
+    print(f"fastact {BE} backend, float32, out= given, {a.threads} thread(s), torch "
           f"{torch.__version__}; ms, best of {a.reps} interleaved rounds x 3 calls")
-    print(f"{'case':24s} {'op':13s}" + "".join(f"{v:>9s}" for v in VARIANTS)
-          + "   strided/last  /copy  /torch")
+    print(f"{'case':24s} {'op':13s}" + "".join(f"{v:>10s}" for v in VARIANTS)
+          + "   strided/last  /copy  /np.copyto  /torch")
     for case, op, t in rows:
-        print(f"{case:24s} {op:13s}" + "".join(f"{t[v]:9.2f}" for v in VARIANTS)
+        print(f"{case:24s} {op:13s}" + "".join(f"{t[v]:10.2f}" for v in VARIANTS)
               + f"   {t['strided'] / t['last']:12.2f} {t['strided'] / t['copy']:6.2f}"
+              f" {t['strided'] / t['np.copyto']:11.2f}"
               f" {t['strided'] / t['torch']:6.2f}")
 
 
