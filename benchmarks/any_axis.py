@@ -109,12 +109,22 @@ def cross_entropy_case(reps):
     def strided():
         fastact.softmax_cross_entropy_with_grad(x, t, axis=ax, out=o, backend=BE)
 
+    import fastact.torch as FT
+    ft = torch.from_numpy(x.copy()).requires_grad_(True)
+
+    def fastact_torch_fwd_bwd():  # the wrapper over the same tensor layout, dim 1
+        ft.grad = None
+        with fastact.use_backend(BE):
+            FT.cross_entropy(ft, tt).backward()
+
     fns = {"strided": strided,
            "last": lambda: fastact.softmax_cross_entropy_with_grad(xl, t, out=ol, backend=BE),
            "copy": copy_path(strided),
            "np.copyto": lambda: np.copyto(ol, xl),
            "torch": torch_fwd_bwd}
-    return [(f"{shape} axis {ax}", "ce_with_grad", run(fns, reps))]
+    wrap = dict(fns, strided=fastact_torch_fwd_bwd)
+    return [(f"{shape} axis {ax}", "ce_with_grad", run(fns, reps)),
+            (f"{shape} axis {ax}", "fastact.torch", run(wrap, reps))]
 
 
 def main():

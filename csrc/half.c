@@ -269,24 +269,6 @@ void fa_half_narrow(int code, int isa, const float *src, void *dst, int64_t n)
 
 /* ------------------------------------------------------------ the blocks */
 
-/* One call's job.  `a` first: fa_run hands &job->a to fa_half_part, which
- * casts it back.  a's pointers are the caller's (half rows, float32 per-row
- * data); out and sign are per row when row_out (logsumexp). */
-typedef struct {
-    fa_args a;
-    fa_rows_fn fn; /* the float32 kernel */
-    int bf16, cvt, row_out, stream;
-    int64_t block; /* rows per block */
-    /* Scratch, allocated before any part runs (so that a failed allocation
-     * leaves every output untouched): nslots buffers of slot_bytes, 64-byte
-     * aligned, one per thread of fa_run; a part takes a free one (busy[s]). */
-    char *slots;
-    size_t slot_bytes;
-    int nslots;
-    int *busy;
-    int failed; /* a part found no free slot and could not allocate its own */
-} fa_half_job;
-
 /* Take (returns 0 if it was free) and give back a slot flag, atomically
  * where threads exist (GCC/clang builtins); single-threaded otherwise. */
 #if FA_HAVE_PTHREADS && (defined(__GNUC__) || defined(__clang__))
@@ -299,47 +281,81 @@ typedef struct {
 #define FA_SET_FAILED(p) (*(p) = 1)
 #endif
 
-/* A part's scratch: a free one of the nslots slots of slot_bytes (busy[s]
- * its flag, *slot its index), or, when none is free, its own malloc (*own,
- * freed by fa_give_scratch); NULL with *failed set when that fails.  The
- * result is 64-byte aligned (slot_bytes leaves 64 bytes for it). */
-static char *fa_take_scratch(char *slots, size_t slot_bytes, int nslots, int *busy,
-                             int *failed, int *slot, char **own)
+/* The per-thread scratch of a driver (this file's and transform.c's),
+ * allocated before any part runs (so that a failure leaves every output
+ * untouched): nslots buffers of slot_bytes, 64-byte aligned, one per thread
+ * of fa_run, then their flags busy[s], in one allocation (mem); a part takes
+ * a free one. */
+typedef struct {
+    char *mem;
+    size_t slot_bytes;
+    int nslots;
+    int *busy;
+    int failed; /* a part found no free slot and could not allocate its own */
+} fa_slots;
+
+/* nslots slots of at least `bytes` each; -1 when the allocation fails. */
+static int fa_slots_alloc(fa_slots *S, int nslots, size_t bytes)
+{
+    S->slot_bytes = (bytes + 64 + 63) / 64 * 64;
+    S->nslots = nslots;
+    S->failed = 0;
+    S->mem = (char *)malloc((size_t)nslots * (S->slot_bytes + sizeof(int)));
+    if (!S->mem)
+        return -1;
+    S->busy = (int *)(S->mem + (size_t)nslots * S->slot_bytes);
+    memset(S->busy, 0, (size_t)nslots * sizeof(int));
+    return 0;
+}
+
+/* A part's scratch: a free slot (*slot its index), or, when none is free,
+ * its own malloc (*own, freed by fa_slots_give); NULL with S->failed set
+ * when that fails.  64-byte aligned. */
+static char *fa_slots_take(fa_slots *S, int *slot, char **own)
 {
     *slot = -1;
     *own = NULL;
-    for (int t = 0; t < nslots && *slot < 0; t++)
-        if (!FA_SLOT_TAKE(&busy[t]))
+    for (int t = 0; t < S->nslots && *slot < 0; t++)
+        if (!FA_SLOT_TAKE(&S->busy[t]))
             *slot = t;
     /* no free slot: more threads than fa_run asked for woke up (spurious
      * wake-ups in the pool); such a part allocates its own scratch */
-    if (*slot < 0 && !(*own = (char *)malloc(slot_bytes + 64))) {
-        FA_SET_FAILED(failed);
+    if (*slot < 0 && !(*own = (char *)malloc(S->slot_bytes + 64))) {
+        FA_SET_FAILED(&S->failed);
         return NULL;
     }
-    char *mem = *slot >= 0 ? slots + (size_t)*slot * slot_bytes : *own;
+    char *mem = *slot >= 0 ? S->mem + (size_t)*slot * S->slot_bytes : *own;
     return mem + ((64 - (uintptr_t)mem % 64) % 64);
 }
 
-/* A job's scratch, allocated before any part runs (so that a failure leaves
- * every output untouched): nslots slots of slot_bytes, then their flags
- * (*busy, cleared), in one allocation to free; NULL when it fails. */
-static char *fa_alloc_slots(int nslots, size_t slot_bytes, int **busy)
-{
-    char *mem = (char *)malloc((size_t)nslots * (slot_bytes + sizeof(int)));
-    if (!mem)
-        return NULL;
-    *busy = (int *)(mem + (size_t)nslots * slot_bytes);
-    memset(*busy, 0, (size_t)nslots * sizeof(int));
-    return mem;
-}
-
-static void fa_give_scratch(int *busy, int slot, char *own)
+static void fa_slots_give(fa_slots *S, int slot, char *own)
 {
     if (slot >= 0)
-        FA_SLOT_GIVE(&busy[slot]);
+        FA_SLOT_GIVE(&S->busy[slot]);
     free(own);
 }
+
+/* Rows per block of a driver: as many rows of k elements of elem_bytes as
+ * fit in budget (at least 1), at the row-tile boundaries of fa_part for
+ * short rows (k <= FA_TILE_ROWS). */
+static int64_t fa_block_rows(int64_t budget, int64_t k, int64_t elem_bytes)
+{
+    int64_t B = budget / ((k > 0 ? k : 1) * elem_bytes);
+    if (k <= FA_TILE_ROWS)
+        B = B / FA_TILE_ROWS * FA_TILE_ROWS;
+    return B < 1 ? 1 : B;
+}
+
+/* One call's job.  `a` first: fa_run hands &job->a to fa_half_part, which
+ * casts it back.  a's pointers are the caller's (half rows, float32 per-row
+ * data); out and sign are per row when row_out (logsumexp). */
+typedef struct {
+    fa_args a;
+    fa_rows_fn fn; /* the float32 kernel */
+    int bf16, cvt, row_out, stream;
+    int64_t block; /* rows per block */
+    fa_slots sc;   /* the per-thread scratch */
+} fa_half_job;
 
 #define FA_HALF_ROW(p, i, k) ((const uint16_t *)(p) + (i) * (k))
 
@@ -358,8 +374,8 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
     int slot;
     char *own;
     /* A is the caller's (non-const) job */
-    float *s = (float *)fa_take_scratch(J->slots, J->slot_bytes, J->nslots, J->busy,
-                                        &((fa_half_job *)A)->failed, &slot, &own);
+    fa_slots *sc = &((fa_half_job *)A)->sc; /* A is the caller's (non-const) job */
+    float *s = (float *)fa_slots_take(sc, &slot, &own);
     if (!s)
         return;
     float *xs = s, *p = s + B * k;
@@ -423,7 +439,7 @@ static void fa_half_part(const fa_args *A, int64_t r0, int64_t r1)
     if (J->stream && cvt >= FA_ISA_AVX2)
         _mm_sfence();
 #endif
-    fa_give_scratch(J->busy, slot, own);
+    fa_slots_give(sc, slot, own);
 }
 
 /* Runs the float32 kernel of `tab` over a's half rows (code: 2 float16,
@@ -448,18 +464,13 @@ static int fa_half_run(const fa_rows_fn tab[3][2], int code, int isa, const fa_a
     J.stream = !row_out && (a->out || a->grad) && fa_stream_out(a->n, a->k, 8);
     const int nin = fa_half_nbuf(a);
     const int64_t k = a->k > 0 ? a->k : 1;
-    int64_t B = FA_HALF_SCRATCH / (nin * k * (int64_t)sizeof(float));
-    if (k <= FA_TILE_ROWS) /* blocks at the row-tile boundaries of fa_part */
-        B = B / FA_TILE_ROWS * FA_TILE_ROWS;
-    if (B < 1)
-        B = 1;
+    const int64_t B = fa_block_rows(FA_HALF_SCRATCH, k, nin * (int64_t)sizeof(float));
     J.block = B;
     const int64_t nrow = row_out ? 2 * B : 0;
-    J.slot_bytes = ((size_t)(nin * B * k + nrow) * sizeof(float) + 64 + 63) / 64 * 64;
-    J.nslots = (int)fa_threads(a->n, a->k, nthreads);
-    if (!(J.slots = fa_alloc_slots(J.nslots, J.slot_bytes, &J.busy)))
+    if (fa_slots_alloc(&J.sc, (int)fa_threads(a->n, a->k, nthreads),
+                       (size_t)(nin * B * k + nrow) * sizeof(float)))
         return -1;
     fa_run(fa_half_part, &J.a, nthreads);
-    free(J.slots);
-    return J.failed ? -1 : 0;
+    free(J.sc.mem);
+    return J.sc.failed ? -1 : 0;
 }

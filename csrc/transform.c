@@ -31,11 +31,7 @@ typedef struct {
     int itemsize, isa, kind, row_out;
     double scale;
     int64_t block;
-    char *slots;
-    size_t slot_bytes;
-    int nslots;
-    int *busy;
-    int failed;
+    fa_slots sc; /* the per-thread scratch (half.c) */
 } fa_xf_job;
 
 /* z = x * scale */
@@ -83,8 +79,8 @@ static void fa_xf_part(const fa_args *A, int64_t r0, int64_t r1)
     const int64_t k = A->k, B = J->block, it = J->itemsize;
     int slot;
     char *own;
-    char *z = fa_take_scratch(J->slots, J->slot_bytes, J->nslots, J->busy,
-                              &((fa_xf_job *)A)->failed, &slot, &own);
+    fa_slots *sc = &((fa_xf_job *)A)->sc; /* A is the caller's (non-const) job */
+    char *z = fa_slots_take(sc, &slot, &own);
     if (!z)
         return;
     for (int64_t i0 = r0; i0 < r1; i0 += B) {
@@ -112,7 +108,7 @@ static void fa_xf_part(const fa_args *A, int64_t r0, int64_t r1)
         if (J->kind != FA_XF_FWD && g)
             fa_xf_times(J, g, e);
     }
-    fa_give_scratch(J->busy, slot, own);
+    fa_slots_give(sc, slot, own);
 }
 
 /* The kernel of `tab` over a's rows (float32/float64) on z of the logits:
@@ -141,19 +137,13 @@ static int fa_xf_run(const fa_rows_fn tab[3][2], int itemsize, int isa, const fa
     if (kind != FA_XF_FWD)
         J.a.stream = 0;
     const int64_t k = a->k;
-    int64_t B = FA_XF_SCRATCH / (k * itemsize);
-    if (k <= FA_TILE_ROWS) /* blocks at the row-tile boundaries of fa_part */
-        B = B / FA_TILE_ROWS * FA_TILE_ROWS;
-    if (B < 1)
-        B = 1;
-    J.block = B;
-    J.slot_bytes = ((size_t)(B * k * itemsize) + 64 + 63) / 64 * 64;
-    J.nslots = (int)fa_threads(a->n, a->k, nthreads);
-    if (!(J.slots = fa_alloc_slots(J.nslots, J.slot_bytes, &J.busy)))
+    J.block = fa_block_rows(FA_XF_SCRATCH, k, itemsize);
+    if (fa_slots_alloc(&J.sc, (int)fa_threads(a->n, a->k, nthreads),
+                       (size_t)(J.block * k * itemsize)))
         return -1;
     fa_run(fa_xf_part, &J.a, nthreads);
-    free(J.slots);
-    return J.failed ? -1 : 0;
+    free(J.sc.mem);
+    return J.sc.failed ? -1 : 0;
 }
 
 /* A softmax-family call of fa_row_args's arguments on z (as fa_rows_call) */

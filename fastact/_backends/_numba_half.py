@@ -188,8 +188,8 @@ def rows_per_block(n, k, nbuf, tile=0):
     return min(n, per)
 
 
-#: Below this many elements a call's blocks run on the calling thread only
-#: (numba_kernels' _PAR_MIN_ELEMS).
+#: Below this many elements a call (rows, or its half blocks) runs on the calling
+#: thread only (numba_kernels' row calls use it too).
 PAR_MIN_ELEMS = 1 << 15
 
 

@@ -71,7 +71,7 @@ import numpy as np
 from numba import prange
 
 from ._numba_backward import backward_kernel
-from ._numba_half import CONST, IN, OUT, ROW_OUT, SLICE, is_half
+from ._numba_half import CONST, IN, OUT, PAR_MIN_ELEMS, ROW_OUT, SLICE, is_half
 from ._numba_half import run as run_half
 from ._numba_math import _exp_nonpos_f32  # noqa: F401  (tests call it)
 from ._numba_math import _jit, _jit_par, _specialise
@@ -84,8 +84,8 @@ from ._numba_xent import _check_targets, ce_index_kernel, ce_prob_kernel
 
 NAME = "numba"
 
-#: Below this many elements a call stays on the calling thread.
-_PAR_MIN_ELEMS = 1 << 15
+#: Below this many elements a call stays on the calling thread (the half layer's too).
+_PAR_MIN_ELEMS = PAR_MIN_ELEMS
 #: The same for the backwards (no exp: a few operations per element), measured
 #: here (2-core AVX2 VM, float32): softmax_backward on 256x256 took 44 us on one
 #: thread and 48 us on two.
