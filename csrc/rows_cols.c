@@ -12,7 +12,7 @@
  *      power of 2 (16 KB apart: 4 of L2's sets per line), so the strip
  *      itself would not stay in L2, its packed copy does;
  *   2. the exp sums (and, for the logs, the terms below the max apart: see
- *      log_sum), blocks of COLS_FOLD rows summed in T and folded into double
+ *      log_sum), blocks of rows (COLS_FOLD) summed in T and folded into double
  *      sums per column, as the row kernels fold their blocks; softmax keeps
  *      the terms in the packed copy;
  *   3. the result row by row: softmax the terms (without scratch: exp
@@ -26,8 +26,17 @@
  * pass 1, nothing written: the driver sends it to the transposing path, whose
  * scalar rows mirror the reference. */
 
+/* Rows per block of T sums: 64 (16 adds per lane and accumulator, as the
+ * row kernels' BLOCK) over a packed strip; 16 over long columns read from
+ * memory, whose blocks of 64 rows of up to COLS_MAX elements would not stay
+ * in L1 (1 thread, against 16 everywhere: (1000, 4096) over axis 0 0.87x the
+ * time, (8, 21, 128, 128) over axis 1 0.8-0.9x; (32000, 512) over axis 0
+ * 1.05x with 64). */
 #ifndef COLS_FOLD
-#define COLS_FOLD 16
+#define COLS_FOLD 64
+#endif
+#ifndef COLS_FOLD_LONG
+#define COLS_FOLD_LONG 16
 #endif
 
 /* exp(d) for d <= 0 or NaN; fast: every d in the exp's fast range. */
@@ -37,9 +46,9 @@ static FA_ALWAYS_INLINE V FN(cols_exp)(V d, const int fast)
 }
 
 /* Pass 2 of cols: ds[c] (dr[c]) = the column's exp terms (those below its
- * max) summed, blocks of COLS_FOLD rows summed in T (four rows at a time
- * into separate accumulators) and added in double; columns of one block
- * (k <= COLS_FOLD) leave their sums in st and rt; rows R + j * rs of wp elements (packed: whole
+ * max) summed, blocks of COLS_FOLD (packed) or COLS_FOLD_LONG rows summed in
+ * T (four rows at a time into separate accumulators) and added in double;
+ * columns of one block leave their sums in st and rt; rows R + j * rs of wp elements (packed: whole
  * vectors; else the last vector of w masked); softmax (op 0) stores the
  * terms over packed rows. */
 static FA_ALWAYS_INLINE void FN(cols_sums)(const T *R, int64_t rs, int64_t k, int64_t w,
@@ -50,12 +59,13 @@ static FA_ALWAYS_INLINE void FN(cols_sums)(const T *R, int64_t rs, int64_t k, in
     const int64_t wv = w - w % VL;
     const VTM tm = v_tailmask(w - wv > 0 ? w - wv : VL);
     const int take_log = op != 0, store = packed && (op == 0 || op == 3);
-    const int one = k <= COLS_FOLD; /* one block: the sums stay in T (st, rt) */
+    const int64_t fold = packed ? COLS_FOLD : COLS_FOLD_LONG;
+    const int one = k <= fold; /* one block: the sums stay in T (st, rt) */
     if (!one)
         for (int64_t i = 0; i < wp; i++)
             ds[i] = dr[i] = 0.0;
-    for (int64_t j0 = 0; j0 < k; j0 += COLS_FOLD) {
-        const int64_t j1 = k - j0 < COLS_FOLD ? k : j0 + COLS_FOLD;
+    for (int64_t j0 = 0; j0 < k; j0 += fold) {
+        const int64_t j1 = k - j0 < fold ? k : j0 + fold;
         for (int64_t v = 0; v < wp; v += VL) {
             const V vm = v_load(m + v);
             const int full = packed || v < wv;
@@ -181,7 +191,8 @@ static int FN(cols)(const fa_cols_args *c)
     /* 3. the results: a = 1 / sum (softmax) or log_sum per column, a vector
      * at a time on the sums rounded to T where there is a vector log (short
      * columns would otherwise pay a scalar log or division per few elements) */
-    if (k > COLS_FOLD)
+    const int one = k <= (P ? COLS_FOLD : COLS_FOLD_LONG); /* sums in st, rt (cols_sums) */
+    if (!one)
         for (int64_t i = 0; i < wp; i++) {
             st[i] = (T)ds[i];
             rt[i] = (T)dr[i];
@@ -193,8 +204,8 @@ static int FN(cols)(const fa_cols_args *c)
     }
 #else
     for (int64_t i = 0; i < wp; i++) {
-        const double sd = k > COLS_FOLD ? ds[i] : (double)st[i];
-        const double rd = k > COLS_FOLD ? dr[i] : (double)rt[i];
+        const double sd = one ? (double)st[i] : ds[i];
+        const double rd = one ? (double)rt[i] : dr[i];
         a[i] = op == 0 ? (T)(1.0 / sd) : (T)FN(log_sum)(sd, rd);
     }
 #endif
@@ -213,7 +224,7 @@ static int FN(cols)(const fa_cols_args *c)
         T *L = (T *)c->loss, *tg = mn; /* the target's terms (mn no longer needed) */
         for (int64_t i = 0; i < w; i++) {
             const int64_t t = c->target[i];
-            const double sd = k > COLS_FOLD ? ds[i] : (double)st[i];
+            const double sd = one ? (double)st[i] : ds[i];
             if (t == c->ignore_index) {
                 if (L)
                     L[i] = 0;
