@@ -64,6 +64,7 @@ static inline int64_t FN(pf_off)(int64_t k)
 #if HAVE_TILES
 #undef TILE_K
 #undef TILE_MAX_K
+#undef GROUP_MAX_K
 #endif
 
 /* The vocabulary belongs to one expansion: drop it for the next. */

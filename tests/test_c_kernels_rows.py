@@ -78,7 +78,7 @@ def _tile_special_rows(dtype, k, g):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 9, 10, 12, 15, 16, 17])
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 9, 10, 12, 15, 16, 17, 21, 33, 64, 65])
 def test_short_rows_tiles_special(isa, dtype, k):
     # enough rows for many tiles (8 rows for AVX2 float32 and AVX-512 float64,
     # 16 for AVX-512 float32), tiles with only finite-max rows and tiles with a
@@ -149,10 +149,12 @@ def test_short_rows_tiles_special(isa, dtype, k):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [3, 10, 12, 16])
+@pytest.mark.parametrize("k", [3, 10, 12, 16, 21, 40, 64])
 def test_short_rows_tiles_nthreads(isa, dtype, k):
     # parts of the rows split at tile boundaries: the same results on any
-    # number of threads (rows in a tile on one thread, in the tail on another)
+    # number of threads (rows in a tile on one thread, in the tail on another);
+    # rows past the tiles in groups of VL (rows_group), split anywhere: the
+    # same arithmetic for every row however the groups fall
     n = (1 << 17) // k + 5
     g = rng(32)
     x = (g.standard_normal((n, k)) * 3).astype(dtype)
