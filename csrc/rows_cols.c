@@ -50,8 +50,8 @@ static FA_ALWAYS_INLINE V FN(cols_exp)(V d, const int fast)
  * T (four rows at a time into separate accumulators) and added in double;
  * columns of one block leave their sums in st and rt; rows R + j * rs of wp elements (packed: whole
  * vectors; else the last vector of w masked); softmax (op 0) stores the
- * terms over packed rows. */
-static FA_ALWAYS_INLINE void FN(cols_sums)(const T *R, int64_t rs, int64_t k, int64_t w,
+ * terms over packed rows.  Returns 1 when the sums were left in st, rt. */
+static FA_ALWAYS_INLINE int FN(cols_sums)(const T *R, int64_t rs, int64_t k, int64_t w,
                                              int64_t wp, const int packed, const int op,
                                              const T *m, double *ds, double *dr,
                                              T *st, T *rt, const int fast)
@@ -106,6 +106,7 @@ static FA_ALWAYS_INLINE void FN(cols_sums)(const T *R, int64_t rs, int64_t k, in
             }
         }
     }
+    return one;
 }
 
 /* Pass 3 of cols for softmax (op 0) and log_softmax (1): y[0:w] from row
@@ -183,15 +184,12 @@ static int FN(cols)(const fa_cols_args *c)
     /* 2. the exp sums */
     const T *R = P ? P : X; /* the rows of the passes below, rs apart */
     const int64_t rs = P ? wp : ld;
-    if (fast)
-        FN(cols_sums)(R, rs, k, w, wp, P != NULL, op, m, ds, dr, st, rt, 1);
-    else
-        FN(cols_sums)(R, rs, k, w, wp, P != NULL, op, m, ds, dr, st, rt, 0);
+    const int one = fast ? FN(cols_sums)(R, rs, k, w, wp, P != NULL, op, m, ds, dr, st, rt, 1)
+                         : FN(cols_sums)(R, rs, k, w, wp, P != NULL, op, m, ds, dr, st, rt, 0);
 
     /* 3. the results: a = 1 / sum (softmax) or log_sum per column, a vector
      * at a time on the sums rounded to T where there is a vector log (short
      * columns would otherwise pay a scalar log or division per few elements) */
-    const int one = k <= (P ? COLS_FOLD : COLS_FOLD_LONG); /* sums in st, rt (cols_sums) */
     if (!one)
         for (int64_t i = 0; i < wp; i++) {
             st[i] = (T)ds[i];
@@ -242,27 +240,21 @@ static int FN(cols)(const fa_cols_args *c)
         }
         for (int64_t i = w; i < wp; i++)
             a[i] = 0;
-        T *G = (T *)c->grad;
-        if (!G)
+        if (!c->grad)
             return 0;
-        for (int64_t j = 0; j < k; j++) {
-            const T *xj = R + j * rs;
-            if (!P && j + pfr < k)
-                FA_PREFETCH_LINES(xj, pfr * ld, 0, (size_t)rb);
-            FN(cols_out)(xj, G + j * ld, m, a, w, 0, P != NULL, fast);
-        }
-        for (int64_t i = 0; i < w; i++)
-            if (c->target[i] != c->ignore_index)
-                G[c->target[i] * ld + i] -= tg[i];
-        return 0;
     }
-    T *Y = (T *)c->out;
+    /* the rows of the result: softmax / log_softmax into out, cross entropy's
+     * gradient (the softmax's form with a = cp) into grad */
+    T *Y = (T *)(op == 3 ? c->grad : c->out);
     for (int64_t j = 0; j < k; j++) {
         const T *xj = R + j * rs;
-        T *yj = Y + j * ld;
         if (!P && j + pfr < k)
             FA_PREFETCH_LINES(xj, pfr * ld, 0, (size_t)rb);
-        FN(cols_out)(xj, yj, m, a, w, op, P != NULL, fast);
+        FN(cols_out)(xj, Y + j * ld, m, a, w, op == 3 ? 0 : op, P != NULL, fast);
     }
+    if (op == 3) /* the target's term */
+        for (int64_t i = 0; i < w; i++)
+            if (c->target[i] != c->ignore_index)
+                Y[c->target[i] * ld + i] -= mn[i]; /* tg above */
     return 0;
 }
